@@ -1,0 +1,8 @@
+//! spoolsift: scan the messages Exim's `queuefile` transport copies out, then re-queue them safely.
+//!
+//! The data path is the module structure: [`spool`] (the format) → [`requeue`] (writing a message
+//! back into an Exim spool).
+
+pub mod cli;
+pub mod requeue;
+pub mod spool;

@@ -1,0 +1,190 @@
+//! A read-only view of one message for consumers that want RFC 5322 bytes: the live headers, the
+//! blank line, then the body, streamed from wherever the body lives without copying it.
+
+use std::io::{self, Read};
+
+use super::data_file::DataFile;
+use super::header_file::SpoolHeader;
+
+/// Somewhere a body can be read from by offset: an open `-D` file, or bytes in memory.
+pub trait BodySource: Send + Sync {
+    fn body_len(&self) -> u64;
+    fn read_body_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+}
+
+impl BodySource for DataFile {
+    fn body_len(&self) -> u64 {
+        DataFile::body_len(self)
+    }
+    fn read_body_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        DataFile::read_body_at(self, buf, offset)
+    }
+}
+
+impl BodySource for [u8] {
+    fn body_len(&self) -> u64 {
+        self.len() as u64
+    }
+    fn read_body_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(self.len());
+        let n = buf.len().min(self.len() - start);
+        buf[..n].copy_from_slice(&self[start..start + n]);
+        Ok(n)
+    }
+}
+
+impl BodySource for Vec<u8> {
+    fn body_len(&self) -> u64 {
+        self.len() as u64
+    }
+    fn read_body_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.as_slice().read_body_at(buf, offset)
+    }
+}
+
+/// A message as a consumer sees it: the envelope and headers of a `-H`, and a body.
+#[derive(Clone, Copy)]
+pub struct MessageView<'a> {
+    pub header: &'a SpoolHeader,
+    pub body: &'a dyn BodySource,
+}
+
+impl<'a> MessageView<'a> {
+    pub fn new(header: &'a SpoolHeader, body: &'a dyn BodySource) -> Self {
+        MessageView { header, body }
+    }
+
+    /// Headers + blank line + body, as stored (LF line ends; a wire-format body stays CRLF).
+    pub fn reader(&self) -> MessageReader<'a> {
+        let mut head = self.header.headers.live_bytes();
+        head.push(b'\n');
+        MessageReader { head, head_pos: 0, body: self.body, body_pos: 0 }
+    }
+
+    /// The same bytes with every bare LF turned into CRLF, for consumers that need wire form
+    /// (clamd, dccifd, DKIM/ARC hashing).
+    pub fn wire_reader(&self) -> CrlfReader<MessageReader<'a>> {
+        CrlfReader::new(self.reader())
+    }
+
+    /// Total length of `reader()`'s output.
+    pub fn len(&self) -> u64 {
+        self.header.headers.live_len() as u64 + 1 + self.body.body_len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Read the whole message into memory (for consumers that need a slice, such as a MIME parser).
+    pub fn to_vec(&self) -> io::Result<Vec<u8>> {
+        let mut v = Vec::with_capacity(usize::try_from(self.len()).unwrap_or(0));
+        self.reader().read_to_end(&mut v)?;
+        Ok(v)
+    }
+}
+
+/// Streams a header block and then a body.
+pub struct MessageReader<'a> {
+    head: Vec<u8>,
+    head_pos: usize,
+    body: &'a dyn BodySource,
+    body_pos: u64,
+}
+
+impl Read for MessageReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.head_pos < self.head.len() {
+            let n = buf.len().min(self.head.len() - self.head_pos);
+            buf[..n].copy_from_slice(&self.head[self.head_pos..self.head_pos + n]);
+            self.head_pos += n;
+            return Ok(n);
+        }
+        let n = self.body.read_body_at(buf, self.body_pos)?;
+        self.body_pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Turns bare LF into CRLF while streaming; a CRLF already present is left alone.
+pub struct CrlfReader<R> {
+    inner: R,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    prev_cr: bool,
+    /// A LF whose CR went out at the end of the previous read.
+    owe_lf: bool,
+}
+
+impl<R: Read> CrlfReader<R> {
+    pub fn new(inner: R) -> Self {
+        CrlfReader { inner, buf: vec![0; 32 * 1024], start: 0, end: 0, prev_cr: false, owe_lf: false }
+    }
+}
+
+impl<R: Read> Read for CrlfReader<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if out.is_empty() {
+            return Ok(0);
+        }
+        let mut n = 0;
+        if self.owe_lf {
+            out[0] = b'\n';
+            self.owe_lf = false;
+            n = 1;
+        }
+        if self.start == self.end && n == 0 {
+            self.end = self.inner.read(&mut self.buf)?;
+            self.start = 0;
+            if self.end == 0 {
+                return Ok(0);
+            }
+        }
+        while n < out.len() && self.start < self.end {
+            let b = self.buf[self.start];
+            if b == b'\n' && !self.prev_cr {
+                out[n] = b'\r';
+                n += 1;
+                if n == out.len() {
+                    self.owe_lf = true;
+                    self.start += 1;
+                    self.prev_cr = false;
+                    return Ok(n);
+                }
+            }
+            out[n] = b;
+            n += 1;
+            self.prev_cr = b == b'\r';
+            self.start += 1;
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn crlf(input: &[u8], out_chunk: usize) -> Vec<u8> {
+        let mut r = CrlfReader::new(input);
+        let mut all = Vec::new();
+        let mut buf = vec![0; out_chunk];
+        loop {
+            let n = r.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..n]);
+        }
+        all
+    }
+
+    #[test]
+    fn crlf_adaptor_handles_every_chunk_size() {
+        let input = b"a\nb\r\n\n\nlast";
+        for chunk in 1..8 {
+            assert_eq!(crlf(input, chunk), b"a\r\nb\r\n\r\n\r\nlast", "chunk {chunk}");
+        }
+    }
+}
