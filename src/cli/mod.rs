@@ -1,4 +1,40 @@
+//! The `spoolsift` command line. Each subcommand lives in its own file.
+
+use clap::{Parser, Subcommand};
+
 pub mod inspect;
+
+#[derive(Debug, Parser)]
+#[command(name = "spoolsift", version, about = "Scan Exim spool messages and re-queue them safely")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print each message's envelope, options, headers and body counts as one JSON object per line.
+    Inspect(inspect::Args),
+}
+
+/// Exit codes shared by the subcommands.
+pub mod exit {
+    pub const OK: i32 = 0;
+    /// Some input was invalid (each one reported).
+    pub const INVALID: i32 = 1;
+    /// Usage or I/O error.
+    pub const ERROR: i32 = 2;
+}
+
 pub fn run() -> i32 {
-    0
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { exit::ERROR } else { exit::OK };
+        }
+    };
+    match cli.command {
+        Command::Inspect(a) => inspect::run(&a),
+    }
 }

@@ -1,0 +1,211 @@
+//! The write sequence: `-D`, then `-H` through a temporary name, fsync, rename, directory fsync.
+
+use std::ffi::CString;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{fchown, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::target::{TargetSpool, INPUT_DIRECTORY_MODE};
+use crate::spool::paths::file_name;
+use crate::spool::{DataFile, DataLock, MessageId, SpoolHeader, SpoolPair};
+
+/// Why a re-queue did not happen. Nothing is left at a final name when one of these is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum RequeueError {
+    /// The target already has a file of this id: the message is queued (or the id is taken).
+    #[error("{0} already exists: the message is already queued under this id")]
+    AlreadyQueued(PathBuf),
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> RequeueError {
+    let path = path.to_path_buf();
+    move |source| RequeueError::Io { op, path, source }
+}
+
+/// Where the body of the re-queued message comes from.
+pub enum BodyPlan<'a> {
+    /// Same id, body unchanged: hard-link the external `-D` (same file system, no copy).
+    Link(&'a Path),
+    /// Copy the body of an existing `-D` under a new first line (a new id, or another file system).
+    Copy(&'a DataFile),
+    /// A new body (already counted into the header by `transform::set_body_counts`).
+    Bytes(&'a [u8]),
+}
+
+/// What a commit put where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub id: MessageId,
+    pub header_path: PathBuf,
+    pub data_path: PathBuf,
+}
+
+static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// A temporary name that Exim never looks at: not 18 or 25 bytes ending in `-H`, not `hdr.<id>`
+/// (Exim's own), and recognisable for cleanup after a crash.
+pub fn temp_name(id: &MessageId, what: char) -> String {
+    let n = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
+    format!("rq.{}.{}.{}{}.tmp", std::process::id(), id, what, n)
+}
+
+/// Is this a temporary file of ours (left behind by a crash)?
+pub fn is_temp_name(name: &[u8]) -> bool {
+    name.starts_with(b"rq.") && name.ends_with(b".tmp")
+}
+
+fn cstr(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
+}
+
+/// rename(2) that fails with EEXIST instead of replacing the target.
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    let (f, t) = (cstr(from)?, cstr(to)?);
+    // SAFETY: two valid NUL-terminated paths; AT_FDCWD resolves them like rename(2).
+    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, f.as_ptr(), libc::AT_FDCWD, t.as_ptr(), libc::RENAME_NOREPLACE) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if matches!(err.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) {
+        // A file system without renameat2 flags: link + unlink gives the same no-replace guarantee.
+        std::fs::hard_link(from, to)?;
+        return std::fs::remove_file(from);
+    }
+    Err(err)
+}
+
+/// fsync a directory, so that renames and unlinks in it are durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    match File::open(dir)?.sync_all() {
+        // Some file systems cannot sync directories; Exim ignores EINVAL too.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
+        other => other,
+    }
+}
+
+fn ensure_dir(target: &TargetSpool, dir: &Path) -> Result<(), RequeueError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(INPUT_DIRECTORY_MODE))
+                .map_err(io_err("chmod", dir))?;
+            if let Some((uid, gid)) = target.owner {
+                std::os::unix::fs::chown(dir, Some(uid), Some(gid)).map_err(io_err("chown", dir))?;
+            }
+            sync_dir(dir.parent().unwrap_or(dir)).map_err(io_err("fsync", dir))
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(io_err("mkdir", dir)(e)),
+    }
+}
+
+/// Create a temp file in `dir`, let `fill` write it, fix owner and mode, fsync, and rename it to
+/// `final_path` without replacing anything. The temp file is removed on every failure.
+fn write_new_file(
+    target: &TargetSpool,
+    dir: &Path,
+    tmp: &str,
+    final_path: &Path,
+    fill: impl FnOnce(&mut File) -> io::Result<()>,
+) -> Result<(), RequeueError> {
+    let tmp_path = dir.join(tmp);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(target.mode)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(&tmp_path)
+        .map_err(io_err("create", &tmp_path))?;
+    let result = (|| {
+        if let Some((uid, gid)) = target.owner {
+            fchown(&f, Some(uid), Some(gid)).map_err(io_err("fchown", &tmp_path))?;
+        }
+        // The umask may have narrowed the mode given to open().
+        f.set_permissions(std::fs::Permissions::from_mode(target.mode)).map_err(io_err("fchmod", &tmp_path))?;
+        fill(&mut f).map_err(io_err("write", &tmp_path))?;
+        f.sync_all().map_err(io_err("fsync", &tmp_path))?;
+        rename_noreplace(&tmp_path, final_path).map_err(|e| {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                RequeueError::AlreadyQueued(final_path.to_path_buf())
+            } else {
+                io_err("rename", final_path)(e)
+            }
+        })
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp_path);
+    }
+    result
+}
+
+/// Re-queue: write `header` (already transformed, with its final id) and its body into the target.
+///
+/// While the `-H` is written we hold an OFD lock on the new `-D`, so a queue runner that finds the
+/// message in that instant skips it instead of racing us.
+pub fn commit(target: &TargetSpool, header: &SpoolHeader, body: BodyPlan<'_>) -> Result<Committed, RequeueError> {
+    let id = &header.id;
+    let dir = target.dir_for(id);
+    ensure_dir(target, &dir)?;
+    let data_path = dir.join(file_name(id, 'D'));
+    let header_path = dir.join(file_name(id, 'H'));
+    if header_path.exists() {
+        return Err(RequeueError::AlreadyQueued(header_path));
+    }
+
+    match body {
+        BodyPlan::Link(external) => std::fs::hard_link(external, &data_path).map_err(|e| {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                RequeueError::AlreadyQueued(data_path.clone())
+            } else {
+                io_err("link", &data_path)(e)
+            }
+        })?,
+        BodyPlan::Copy(src) => write_new_file(target, &dir, &temp_name(id, 'D'), &data_path, |f| {
+            let mut w = io::BufWriter::with_capacity(256 * 1024, f);
+            w.write_all(format!("{id}-D\n").as_bytes())?;
+            io::copy(&mut src.body_reader().take(src.body_len()), &mut w)?;
+            w.flush()
+        })?,
+        BodyPlan::Bytes(bytes) => write_new_file(target, &dir, &temp_name(id, 'D'), &data_path, |f| {
+            f.write_all(format!("{id}-D\n").as_bytes())?;
+            f.write_all(bytes)
+        })?,
+    }
+
+    let lock = DataLock::try_acquire(&data_path, id.first_line_len() as u64).map_err(io_err("lock", &data_path))?;
+    let header_bytes = header.to_bytes();
+    let written = write_new_file(target, &dir, &temp_name(id, 'H'), &header_path, |f| f.write_all(&header_bytes))
+        .and_then(|()| sync_dir(&dir).map_err(io_err("fsync", &dir)));
+    if let Err(e) = written {
+        // Without its -H the -D we just placed is an orphan that blocks the id: take it back.
+        let _ = std::fs::remove_file(&data_path);
+        return Err(e);
+    }
+    drop(lock);
+    Ok(Committed { id: id.clone(), header_path, data_path })
+}
+
+/// After a commit: remove the external pair (`-H` first, so that a half-removed pair is an orphan
+/// `-D`, which is never mistaken for a message), then make the removal durable.
+pub fn remove_external_pair(pair: &SpoolPair) -> io::Result<()> {
+    for p in [pair.header_path(), pair.data_path()] {
+        match std::fs::remove_file(&p) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    sync_dir(&pair.dir)
+}
