@@ -6,3 +6,4 @@
 pub mod cli;
 pub mod requeue;
 pub mod spool;
+pub mod stages;

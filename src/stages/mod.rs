@@ -1,0 +1,85 @@
+//! Stages: the checks run on each message. One file per stage, all behind [`Stage`].
+//!
+//! A stage sees a read-only [`MessageView`] (envelope, headers, body access) and returns a
+//! [`StageResult`] or a [`StageError`]. It knows nothing of the file system or of the spool's
+//! layout, so the same stage serves the live daemon, offline scans and replays.
+
+use std::time::Duration;
+
+use crate::spool::MessageView;
+
+/// What a stage concluded about a message.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum Verdict {
+    /// Nothing found.
+    Clean,
+    /// Malware (the signature or rule name).
+    Infected { name: String },
+    /// Blocked by a content rule (attachment name or type, size limit, hash blocklist).
+    Blocked { rule: String },
+    /// Bulk or spam by the stage's own measure.
+    Spam,
+    /// The check does not apply or says nothing either way (e.g. ARC `none`).
+    Neutral,
+    /// An authentication check failed (e.g. ARC `fail`); the reason is in the result's details.
+    AuthFail,
+    /// An authentication check passed.
+    AuthPass,
+}
+
+/// A stage's answer.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StageResult {
+    pub verdict: Verdict,
+    /// A score, where the stage has one.
+    pub score: Option<f64>,
+    /// Headers the stage wants added (name, value); the header stage sanitises and folds them.
+    pub headers: Vec<(String, String)>,
+    /// `method=result` clauses for our Authentication-Results header (RFC 8601), e.g.
+    /// `arc=pass (i=2) header.oldest-pass=1`.
+    pub auth_results: Vec<String>,
+    /// Fields for the per-message log line and reports.
+    pub details: Vec<(String, String)>,
+}
+
+impl StageResult {
+    pub fn new(verdict: Verdict) -> StageResult {
+        StageResult { verdict, score: None, headers: Vec::new(), auth_results: Vec::new(), details: Vec::new() }
+    }
+
+    pub fn clean() -> StageResult {
+        StageResult::new(Verdict::Clean)
+    }
+
+    pub fn detail(mut self, key: &str, value: impl Into<String>) -> StageResult {
+        self.details.push((key.to_string(), value.into()));
+        self
+    }
+}
+
+/// Why a stage could not give an answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize)]
+pub enum StageError {
+    /// Try again later (service down, timeout): the policy's defer applies. Never "clean".
+    #[error("temporary failure: {0}")]
+    Temporary(String),
+    /// The message cannot be checked by this stage at all (e.g. above a size limit it cannot
+    /// stream): the policy decides.
+    #[error("permanent failure: {0}")]
+    Permanent(String),
+}
+
+/// The stage interface: small on purpose.
+pub trait Stage: Send + Sync {
+    /// A short stable name used in configuration, logs and reports (`clamav`, `dcc`, `arc`...).
+    fn name(&self) -> &str;
+
+    /// Check one message. May block on I/O; the executor runs independent stages in parallel.
+    fn check(&self, message: &MessageView<'_>) -> Result<StageResult, StageError>;
+
+    /// How long a check may take before the executor treats it as a temporary failure.
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(30)
+    }
+}
