@@ -15,6 +15,9 @@ use crate::spool::{DataFile, DataLock, MessageId, SpoolHeader, SpoolPair};
 /// Why a re-queue did not happen. Nothing is left at a final name when one of these is returned.
 #[derive(Debug, thiserror::Error)]
 pub enum RequeueError {
+    /// The header model would not serialise into a file that reads back as itself.
+    #[error("{0}")]
+    Invalid(#[from] crate::spool::SpoolError),
     /// The target already has a file of this id: the message is queued (or the id is taken).
     #[error("{0} already exists: the message is already queued under this id")]
     AlreadyQueued(PathBuf),
@@ -156,6 +159,7 @@ fn write_new_file(
 /// While the `-H` is written we hold an OFD lock on the new `-D`, so a queue runner that finds the
 /// message in that instant skips it instead of racing us.
 pub fn commit(target: &TargetSpool, header: &SpoolHeader, body: BodyPlan<'_>) -> Result<Committed, RequeueError> {
+    let header_bytes = header.to_checked_bytes()?;
     let id = &header.id;
     let dir = target.dir_for(id);
     ensure_dir(target, &dir)?;
@@ -186,7 +190,6 @@ pub fn commit(target: &TargetSpool, header: &SpoolHeader, body: BodyPlan<'_>) ->
     }
 
     let lock = DataLock::try_acquire(&data_path, id.first_line_len() as u64).map_err(io_err("lock", &data_path))?;
-    let header_bytes = header.to_bytes();
     let written = write_new_file(target, &dir, &temp_name(id, 'H'), &header_path, |f| f.write_all(&header_bytes))
         .and_then(|()| sync_dir(&dir).map_err(io_err("fsync", &dir)));
     if let Err(e) = written {

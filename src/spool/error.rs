@@ -52,6 +52,8 @@ pub enum Reason {
     HeaderWithoutLf,
     #[error("body: {0}")]
     BadBody(&'static str),
+    #[error("refusing to write: {0}")]
+    Unwritable(&'static str),
     #[error("I/O error: {0}")]
     Io(String),
 }

@@ -15,6 +15,7 @@ pub mod options;
 pub mod paths;
 pub mod recipients;
 pub mod tree;
+pub mod validate;
 
 pub use data_file::{BodyCounts, DataFile};
 pub use error::{Reason, SpoolError};

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine as on a developer's: install what the tests need, build
+# the two test Exims (cached after the first run), check formatting and lints, run every test, then
+# a bounded fuzz run of the spool reader. README.md gives this as the test command; .ci/run calls it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-test-deps.sh
+bash scripts/build-exim.sh bookworm
+bash scripts/build-exim.sh trixie
+
+cargo fmt --all -- --check
+cargo clippy --all-targets -- -D warnings
+cargo test --all-targets
+bash scripts/fuzz.sh "${SPOOLSIFT_FUZZ_SECONDS:-60}"

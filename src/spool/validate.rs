@@ -1,0 +1,119 @@
+//! The writer's guard: a model that would serialise into something other than itself is refused
+//! before a byte is written. Model fields are public for convenience, so a value with an LF in it
+//! could otherwise smuggle an extra option line (`-frozen …`) or recipient into the file.
+
+use super::error::{Reason, SpoolError};
+use super::header_file::SpoolHeader;
+use super::options::SpoolOption;
+use super::recipients::RecipientLine;
+
+fn clean_line(b: &[u8]) -> bool {
+    !b.iter().any(|&c| matches!(c, b'\n' | b'\r' | 0))
+}
+
+fn refuse(what: &'static str) -> SpoolError {
+    SpoolError::whole_file(Reason::Unwritable(what))
+}
+
+impl SpoolHeader {
+    /// Check that [`SpoolHeader::to_bytes`] will write a file that reads back as this model.
+    pub fn validate(&self) -> Result<(), SpoolError> {
+        if !clean_line(&self.originator.login) {
+            return Err(refuse("login contains CR, LF or NUL"));
+        }
+        if !clean_line(&self.sender) {
+            return Err(refuse("sender contains CR, LF or NUL"));
+        }
+        for o in &self.options.0 {
+            match o {
+                SpoolOption::Line(l) => {
+                    let name_ok = !l.name.is_empty()
+                        && clean_line(&l.name)
+                        && !l.name.contains(&b' ')
+                        && !matches!(l.name[0], b'-' | b'(')
+                        && !matches!(l.name.as_slice(), b"aclc" | b"aclm" | b"acl");
+                    if !name_ok {
+                        return Err(refuse("option name is empty, has a space, CR, LF or NUL, or is an ACL keyword"));
+                    }
+                    if l.value.as_deref().is_some_and(|v| !clean_line(v)) {
+                        return Err(refuse("option value contains CR, LF or NUL"));
+                    }
+                }
+                SpoolOption::Acl(a) => {
+                    if a.name.is_empty() || !clean_line(&a.name) || a.name.contains(&b' ') {
+                        return Err(refuse("ACL variable name is empty or has a space, CR, LF or NUL"));
+                    }
+                }
+            }
+            let quoter = match o {
+                SpoolOption::Line(l) => &l.quoter,
+                SpoolOption::Acl(a) => &a.quoter,
+            };
+            if quoter
+                .as_deref()
+                .is_some_and(|q| q.is_empty() || !q.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'_'))
+            {
+                return Err(refuse("quoter is not a lookup type name"));
+            }
+        }
+        if self.non_recipients.iter().any(|a| a.is_empty() || !clean_line(a)) {
+            return Err(refuse("non-recipient address is empty or contains CR, LF or NUL"));
+        }
+        if self.recipients.len() > super::header_file::MAX_RECIPIENTS {
+            return Err(refuse("more recipients than Exim reads"));
+        }
+        for r in &self.recipients {
+            let f = &r.fields;
+            let fields_ok = clean_line(&f.address)
+                && f.orcpt.as_deref().is_none_or(clean_line)
+                && f.errors_to.as_deref().is_none_or(clean_line);
+            if !fields_ok {
+                return Err(refuse("recipient field contains CR, LF or NUL"));
+            }
+            // Parsed from the right, an address such as `a 5` would come back as `a` with pno 5.
+            let mut line = Vec::new();
+            r.write(&mut line);
+            line.pop();
+            if RecipientLine::parse(&line).map(|back| back.fields) != Ok(f.clone()) {
+                return Err(refuse("recipient would not read back as written"));
+            }
+        }
+        Ok(())
+    }
+
+    /// [`SpoolHeader::to_bytes`] after [`SpoolHeader::validate`].
+    pub fn to_checked_bytes(&self) -> Result<Vec<u8>, SpoolError> {
+        self.validate()?;
+        Ok(self.to_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::spool::{OptionLine, RecipientLine, SpoolHeader};
+
+    fn sample() -> SpoolHeader {
+        SpoolHeader::parse(
+            b"1xXOQD-0004A8-22-H\nDebian-exim 102 105\n<s@x>\n1795895361 0\n-body_linecount 0\nXX\n1\nb@x\n\n",
+            None,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn refuses_what_would_not_read_back() {
+        assert!(sample().validate().is_ok());
+        let mut h = sample();
+        h.options.set(OptionLine::with_value("ident", b"x\n-frozen 1"));
+        assert!(h.to_checked_bytes().is_err());
+        let mut h = sample();
+        h.recipients.push(RecipientLine::new(b"odd 5"));
+        assert!(h.validate().is_err());
+        let mut h = sample();
+        h.sender = b"a\r".to_vec();
+        assert!(h.validate().is_err());
+        let mut h = sample();
+        h.options.set(OptionLine::flag("aclm"));
+        assert!(h.validate().is_err());
+    }
+}
