@@ -18,7 +18,8 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// A body that exercises the transport: a leading dot, 8-bit bytes, a `From ` line, trailing space.
 fn body(tag: &str) -> Vec<u8> {
-    let mut b = format!("Hello from {tag}.\n.leading dot line\nFrom the start of a line\ntrailing space \n").into_bytes();
+    let mut b =
+        format!("Hello from {tag}.\n.leading dot line\nFrom the start of a line\ntrailing space \n").into_bytes();
     b.extend_from_slice("8-bit: Grüße, naïve café\n".as_bytes());
     for i in 0..50 {
         b.extend_from_slice(format!("line {i:03} {}\n", "x".repeat(i)).as_bytes());
@@ -64,8 +65,12 @@ fn round_trip(series: &'static str, split: bool, keep_id: bool) {
     let tag = format!("{series}-{}-{}", if split { "split" } else { "flat" }, if keep_id { "keep" } else { "mint" });
     let (data, sent_body) = message("bob@test.example", &tag);
     let id = MessageId::parse(
-        smtp::send(exim.port, &Envelope { from: "alice@client.test", mail_params: "", rcpts: &[("bob@test.example", "")] }, &data)
-            .as_bytes(),
+        smtp::send(
+            exim.port,
+            &Envelope { from: "alice@client.test", mail_params: "", rcpts: &[("bob@test.example", "")] },
+            &data,
+        )
+        .as_bytes(),
     )
     .unwrap();
     let pair = wait_for_copy(&exim, &target, &id);
@@ -86,7 +91,8 @@ fn round_trip(series: &'static str, split: bool, keep_id: bool) {
     drop(external);
     requeue::remove_external_pair(&pair).unwrap();
     assert_eq!(committed.id == id, keep_id);
-    let expected_dir = if split { target.input.join(committed.id.split_char().to_string()) } else { target.input.clone() };
+    let expected_dir =
+        if split { target.input.join(committed.id.split_char().to_string()) } else { target.input.clone() };
     assert_eq!(committed.header_path.parent().unwrap(), expected_dir);
 
     Kicker::new(exim_cmd).kick(std::slice::from_ref(&committed.id)).unwrap();

@@ -86,7 +86,9 @@ impl Exim {
     }
 
     pub fn var(&self, name: &str) -> PathBuf {
-        PathBuf::from(self.vars.get(name).unwrap_or_else(|| panic!("exim-test.sh did not print {name}: {:?}", self.vars)))
+        PathBuf::from(
+            self.vars.get(name).unwrap_or_else(|| panic!("exim-test.sh did not print {name}: {:?}", self.vars)),
+        )
     }
 
     pub fn spool(&self) -> PathBuf {

@@ -41,7 +41,8 @@ pub fn send(port: u16, env: &Envelope<'_>, data: &[u8]) -> String {
     let mut r = BufReader::new(w.try_clone().unwrap());
     assert_eq!(reply(&mut r).0, 220);
     command(&mut w, &mut r, "EHLO client.test", 250);
-    let mail = format!("MAIL FROM:<{}>{}{}", env.from, if env.mail_params.is_empty() { "" } else { " " }, env.mail_params);
+    let mail =
+        format!("MAIL FROM:<{}>{}{}", env.from, if env.mail_params.is_empty() { "" } else { " " }, env.mail_params);
     command(&mut w, &mut r, &mail, 250);
     for (rcpt, params) in env.rcpts {
         command(&mut w, &mut r, &format!("RCPT TO:<{rcpt}>{}{params}", if params.is_empty() { "" } else { " " }), 250);
