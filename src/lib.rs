@@ -4,6 +4,7 @@
 //! back into an Exim spool).
 
 pub mod cli;
+pub mod pipeline;
 pub mod requeue;
 pub mod spool;
 pub mod stages;

@@ -83,3 +83,5 @@ pub trait Stage: Send + Sync {
         Duration::from_secs(30)
     }
 }
+
+pub mod inject;

@@ -1,0 +1,238 @@
+//! Header injection: after the checks, write what they found into the message's headers, through
+//! the spool header API. Not a [`super::Stage`]: it runs once the parallel stages are done, and it
+//! is the only step that changes the message.
+
+use serde::Deserialize;
+
+use crate::pipeline::policy::{verdict_text, Action, Decision};
+use crate::pipeline::run::StageOutcome;
+use crate::spool::{HeaderError, Position, Removal, SpoolHeader};
+use crate::stages::Verdict;
+
+/// What headers to add. Templates may use `{verdict}`, `{action}`, `{virus}`, `{version}`,
+/// `{stages}` and `{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InjectConfig {
+    /// Header with the overall result; empty for none. Incoming copies of it are removed, since a
+    /// sender could forge it.
+    pub status_header: String,
+    pub status_template: String,
+    /// Header naming the malware found, added only when some was; empty for none.
+    pub virus_header: String,
+    /// Add our Authentication-Results (RFC 8601) with every stage's `method=result` clauses.
+    pub authentication_results: bool,
+    /// Remove incoming Authentication-Results that claim our authserv-id (RFC 8601 §5).
+    pub remove_forged_results: bool,
+    /// Prefix for the Subject of messages a stage calls spam (e.g. `[SPAM]`); empty for none.
+    pub spam_subject_tag: String,
+    /// Extra headers, each `{ name = "...", value = "template" }`.
+    pub add: Vec<ExtraHeader>,
+    /// Longest value we write; longer ones are cut (at a character boundary).
+    pub max_value_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtraHeader {
+    pub name: String,
+    pub value: String,
+}
+
+impl Default for InjectConfig {
+    fn default() -> Self {
+        InjectConfig {
+            status_header: "X-Spoolsift-Status".into(),
+            status_template: "{verdict} ({stages}) spoolsift {version}".into(),
+            virus_header: "X-Spoolsift-Virus".into(),
+            authentication_results: true,
+            remove_forged_results: true,
+            spam_subject_tag: String::new(),
+            add: Vec::new(),
+            max_value_bytes: 900,
+        }
+    }
+}
+
+/// Make untrusted text safe as a header value: control characters (CR, LF and NUL among them)
+/// become spaces, runs of white space collapse, and the length is bounded.
+pub fn sanitize(value: &str, max_bytes: usize) -> String {
+    let mut out = String::with_capacity(value.len().min(max_bytes));
+    let mut last_space = true;
+    for c in value.chars() {
+        let c = if c.is_control() || c.is_whitespace() { ' ' } else { c };
+        if c == ' ' && last_space {
+            continue;
+        }
+        if out.len() + c.len_utf8() > max_bytes {
+            break;
+        }
+        last_space = c == ' ';
+        out.push(c);
+    }
+    out.trim_end().to_string()
+}
+
+/// The authserv-id an Authentication-Results value claims: its first token, comments skipped.
+pub fn claimed_authserv_id(value: &[u8]) -> Vec<u8> {
+    let mut v = value.trim_ascii_start();
+    while v.first() == Some(&b'(') {
+        let close = v.iter().position(|&b| b == b')').map_or(v.len(), |p| p + 1);
+        v = v[close..].trim_ascii_start();
+    }
+    let end = v.iter().position(|&b| b == b';' || b.is_ascii_whitespace() || b == b'(').unwrap_or(v.len());
+    v[..end].to_vec()
+}
+
+/// The values a template can use.
+struct Fields {
+    verdict: String,
+    action: String,
+    virus: String,
+    version: String,
+    stages: String,
+    id: String,
+}
+
+impl Fields {
+    fn expand(&self, template: &str) -> String {
+        template
+            .replace("{verdict}", &self.verdict)
+            .replace("{action}", &self.action)
+            .replace("{virus}", &self.virus)
+            .replace("{version}", &self.version)
+            .replace("{stages}", &self.stages)
+            .replace("{id}", &self.id)
+    }
+}
+
+impl InjectConfig {
+    /// Apply to a message's header: remove forgeries of our headers, add ours.
+    pub fn apply(
+        &self,
+        h: &mut SpoolHeader,
+        authserv_id: &str,
+        outcomes: &[StageOutcome],
+        decision: &Decision,
+    ) -> Result<(), HeaderError> {
+        let results: Vec<_> = outcomes.iter().filter_map(|o| o.result.as_ref().ok()).collect();
+        let viruses: Vec<&str> = results
+            .iter()
+            .filter_map(|r| match &r.verdict {
+                Verdict::Infected { name } => Some(name.as_str()),
+                _ => None,
+            })
+            .collect();
+        let overall = results
+            .iter()
+            .map(|r| &r.verdict)
+            .find(|v| !matches!(v, Verdict::Clean | Verdict::Neutral | Verdict::AuthPass))
+            .map_or_else(
+                || {
+                    if decision.action == Action::Deliver {
+                        "clean".to_string()
+                    } else {
+                        decision.action.name().to_string()
+                    }
+                },
+                verdict_text,
+            );
+        let stages = outcomes
+            .iter()
+            .map(|o| match &o.result {
+                Ok(r) => format!("{}={}", o.stage, short(&r.verdict)),
+                Err(_) => format!("{}=error", o.stage),
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        let fields = Fields {
+            verdict: overall,
+            action: decision.action.name().to_string(),
+            virus: viruses.join(", "),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            stages,
+            id: h.id.to_string(),
+        };
+        let clean = |s: &str| sanitize(s, self.max_value_bytes);
+
+        if self.remove_forged_results {
+            h.headers.remove_where(
+                |l| {
+                    l.is_named(b"Authentication-Results")
+                        && claimed_authserv_id(&l.value()).eq_ignore_ascii_case(authserv_id.as_bytes())
+                },
+                Removal::MarkDeleted,
+            );
+        }
+        for name in [&self.status_header, &self.virus_header] {
+            if !name.is_empty() {
+                h.headers.remove(name.as_bytes(), Removal::MarkDeleted);
+            }
+        }
+        if self.authentication_results {
+            let clauses: Vec<String> = results.iter().flat_map(|r| r.auth_results.iter()).map(|c| clean(c)).collect();
+            let body = if clauses.is_empty() { "none".to_string() } else { clauses.join("; ") };
+            let value = format!("{authserv_id}; {body}");
+            h.headers.add(b"Authentication-Results", value.as_bytes(), Position::Top)?;
+        }
+        for r in &results {
+            for (name, value) in &r.headers {
+                h.headers.add(name.as_bytes(), clean(value).as_bytes(), Position::Bottom)?;
+            }
+        }
+        if !self.status_header.is_empty() {
+            h.headers.add(
+                self.status_header.as_bytes(),
+                clean(&fields.expand(&self.status_template)).as_bytes(),
+                Position::Bottom,
+            )?;
+        }
+        if !self.virus_header.is_empty() && !viruses.is_empty() {
+            h.headers.add(self.virus_header.as_bytes(), clean(&fields.virus).as_bytes(), Position::Bottom)?;
+        }
+        for extra in &self.add {
+            h.headers.add(extra.name.as_bytes(), clean(&fields.expand(&extra.value)).as_bytes(), Position::Bottom)?;
+        }
+        let spam = results.iter().any(|r| r.verdict == Verdict::Spam);
+        if spam && !self.spam_subject_tag.is_empty() {
+            let subject = h.headers.get(b"subject").next().map(|l| l.value()).unwrap_or_default();
+            let subject = String::from_utf8_lossy(&subject).into_owned();
+            if !subject.starts_with(&self.spam_subject_tag) {
+                let tagged = format!("{} {subject}", self.spam_subject_tag);
+                h.headers.replace(b"Subject", clean(&tagged).as_bytes())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn short(v: &Verdict) -> &'static str {
+    match v {
+        Verdict::Clean => "clean",
+        Verdict::Infected { .. } => "infected",
+        Verdict::Blocked { .. } => "blocked",
+        Verdict::Spam => "spam",
+        Verdict::Neutral => "neutral",
+        Verdict::AuthFail => "fail",
+        Verdict::AuthPass => "pass",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sanitize_strips_controls_and_bounds() {
+        assert_eq!(sanitize("a\r\nBcc: x\0y", 100), "a Bcc: x y");
+        assert_eq!(sanitize("  many   spaces\t", 100), "many spaces");
+        assert_eq!(sanitize("ééé", 5), "éé");
+    }
+
+    #[test]
+    fn authserv_id_is_the_first_token() {
+        assert_eq!(claimed_authserv_id(b"mx.example.org; spf=pass"), b"mx.example.org");
+        assert_eq!(claimed_authserv_id(b" (comment) mx.example.org 1; none"), b"mx.example.org");
+        assert_eq!(claimed_authserv_id(b"mx.example.org(c); none"), b"mx.example.org");
+    }
+}
