@@ -38,7 +38,7 @@ pub enum Reason {
     BadTree(&'static str),
     #[error("recipient count {0:?} is not a number from 0 to 16384")]
     BadRecipientCount(String),
-    #[error("file ends after {found} of {expected} recipient lines")]
+    #[error("recipient list ends after {found} of {expected} lines (at an empty line or the end of the file)")]
     MissingRecipients { expected: usize, found: usize },
     #[error("recipient line: {0}")]
     BadRecipient(&'static str),
