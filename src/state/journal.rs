@@ -1,0 +1,220 @@
+//! The journal and the dedupe store.
+//!
+//! Every copy taken from the intake gets a claim record, keyed by a sequence number and the
+//! message id (the same id can arrive again while an earlier copy is still in flight: queuefile
+//! copies a multi-recipient message once per retry). A record moves through
+//! `Claimed → Committing → DataWritten → Committed` and is deleted when the message is done; on
+//! start every record left over is completed or rolled back (see the engine's recovery).
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use heed::byteorder::BigEndian;
+use heed::types::{Bytes, SerdeJson, Str, U64};
+use heed::{CommitOrAbort, Database, Env, EnvOpenOptions};
+use serde::{Deserialize, Serialize};
+
+/// Where a claimed copy is in its journey.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClaimState {
+    /// Moved into the work directory; not yet written anywhere else.
+    Claimed,
+    /// About to write into Exim's spool under `target_id` (written before the first byte).
+    Committing,
+    /// The target `-D` is durably in place. If it disappears later, Exim delivered the message.
+    DataWritten,
+    /// The target `-H` is in place: Exim owns the message now; only cleanup remains.
+    Committed,
+}
+
+/// One copy in flight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimRecord {
+    /// `<seq>.<id>`: unique per claim, and the stem of its files in the work directory.
+    pub key: String,
+    pub original_id: String,
+    pub state: ClaimState,
+    /// Unix seconds when first claimed (defer gives up by this age).
+    pub claimed_at: u64,
+    /// Delivery attempts deferred so far.
+    pub attempts: u32,
+    /// Unix seconds before which a deferred copy is not tried again.
+    pub not_before: u64,
+    /// The id the message is re-queued under.
+    pub target_id: Option<String>,
+}
+
+pub fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The databases of an open LMDB environment (see [`open_env`]).
+pub struct StateDb<'e> {
+    env: &'e Env,
+    journal: Database<'e, Str, SerdeJson<ClaimRecord>>,
+    /// `<original id>\0<recipient>` → Unix seconds when the entry expires.
+    dedupe: Database<'e, Bytes, U64<BigEndian>>,
+    meta: Database<'e, Str, U64<BigEndian>>,
+}
+
+/// Open (creating) the LMDB environment in `dir`. heed refuses a second open of the same
+/// environment in one process; another process is kept out by the daemon's lock file.
+pub fn open_env(dir: &Path) -> heed::Result<Env> {
+    std::fs::create_dir_all(dir)?;
+    // SAFETY: heed's requirement is that the environment is not opened twice in one process,
+    // which it checks itself (EnvAlreadyOpened), and that the files are not modified by other
+    // means while open.
+    unsafe { EnvOpenOptions::new().map_size(1 << 30).max_dbs(4).open(dir) }
+}
+
+fn dedupe_key(original_id: &str, recipient: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(original_id.len() + 1 + recipient.len());
+    k.extend_from_slice(original_id.as_bytes());
+    k.push(0);
+    k.extend_from_slice(recipient);
+    k
+}
+
+impl<'e> StateDb<'e> {
+    /// Open (creating) the journal, dedupe and meta databases.
+    pub fn new(env: &'e Env) -> heed::Result<StateDb<'e>> {
+        let wtxn = env.write_txn()?;
+        let (journal, dedupe, meta) = env
+            .create_databases_and_commit(wtxn, |dbo, wtxn| {
+                let j = dbo.create_database(wtxn, Some("journal"))?;
+                let d = dbo.create_database(wtxn, Some("dedupe"))?;
+                let m = dbo.create_database(wtxn, Some("meta"))?;
+                Ok::<_, heed::Error>(CommitOrAbort::<_, ()>::Commit((j, d, m)))
+            })?
+            .unwrap_commit();
+        Ok(StateDb { env, journal, dedupe, meta })
+    }
+
+    /// Reserve `n` claim sequence numbers, durably, returning the first.
+    pub fn reserve_seq(&self, n: u64) -> heed::Result<u64> {
+        let mut w = self.env.write_txn()?;
+        let first = self.meta.get(&w, "seq")?.unwrap_or(0);
+        self.meta.put(&mut w, "seq", &(first + n))?;
+        w.commit()?;
+        Ok(first)
+    }
+
+    /// Write (insert or replace) records in one durable transaction.
+    pub fn put(&self, records: &[ClaimRecord]) -> heed::Result<()> {
+        let mut w = self.env.write_txn()?;
+        for r in records {
+            self.journal.put(&mut w, &r.key, r)?;
+        }
+        w.commit()
+    }
+
+    /// Mark records committed and remember their recipients as handed on, atomically.
+    pub fn commit_with_dedupe(
+        &self,
+        records: &[ClaimRecord],
+        recipients: &[(String, Vec<Vec<u8>>)],
+        expires: u64,
+    ) -> heed::Result<()> {
+        let mut w = self.env.write_txn()?;
+        for r in records {
+            self.journal.put(&mut w, &r.key, r)?;
+        }
+        for (id, rcpts) in recipients {
+            for r in rcpts {
+                self.dedupe.put(&mut w, &dedupe_key(id, r), &expires)?;
+            }
+        }
+        w.commit()
+    }
+
+    /// Delete finished records.
+    pub fn remove(&self, keys: &[&str]) -> heed::Result<()> {
+        let mut w = self.env.write_txn()?;
+        for k in keys {
+            self.journal.delete(&mut w, k)?;
+        }
+        w.commit()
+    }
+
+    pub fn get(&self, key: &str) -> heed::Result<Option<ClaimRecord>> {
+        let r = self.env.read_txn()?;
+        self.journal.get(&r, key)
+    }
+
+    /// Every record, in key order.
+    pub fn all(&self) -> heed::Result<Vec<ClaimRecord>> {
+        let r = self.env.read_txn()?;
+        let all = self.journal.iter(&r)?.map(|kv| kv.map(|(_, v)| v)).collect();
+        all
+    }
+
+    /// Recipients of `original_id` already handed back to Exim (and not yet expired).
+    pub fn handed_on(&self, original_id: &str, recipient: &[u8], now: u64) -> heed::Result<bool> {
+        let r = self.env.read_txn()?;
+        Ok(self.dedupe.get(&r, &dedupe_key(original_id, recipient))?.is_some_and(|exp| exp > now))
+    }
+
+    /// Drop dedupe entries that expired; returns how many.
+    pub fn expire_dedupe(&self, now: u64) -> heed::Result<usize> {
+        let mut w = self.env.write_txn()?;
+        let stale: Vec<Vec<u8>> = self
+            .dedupe
+            .iter(&w)?
+            .filter_map(|kv| kv.ok())
+            .filter(|(_, exp)| *exp <= now)
+            .map(|(k, _)| k.to_vec())
+            .collect();
+        for k in &stale {
+            self.dedupe.delete(&mut w, k)?;
+        }
+        w.commit()?;
+        Ok(stale.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(key: &str, state: ClaimState) -> ClaimRecord {
+        ClaimRecord {
+            key: key.into(),
+            original_id: "1xXOQD-0004A8-22".into(),
+            state,
+            claimed_at: 1,
+            attempts: 0,
+            not_before: 0,
+            target_id: None,
+        }
+    }
+
+    #[test]
+    fn records_survive_reopen_and_move_through_states() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let env = open_env(dir.path()).unwrap();
+            let db = StateDb::new(&env).unwrap();
+            assert_eq!(db.reserve_seq(10).unwrap(), 0);
+            assert_eq!(db.reserve_seq(1).unwrap(), 10);
+            db.put(&[rec("a", ClaimState::Claimed), rec("b", ClaimState::Claimed)]).unwrap();
+            let mut b = rec("b", ClaimState::Committed);
+            b.target_id = Some("1xXOQE-0004A8-22".into());
+            db.commit_with_dedupe(&[b], &[("1xXOQD-0004A8-22".into(), vec![b"bob@x".to_vec()])], 100).unwrap();
+        }
+        let env = open_env(dir.path()).unwrap();
+        let db = StateDb::new(&env).unwrap();
+        assert_eq!(db.reserve_seq(1).unwrap(), 11);
+        let all = db.all().unwrap();
+        assert_eq!(
+            all.iter().map(|r| (r.key.as_str(), r.state)).collect::<Vec<_>>(),
+            [("a", ClaimState::Claimed), ("b", ClaimState::Committed)]
+        );
+        assert!(db.handed_on("1xXOQD-0004A8-22", b"bob@x", 50).unwrap());
+        assert!(!db.handed_on("1xXOQD-0004A8-22", b"carol@x", 50).unwrap());
+        assert!(!db.handed_on("1xXOQD-0004A8-22", b"bob@x", 100).unwrap(), "expired");
+        assert_eq!(db.expire_dedupe(100).unwrap(), 1);
+        db.remove(&["a", "b"]).unwrap();
+        assert!(db.all().unwrap().is_empty());
+    }
+}
