@@ -138,7 +138,7 @@ fn option_prefix(text: &[u8]) -> Result<OptionPrefix<'_>, &'static str> {
 }
 
 /// The few option values Exim's reader itself insists on (it fails the file otherwise).
-fn check_known_value(name: &[u8], value: Option<&[u8]>) -> Result<(), &'static str> {
+pub(crate) fn check_known_value(name: &[u8], value: Option<&[u8]>) -> Result<(), &'static str> {
     match name {
         b"frozen" | b"body_linecount" | b"body_zerocount" | b"max_received_linelength" | b"dsn_ret" => {
             value.and_then(decimal).map(|_| ()).ok_or("this option needs a decimal value")

@@ -3,7 +3,7 @@
 //! could otherwise smuggle an extra option line (`-frozen …`) or recipient into the file.
 
 use super::error::{Reason, SpoolError};
-use super::header_file::SpoolHeader;
+use super::header_file::{check_known_value, SpoolHeader};
 use super::options::SpoolOption;
 use super::recipients::RecipientLine;
 
@@ -38,6 +38,8 @@ impl SpoolHeader {
                     if l.value.as_deref().is_some_and(|v| !clean_line(v)) {
                         return Err(refuse("option value contains CR, LF or NUL"));
                     }
+                    // `-frozen` without a time (and the like) is a read error, for Exim and for us.
+                    check_known_value(&l.name, l.value.as_deref()).map_err(refuse)?;
                 }
                 SpoolOption::Acl(a) => {
                     if a.name.is_empty() || !clean_line(&a.name) || a.name.contains(&b' ') {
@@ -114,6 +116,9 @@ mod tests {
         assert!(h.validate().is_err());
         let mut h = sample();
         h.options.set(OptionLine::flag("aclm"));
+        assert!(h.validate().is_err());
+        let mut h = sample();
+        h.options.set(OptionLine::flag("frozen"));
         assert!(h.validate().is_err());
     }
 }
