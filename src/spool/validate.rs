@@ -80,6 +80,11 @@ impl SpoolHeader {
                 return Err(refuse("recipient would not read back as written"));
             }
         }
+        // A digit flag would be read as part of the length; the reader refuses control characters.
+        let bad_flag = |b: u8| b.is_ascii_digit() || (b.is_ascii_whitespace() && b != b' ');
+        if self.headers.all().iter().any(|h| bad_flag(h.flag().byte())) {
+            return Err(refuse("header flag byte is a digit or a control character"));
+        }
         Ok(())
     }
 
@@ -92,7 +97,7 @@ impl SpoolHeader {
 
 #[cfg(test)]
 mod tests {
-    use crate::spool::{OptionLine, RecipientLine, SpoolHeader};
+    use crate::spool::{HeaderFlag, HeaderLine, OptionLine, Position, RecipientLine, SpoolHeader};
 
     fn sample() -> SpoolHeader {
         SpoolHeader::parse(
@@ -120,5 +125,11 @@ mod tests {
         let mut h = sample();
         h.options.set(OptionLine::flag("frozen"));
         assert!(h.validate().is_err());
+        for flag in [b'0', b'\t', b'\n'] {
+            let mut h = sample();
+            let line = HeaderLine::from_text(HeaderFlag::from_byte(flag), b"X-A: 1\n").unwrap();
+            h.headers.insert(line, Position::Bottom);
+            assert!(h.validate().is_err(), "flag {flag}");
+        }
     }
 }
