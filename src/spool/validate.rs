@@ -3,7 +3,7 @@
 //! could otherwise smuggle an extra option line (`-frozen …`) or recipient into the file.
 
 use super::error::{Reason, SpoolError};
-use super::header_file::{check_known_value, SpoolHeader};
+use super::header_file::{check_known_value, SpoolHeader, MAX_LINE};
 use super::options::SpoolOption;
 use super::recipients::RecipientLine;
 
@@ -15,6 +15,10 @@ fn refuse(what: &'static str) -> SpoolError {
     SpoolError::whole_file(Reason::Unwritable(what))
 }
 
+/// The reader refuses longer lines, as Exim does (ACL values and header texts are counted, not
+/// read as lines, so they have no such limit).
+const TOO_LONG: &str = "line longer than Exim reads (4 x BIG_BUFFER_SIZE)";
+
 impl SpoolHeader {
     /// Check that [`SpoolHeader::to_bytes`] will write a file that reads back as this model.
     pub fn validate(&self) -> Result<(), SpoolError> {
@@ -23,6 +27,10 @@ impl SpoolHeader {
         }
         if !clean_line(&self.sender) {
             return Err(refuse("sender contains CR, LF or NUL"));
+        }
+        let owner_line = self.originator.login.len() + format!(" {} {}", self.originator.uid, self.originator.gid).len();
+        if owner_line > MAX_LINE || self.sender.len() + 2 > MAX_LINE {
+            return Err(refuse(TOO_LONG));
         }
         for o in &self.options.0 {
             match o {
@@ -57,9 +65,17 @@ impl SpoolHeader {
             {
                 return Err(refuse("quoter is not a lookup type name"));
             }
+            let mut written = Vec::new();
+            o.write(&mut written);
+            if written.iter().position(|&b| b == b'\n').unwrap_or(written.len()) > MAX_LINE {
+                return Err(refuse(TOO_LONG));
+            }
         }
         if self.non_recipients.iter().any(|a| a.is_empty() || !clean_line(a)) {
             return Err(refuse("non-recipient address is empty or contains CR, LF or NUL"));
+        }
+        if self.non_recipients.iter().any(|a| a.len() + 3 > MAX_LINE) {
+            return Err(refuse(TOO_LONG));
         }
         if self.recipients.len() > super::header_file::MAX_RECIPIENTS {
             return Err(refuse("more recipients than Exim reads"));
@@ -76,6 +92,9 @@ impl SpoolHeader {
             let mut line = Vec::new();
             r.write(&mut line);
             line.pop();
+            if line.len() > MAX_LINE {
+                return Err(refuse(TOO_LONG));
+            }
             if RecipientLine::parse(&line).map(|back| back.fields) != Ok(f.clone()) {
                 return Err(refuse("recipient would not read back as written"));
             }
@@ -125,6 +144,12 @@ mod tests {
         let mut h = sample();
         h.options.set(OptionLine::flag("frozen"));
         assert!(h.validate().is_err());
+        let mut h = sample();
+        h.options.set(OptionLine::with_value("ident", &[b'x'; super::MAX_LINE]));
+        assert!(h.validate().is_err());
+        h.options.set(OptionLine::with_value("ident", &[b'x'; super::MAX_LINE - "-ident ".len()]));
+        assert!(h.validate().is_ok());
+        assert_eq!(SpoolHeader::parse(&h.to_bytes(), None).unwrap(), h);
         for flag in [b'0', b'\t', b'\n'] {
             let mut h = sample();
             let line = HeaderLine::from_text(HeaderFlag::from_byte(flag), b"X-A: 1\n").unwrap();
