@@ -4,7 +4,10 @@
 //! back into an Exim spool).
 
 pub mod cli;
+pub mod intake;
 pub mod pipeline;
 pub mod requeue;
+pub mod sinks;
 pub mod spool;
 pub mod stages;
+pub mod state;

@@ -3,6 +3,8 @@
 use clap::{Parser, Subcommand};
 
 pub mod inspect;
+pub mod scan;
+pub mod watch;
 
 #[derive(Debug, Parser)]
 #[command(name = "spoolsift", version, about = "Scan Exim spool messages and re-queue them safely")]
@@ -15,6 +17,10 @@ struct Cli {
 enum Command {
     /// Print each message's envelope, options, headers and body counts as one JSON object per line.
     Inspect(inspect::Args),
+    /// Run a pipeline over archived spool pairs, read-only, and report what it would do.
+    Scan(scan::Args),
+    /// The daemon: take messages from a queuefile directory, scan, act, re-queue.
+    Watch(watch::Args),
 }
 
 /// Exit codes shared by the subcommands.
@@ -36,5 +42,7 @@ pub fn run() -> i32 {
     };
     match cli.command {
         Command::Inspect(a) => inspect::run(&a),
+        Command::Scan(a) => scan::run(&a),
+        Command::Watch(a) => watch::run(&a),
     }
 }

@@ -72,7 +72,7 @@ pub fn walk(roots: &[PathBuf], shard: Option<Shard>) -> io::Result<Found> {
     if let Some(s) = shard {
         found.pairs.retain(|p| s.contains(&p.id));
     }
-    found.pairs.sort_by(|a, b| a.header_path().cmp(&b.header_path()));
+    found.pairs.sort_by_key(SpoolPair::header_path);
     found.pairs.dedup();
     Ok(found)
 }

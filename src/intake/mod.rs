@@ -2,3 +2,4 @@
 //! spool files, or a captured queue. This module finds pairs; it does not scan them.
 
 pub mod archive;
+pub mod queuefile;

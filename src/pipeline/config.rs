@@ -28,6 +28,112 @@ pub struct PipelineConfig {
     pub policy: Policy,
     #[serde(default)]
     pub headers: InjectConfig,
+    /// Where the daemon takes messages from (needed by `watch` only).
+    pub intake: Option<IntakeConfig>,
+    /// Where the daemon re-queues them (needed by `watch` and `quarantine release`).
+    pub requeue: Option<RequeueConfig>,
+    #[serde(default)]
+    pub batch: BatchConfig,
+    #[serde(default)]
+    pub defer: DeferConfig,
+}
+
+/// `[intake]`: the queuefile directory and spoolsift's own directories.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntakeConfig {
+    /// The queuefile transport's `directory`. Keep it on the spool's file system (link mode).
+    pub queuefile_directory: PathBuf,
+    /// spoolsift's own directory (same file system as the queuefile directory): `work/`,
+    /// `quarantine/`, `rejected/`, `state/` live here.
+    pub work_directory: PathBuf,
+    /// `-D` files without `-H` older than this are moved to `rejected/`.
+    #[serde(default = "default_orphan_age")]
+    pub orphan_age_secs: u64,
+    /// Full rescans of the directory, the safety net under inotify (events can be lost).
+    #[serde(default = "default_rescan_ms")]
+    pub rescan_interval_ms: u64,
+}
+
+/// `[requeue]`: the Exim spool messages go back into.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequeueConfig {
+    pub spool_directory: PathBuf,
+    /// The Exim command, with any `-C` it needs: `["/usr/sbin/exim4"]`.
+    pub exim_command: Vec<String>,
+    /// `split_spool_directory` of the target Exim; asked with `exim -bP` when absent.
+    pub split_spool_directory: Option<bool>,
+    /// The ACL variable that stops the scan router from matching again.
+    #[serde(default = "default_marker")]
+    pub marker: String,
+    /// Start deliveries with `exim -Mc` after each batch (otherwise the queue runner finds them).
+    #[serde(default = "yes")]
+    pub kick: bool,
+    #[serde(default = "default_kick_batch")]
+    pub kick_batch: usize,
+    /// How long recipients already handed back are remembered (above Exim's retry horizon).
+    #[serde(default = "default_retention")]
+    pub dedupe_retention_secs: u64,
+}
+
+/// `[batch]`: how many messages are scanned and committed together (one journal transaction and
+/// one directory sync per batch).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    pub max_messages: usize,
+    pub max_bytes: u64,
+    pub max_wait_ms: u64,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig { max_messages: 64, max_bytes: 64 << 20, max_wait_ms: 50 }
+    }
+}
+
+/// `[defer]`: retrying messages a stage could not check now.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeferConfig {
+    pub initial_secs: u64,
+    pub max_interval_secs: u64,
+    /// After this age a still-deferred message is held instead (frozen in Exim's queue).
+    pub max_age_secs: u64,
+}
+
+impl Default for DeferConfig {
+    fn default() -> Self {
+        DeferConfig { initial_secs: 60, max_interval_secs: 3600, max_age_secs: 2 * 86400 }
+    }
+}
+
+impl DeferConfig {
+    /// Seconds to wait before attempt `n` (1-based): doubling from `initial_secs`, capped.
+    pub fn backoff(&self, attempt: u32) -> u64 {
+        let doubled = self.initial_secs.saturating_mul(1u64 << attempt.saturating_sub(1).min(32));
+        doubled.min(self.max_interval_secs)
+    }
+}
+
+fn default_orphan_age() -> u64 {
+    900
+}
+fn default_rescan_ms() -> u64 {
+    1000
+}
+fn default_marker() -> String {
+    "acl_m_scanned".into()
+}
+fn yes() -> bool {
+    true
+}
+fn default_kick_batch() -> usize {
+    30
+}
+fn default_retention() -> u64 {
+    7 * 86400
 }
 
 fn default_authserv_id() -> String {

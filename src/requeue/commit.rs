@@ -154,13 +154,9 @@ fn write_new_file(
     result
 }
 
-/// Re-queue: write `header` (already transformed, with its final id) and its body into the target.
-///
-/// While the `-H` is written we hold an OFD lock on the new `-D`, so a queue runner that finds the
-/// message in that instant skips it instead of racing us.
-pub fn commit(target: &TargetSpool, header: &SpoolHeader, body: BodyPlan<'_>) -> Result<Committed, RequeueError> {
-    let header_bytes = header.to_checked_bytes()?;
-    let id = &header.id;
+/// Step 1 of a commit: put the `-D` in place under its final name. Its data is synced; its
+/// directory entry becomes durable with the next [`sync_dir`] of `target.dir_for(id)`.
+pub fn write_data(target: &TargetSpool, id: &MessageId, body: BodyPlan<'_>) -> Result<PathBuf, RequeueError> {
     let dir = target.dir_for(id);
     ensure_dir(target, &dir)?;
     let data_path = dir.join(file_name(id, 'D'));
@@ -168,7 +164,6 @@ pub fn commit(target: &TargetSpool, header: &SpoolHeader, body: BodyPlan<'_>) ->
     if header_path.exists() {
         return Err(RequeueError::AlreadyQueued(header_path));
     }
-
     match body {
         BodyPlan::Link(external) => std::fs::hard_link(external, &data_path).map_err(|e| {
             if e.kind() == io::ErrorKind::AlreadyExists {
@@ -188,17 +183,39 @@ pub fn commit(target: &TargetSpool, header: &SpoolHeader, body: BodyPlan<'_>) ->
             f.write_all(bytes)
         })?,
     }
+    Ok(data_path)
+}
 
-    let lock = DataLock::try_acquire(&data_path, id.first_line_len() as u64).map_err(io_err("lock", &data_path))?;
-    let written = write_new_file(target, &dir, &temp_name(id, 'H'), &header_path, |f| f.write_all(&header_bytes))
-        .and_then(|()| sync_dir(&dir).map_err(io_err("fsync", &dir)));
-    if let Err(e) = written {
+/// Step 2: the `-H`, through a temporary name, synced, renamed without replacing. The rename is
+/// the commit point; it is durable with the next [`sync_dir`] of the directory. While it is
+/// written we hold an OFD lock on the `-D`, so a queue runner that finds the message in that
+/// instant skips it instead of racing us.
+pub fn write_header(target: &TargetSpool, header: &SpoolHeader) -> Result<Committed, RequeueError> {
+    let header_bytes = header.to_checked_bytes()?;
+    let id = &header.id;
+    let dir = target.dir_for(id);
+    let data_path = dir.join(file_name(id, 'D'));
+    let header_path = dir.join(file_name(id, 'H'));
+    let _lock = DataLock::try_acquire(&data_path, id.first_line_len() as u64).map_err(io_err("lock", &data_path))?;
+    write_new_file(target, &dir, &temp_name(id, 'H'), &header_path, |f| f.write_all(&header_bytes))?;
+    Ok(Committed { id: id.clone(), header_path, data_path })
+}
+
+/// Re-queue one message: `-D`, then `-H`, then the directory sync that makes both durable.
+/// `header` is already transformed and carries its final id. On failure nothing is left at a
+/// final name.
+pub fn commit(target: &TargetSpool, header: &SpoolHeader, body: BodyPlan<'_>) -> Result<Committed, RequeueError> {
+    header.validate()?;
+    let data_path = write_data(target, &header.id, body)?;
+    let done = write_header(target, header).and_then(|c| {
+        sync_dir(&target.dir_for(&header.id)).map_err(io_err("fsync", &target.dir_for(&header.id)))?;
+        Ok(c)
+    });
+    if done.is_err() {
         // Without its -H the -D we just placed is an orphan that blocks the id: take it back.
         let _ = std::fs::remove_file(&data_path);
-        return Err(e);
     }
-    drop(lock);
-    Ok(Committed { id: id.clone(), header_path, data_path })
+    done
 }
 
 /// After a commit: remove the external pair (`-H` first, so that a half-removed pair is an orphan

@@ -1,0 +1,180 @@
+//! `spoolsift watch`: the daemon. Watches the queuefile directory (inotify, plus a periodic full
+//! rescan because events can be lost), and runs the engine on what arrives.
+//!
+//! SIGTERM/SIGINT: finish the batch in hand, commit it, exit. SIGHUP: reload the pipeline (stages,
+//! policy, headers); a definition that does not load is reported and the old one kept.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::Watcher;
+
+use super::exit;
+use crate::intake::queuefile::QueuefileDir;
+use crate::pipeline::engine::{Engine, WorkDirs};
+use crate::pipeline::{self, PipelineConfig};
+use crate::requeue::{EximCommand, Kicker, Marker, TargetSpool, Transform};
+use crate::sinks::quarantine::QuarantineStore;
+use crate::spool::{IdFormat, IdMinter};
+use crate::state::{open_env, StateDb};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Pipeline definition with [intake] and [requeue] sections.
+    #[arg(long)]
+    pipeline: PathBuf,
+    /// Process what is there now (including deferred messages that are due), then exit.
+    #[arg(long)]
+    once: bool,
+}
+
+/// Tell systemd (Type=notify) we are ready. Hand-written: it is one datagram to $NOTIFY_SOCKET,
+/// not worth a dependency.
+fn notify_systemd(state: &str) {
+    if let Some(path) = std::env::var_os("NOTIFY_SOCKET") {
+        let sock = std::os::unix::net::UnixDatagram::unbound();
+        if let Ok(s) = sock {
+            let path = PathBuf::from(path);
+            let _ = if path.as_os_str().as_encoded_bytes().starts_with(b"@") {
+                use std::os::linux::net::SocketAddrExt;
+                std::os::unix::net::SocketAddr::from_abstract_name(&path.as_os_str().as_encoded_bytes()[1..])
+                    .and_then(|a| s.send_to_addr(state.as_bytes(), &a))
+            } else {
+                s.send_to(state.as_bytes(), &path)
+            };
+        }
+    }
+}
+
+/// Only one daemon per work directory: its state and files are not shared.
+fn lock_work_dir(root: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::create_dir_all(root)?;
+    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(root.join("spoolsift.lock"))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(std::io::Error::other(format!("another spoolsift watch is running on {}", root.display())))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
+fn load(path: &Path) -> Result<(PipelineConfig, Vec<Box<dyn crate::stages::Stage>>), String> {
+    let cfg = PipelineConfig::load(path).map_err(|e| e.to_string())?;
+    let stages = pipeline::build::stages(&cfg).map_err(|e| e.to_string())?;
+    if cfg.intake.is_none() || cfg.requeue.is_none() {
+        return Err(format!("{}: watch needs [intake] and [requeue] sections", path.display()));
+    }
+    Ok((cfg, stages))
+}
+
+pub fn run(args: &Args) -> i32 {
+    match serve(args) {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("spoolsift watch: {e}");
+            exit::ERROR
+        }
+    }
+}
+
+fn serve(args: &Args) -> Result<(), String> {
+    let (cfg, stages) = load(&args.pipeline)?;
+    let intake_cfg = cfg.intake.clone().expect("checked by load");
+    let rq = cfg.requeue.clone().expect("checked by load");
+    let _lock = lock_work_dir(&intake_cfg.work_directory).map_err(|e| e.to_string())?;
+    let dirs = WorkDirs::new(&intake_cfg.work_directory);
+    dirs.create().map_err(|e| format!("{}: {e}", intake_cfg.work_directory.display()))?;
+    let env = open_env(&dirs.state).map_err(|e| format!("{}: {e}", dirs.state.display()))?;
+    let db = StateDb::new(&env).map_err(|e| e.to_string())?;
+    let exim = EximCommand::new(rq.exim_command.clone());
+    let split = match rq.split_spool_directory {
+        Some(s) => s,
+        None => exim.split_spool_directory().map_err(|e| e.to_string())?,
+    };
+    let target = TargetSpool::new(&rq.spool_directory, None)
+        .map_err(|e| format!("{}: {e}", rq.spool_directory.display()))?
+        .with_split(split);
+    let marker = Marker::named(&rq.marker, "yes")?;
+    let intake = QueuefileDir::new(
+        &intake_cfg.queuefile_directory,
+        Some(&target.input),
+        Duration::from_secs(intake_cfg.orphan_age_secs),
+    );
+    let mut kicker = Kicker::new(exim);
+    kicker.batch = rq.kick_batch;
+    let mut engine = Engine {
+        quarantine: QuarantineStore::new(&dirs.quarantine),
+        pipeline: cfg,
+        stages,
+        db,
+        dirs,
+        intake,
+        target,
+        transform: Transform { marker, ..Transform::default() },
+        minters: [IdMinter::new(IdFormat::Old16), IdMinter::new(IdFormat::New23)],
+        kicker: rq.kick.then_some(kicker),
+        retention_secs: rq.dedupe_retention_secs,
+    };
+    for note in engine.recover().map_err(|e| format!("recovery: {e}"))? {
+        eprintln!("spoolsift: recovery: {note}");
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let reload = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(|e| e.to_string())?;
+    }
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload)).map_err(|e| e.to_string())?;
+    let (tx, rx) = crossbeam_channel::bounded::<()>(1);
+    let mut watcher = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
+        // A full channel already holds a wake-up; nothing is lost by dropping this one.
+        let _ = tx.try_send(());
+    })
+    .map_err(|e| e.to_string())?;
+    watcher
+        .watch(&intake_cfg.queuefile_directory, notify::RecursiveMode::NonRecursive)
+        .map_err(|e| format!("{}: {e}", intake_cfg.queuefile_directory.display()))?;
+    notify_systemd("READY=1");
+
+    let rescan = Duration::from_millis(intake_cfg.rescan_interval_ms);
+    let mut last_housekeeping = std::time::Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        if reload.swap(false, Ordering::Relaxed) {
+            match load(&args.pipeline) {
+                Ok((cfg, stages)) => {
+                    engine.pipeline = cfg;
+                    engine.stages = stages;
+                    eprintln!("spoolsift: reloaded {}", args.pipeline.display());
+                }
+                Err(e) => eprintln!("spoolsift: reload failed, keeping the running pipeline: {e}"),
+            }
+        }
+        let batch = engine.claim_batch().map_err(|e| format!("intake: {e}"))?;
+        if batch.is_empty() {
+            if args.once {
+                break;
+            }
+            let _ = rx.recv_timeout(rescan);
+            // Let a burst of arrivals gather into one batch.
+            let window = Duration::from_millis(engine.pipeline.batch.max_wait_ms);
+            while rx.recv_timeout(window).is_ok() {}
+            continue;
+        }
+        for h in engine.process(batch).map_err(|e| format!("processing: {e}"))? {
+            println!("{}", h.log_line());
+        }
+        if last_housekeeping.elapsed() > Duration::from_secs(60) {
+            last_housekeeping = std::time::Instant::now();
+            match engine.intake.move_orphans(&engine.dirs.rejected) {
+                Ok(moved) => moved.iter().for_each(|p| eprintln!("spoolsift: orphan -D moved aside: {}", p.display())),
+                Err(e) => eprintln!("spoolsift: orphan sweep: {e}"),
+            }
+            let _ = engine.db.expire_dedupe(crate::state::journal::now_secs());
+        }
+    }
+    notify_systemd("STOPPING=1");
+    Ok(())
+}

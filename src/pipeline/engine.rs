@@ -1,0 +1,475 @@
+//! The engine behind `spoolsift watch`: claim complete pairs from the queuefile directory, scan a
+//! batch in parallel, act on each message, and re-queue with group commit.
+//!
+//! Durability, step by step (each journal write is one LMDB transaction for the whole batch):
+//! 1. journal `Claimed`, then rename the pair into `work/` (same file system);
+//! 2. journal `Committing(target id)`, write every target `-D`, sync their directories;
+//! 3. journal `DataWritten`, write every target `-H` (the commit point), sync directories;
+//! 4. journal `Committed` with the recipients handed on (dedupe), remove the work files, forget.
+//!
+//! [`super::recovery`] completes or rolls back whatever a crash left between those steps, so a
+//! message is neither lost nor delivered twice.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde_json::json;
+
+use super::config::PipelineConfig;
+use super::policy::{Action, Decision};
+use super::run::{run_stages, StageOutcome};
+use crate::intake::queuefile::QueuefileDir;
+use crate::requeue::{self, BodyPlan, Decision as IdDecision, Kicker, TargetSpool, Transform};
+use crate::sinks::quarantine::QuarantineStore;
+use crate::spool::{DataFile, IdMinter, MessageId, MessageView, OptionLine, SpoolError, SpoolHeader};
+use crate::stages::Stage;
+use crate::state::journal::now_secs;
+use crate::state::{ClaimRecord, ClaimState, StateDb};
+
+/// spoolsift's own directories, all on the queuefile directory's file system.
+#[derive(Debug, Clone)]
+pub struct WorkDirs {
+    pub work: PathBuf,
+    pub quarantine: PathBuf,
+    pub rejected: PathBuf,
+    pub state: PathBuf,
+}
+
+impl WorkDirs {
+    pub fn new(root: &Path) -> WorkDirs {
+        WorkDirs {
+            work: root.join("work"),
+            quarantine: root.join("quarantine"),
+            rejected: root.join("rejected"),
+            state: root.join("state"),
+        }
+    }
+
+    pub fn create(&self) -> io::Result<()> {
+        for d in [&self.work, &self.quarantine, &self.rejected, &self.state] {
+            std::fs::create_dir_all(d)?;
+        }
+        Ok(())
+    }
+
+    /// The work files of a claim: `<key>-H`, `<key>-D` (names Exim would never take for its own).
+    pub fn files(&self, key: &str) -> (PathBuf, PathBuf) {
+        (self.work.join(format!("{key}-H")), self.work.join(format!("{key}-D")))
+    }
+}
+
+/// What happened to one message, for the log line and reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Handled {
+    pub original_id: String,
+    pub target_id: Option<String>,
+    pub action: String,
+    pub sender: String,
+    pub recipients: Vec<String>,
+    pub reasons: Vec<String>,
+    pub stages: Vec<(String, String, u128)>,
+}
+
+impl Handled {
+    /// One line per message, in the spirit of Exim's mainlog.
+    pub fn log_line(&self) -> String {
+        let ids = match &self.target_id {
+            Some(t) if *t != self.original_id => format!("{} -> {t}", self.original_id),
+            _ => self.original_id.clone(),
+        };
+        let stages: Vec<String> = self.stages.iter().map(|(s, v, us)| format!("{s}={v}/{}ms", us / 1000)).collect();
+        let mut line = format!(
+            "{ids} <{}> for {} action={} stages=[{}]",
+            self.sender,
+            self.recipients.join(" "),
+            self.action,
+            stages.join(" ")
+        );
+        if !self.reasons.is_empty() {
+            line.push_str(&format!(" reasons=[{}]", self.reasons.join("; ")));
+        }
+        line
+    }
+}
+
+/// The evaluation of one claimed copy.
+enum Plan {
+    /// Re-queue this header (already transformed and annotated); `hold` freezes it.
+    Requeue {
+        header: Box<SpoolHeader>,
+        owed: Vec<Vec<u8>>,
+        handled: Handled,
+    },
+    Quarantine {
+        handled: Handled,
+        verdict: serde_json::Value,
+    },
+    Discard {
+        handled: Handled,
+    },
+    Defer {
+        handled: Handled,
+    },
+    /// Every pending recipient was handed on from an earlier copy of this message.
+    NothingOwed {
+        handled: Handled,
+    },
+    /// The pair cannot be read: moved aside with the reason, never deleted.
+    Rejected {
+        error: String,
+    },
+}
+
+pub struct Engine<'e> {
+    pub pipeline: PipelineConfig,
+    pub stages: Vec<Box<dyn Stage>>,
+    pub db: StateDb<'e>,
+    pub dirs: WorkDirs,
+    pub intake: QueuefileDir,
+    pub target: TargetSpool,
+    pub transform: Transform,
+    /// One minter per id format: a new id is minted in the format of the id it replaces, which
+    /// is the format the Exim that wrote it reads.
+    pub minters: [IdMinter; 2],
+    pub kicker: Option<Kicker>,
+    pub retention_secs: u64,
+    pub quarantine: QuarantineStore,
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+impl<'e> Engine<'e> {
+    /// Take up to a batch of complete pairs from the intake, plus deferred claims that are due.
+    pub fn claim_batch(&mut self) -> io::Result<Vec<ClaimRecord>> {
+        let now = now_secs();
+        let batch = &self.pipeline.batch;
+        let mut out: Vec<ClaimRecord> = self
+            .db
+            .all()
+            .map_err(io::Error::other)?
+            .into_iter()
+            .filter(|r| r.state == ClaimState::Claimed && r.not_before <= now)
+            .take(batch.max_messages)
+            .collect();
+        let mut bytes: u64 = out
+            .iter()
+            .map(|r| self.dirs.files(&r.key).1)
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum();
+        let mut ready = Vec::new();
+        for id in self.intake.list()? {
+            if out.len() + ready.len() >= batch.max_messages || bytes >= batch.max_bytes {
+                break;
+            }
+            if let Ok((r, lock)) = self.intake.check(&id)? {
+                bytes += r.size;
+                ready.push((r, lock));
+            }
+        }
+        if ready.is_empty() {
+            return Ok(out);
+        }
+        let first = self.db.reserve_seq(ready.len() as u64).map_err(io::Error::other)?;
+        let records: Vec<ClaimRecord> = ready
+            .iter()
+            .enumerate()
+            .map(|(i, (r, _))| ClaimRecord {
+                key: format!("{:012}.{}", first + i as u64, r.pair.id),
+                original_id: r.pair.id.to_string(),
+                state: ClaimState::Claimed,
+                claimed_at: now,
+                attempts: 0,
+                not_before: 0,
+                target_id: None,
+            })
+            .collect();
+        self.db.put(&records).map_err(io::Error::other)?;
+        for ((r, _lock), rec) in ready.iter().zip(&records) {
+            let (wh, wd) = self.dirs.files(&rec.key);
+            // -D first: a half-moved pair then leaves an -H in the intake, which is re-examined,
+            // never an -H without its -D in work/.
+            std::fs::rename(r.pair.data_path(), &wd)?;
+            std::fs::rename(r.pair.header_path(), &wh)?;
+        }
+        requeue::sync_dir(&self.intake.dir)?;
+        requeue::sync_dir(&self.dirs.work)?;
+        out.extend(records);
+        Ok(out)
+    }
+
+    fn evaluate(&self, rec: &ClaimRecord) -> Plan {
+        match self.try_evaluate(rec) {
+            Ok(p) => p,
+            Err(e) => Plan::Rejected { error: e.to_string() },
+        }
+    }
+
+    fn try_evaluate(&self, rec: &ClaimRecord) -> Result<Plan, SpoolError> {
+        let (hp, dp) = self.dirs.files(&rec.key);
+        let id = MessageId::parse(rec.original_id.as_bytes())
+            .map_err(|e| SpoolError::whole_file(crate::spool::Reason::BadFileName(e.to_string())).in_file(&hp))?;
+        let bytes = std::fs::read(&hp).map_err(|e| SpoolError::io(&hp, &e))?;
+        let header = SpoolHeader::parse(&bytes, Some(&id)).map_err(|e| e.in_file(&hp))?;
+        let data = DataFile::open(&dp, &id)?;
+        let now = now_secs();
+        let pending: Vec<Vec<u8>> = header.pending_recipients().map(|(_, r)| r.address().to_vec()).collect();
+        let owed: Vec<Vec<u8>> =
+            pending.iter().filter(|r| !self.db.handed_on(&rec.original_id, r, now).unwrap_or(false)).cloned().collect();
+        let mut handled = Handled {
+            original_id: rec.original_id.clone(),
+            target_id: None,
+            action: String::new(),
+            sender: text(&header.sender),
+            recipients: owed.iter().map(|r| text(r)).collect(),
+            reasons: Vec::new(),
+            stages: Vec::new(),
+        };
+        if owed.is_empty() {
+            handled.action = "nothing-owed".into();
+            return Ok(Plan::NothingOwed { handled });
+        }
+        let view = MessageView::new(&header, &data);
+        let outcomes = run_stages(&self.stages, &view);
+        let mut decision = self.pipeline.policy.decide(&outcomes);
+        if decision.action == Action::Defer && now.saturating_sub(rec.claimed_at) >= self.pipeline.defer.max_age_secs {
+            decision.action = Action::Hold;
+            decision.reasons.push("deferred longer than defer.max_age_secs".into());
+        }
+        handled.action = decision.action.name().into();
+        handled.reasons = decision.reasons.clone();
+        handled.stages = outcomes.iter().map(|o| (o.stage.clone(), outcome_word(o), o.elapsed.as_micros())).collect();
+        Ok(match decision.action {
+            Action::Deliver | Action::Hold => {
+                let header = self.annotate(header, &outcomes, &decision, &pending, &owed)?;
+                Plan::Requeue { header: Box::new(header), owed, handled }
+            }
+            Action::Quarantine => {
+                let verdict = json!({
+                    "id": rec.original_id,
+                    "sender": handled.sender,
+                    "recipients": handled.recipients,
+                    "reasons": decision.reasons,
+                    "stages": outcomes,
+                    "quarantined_at": now,
+                });
+                Plan::Quarantine { handled, verdict }
+            }
+            Action::Discard => Plan::Discard { handled },
+            Action::Defer => Plan::Defer { handled },
+        })
+    }
+
+    /// The header to re-queue: the re-queue transform, our headers, recipients already handed on
+    /// marked done (so Exim skips them), and frozen when holding.
+    fn annotate(
+        &self,
+        mut h: SpoolHeader,
+        outcomes: &[StageOutcome],
+        decision: &Decision,
+        pending: &[Vec<u8>],
+        owed: &[Vec<u8>],
+    ) -> Result<SpoolHeader, SpoolError> {
+        self.transform.apply(&mut h);
+        self.pipeline
+            .headers
+            .apply(&mut h, &self.pipeline.authserv_id, outcomes, decision)
+            .map_err(|e| SpoolError::whole_file(crate::spool::Reason::Io(e.to_string())))?;
+        for r in pending.iter().filter(|r| !owed.contains(r)) {
+            h.non_recipients.insert(r);
+        }
+        if decision.action == Action::Hold {
+            h.options.set(OptionLine::with_value("frozen", now_secs().to_string().as_bytes()));
+        }
+        Ok(h)
+    }
+
+    /// Scan and act on a batch. Returns what happened to each message.
+    pub fn process(&mut self, batch: Vec<ClaimRecord>) -> io::Result<Vec<Handled>> {
+        let plans: Vec<Plan> = batch.par_iter().map(|r| self.evaluate(r)).collect();
+        let now = now_secs();
+        let mut done_keys: Vec<String> = Vec::new();
+        let mut journal_updates: Vec<ClaimRecord> = Vec::new();
+        let mut committing: Vec<(ClaimRecord, SpoolHeader, Vec<Vec<u8>>, Handled)> = Vec::new();
+        let mut handled_all = Vec::new();
+
+        for (mut rec, plan) in batch.into_iter().zip(plans) {
+            let (hp, dp) = self.dirs.files(&rec.key);
+            match plan {
+                Plan::Rejected { error } => {
+                    self.reject(&rec, &error)?;
+                    done_keys.push(rec.key.clone());
+                    handled_all.push(Handled {
+                        original_id: rec.original_id.clone(),
+                        target_id: None,
+                        action: "rejected".into(),
+                        sender: String::new(),
+                        recipients: Vec::new(),
+                        reasons: vec![error],
+                        stages: Vec::new(),
+                    });
+                }
+                Plan::NothingOwed { handled } | Plan::Discard { handled } => {
+                    remove_pair(&hp, &dp)?;
+                    done_keys.push(rec.key.clone());
+                    handled_all.push(handled);
+                }
+                Plan::Quarantine { handled, verdict } => {
+                    let id = MessageId::parse(rec.original_id.as_bytes()).map_err(io::Error::other)?;
+                    self.quarantine.store(&rec.key, &id, &hp, &dp, &verdict)?;
+                    done_keys.push(rec.key.clone());
+                    handled_all.push(handled);
+                }
+                Plan::Defer { handled } => {
+                    rec.attempts += 1;
+                    rec.not_before = now + self.pipeline.defer.backoff(rec.attempts);
+                    journal_updates.push(rec);
+                    handled_all.push(handled);
+                }
+                Plan::Requeue { header, owed, handled } => {
+                    let id = header.id.clone();
+                    match requeue::decide(&self.target, &id, &self.transform.marker)? {
+                        IdDecision::Busy => {
+                            rec.not_before = now + 1;
+                            journal_updates.push(rec);
+                        }
+                        IdDecision::AlreadyRequeued => {
+                            remove_pair(&hp, &dp)?;
+                            done_keys.push(rec.key.clone());
+                        }
+                        choice => {
+                            let mut header = *header;
+                            if choice == IdDecision::MintId {
+                                let slot = usize::from(id.format() == crate::spool::IdFormat::New23);
+                                let new_id = self.minters[slot].mint();
+                                self.transform.change_id(&mut header, new_id);
+                            }
+                            rec.state = ClaimState::Committing;
+                            rec.target_id = Some(header.id.to_string());
+                            committing.push((rec, header, owed, handled));
+                        }
+                    }
+                }
+            }
+        }
+        journal_updates.extend(committing.iter().map(|c| c.0.clone()));
+        self.db.put(&journal_updates).map_err(io::Error::other)?;
+
+        // Step 2: every -D, then one sync per directory.
+        let mut dirs = std::collections::BTreeSet::new();
+        let mut written = Vec::new();
+        for (rec, header, owed, handled) in committing {
+            let (_, dp) = self.dirs.files(&rec.key);
+            let result = if header.id.as_str() == rec.original_id {
+                requeue::write_data(&self.target, &header.id, BodyPlan::Link(&dp))
+            } else {
+                DataFile::open(&dp, &MessageId::parse(rec.original_id.as_bytes()).map_err(io::Error::other)?)
+                    .map_err(requeue::RequeueError::from)
+                    .and_then(|d| requeue::write_data(&self.target, &header.id, BodyPlan::Copy(&d)))
+            };
+            match result {
+                Ok(_) => {
+                    dirs.insert(self.target.dir_for(&header.id));
+                    written.push((rec, header, owed, handled));
+                }
+                Err(e) => self.back_to_claimed(rec, &format!("writing -D: {e}"))?,
+            }
+        }
+        for d in &dirs {
+            requeue::sync_dir(d)?;
+        }
+        let mut data_written: Vec<ClaimRecord> = written.iter().map(|w| w.0.clone()).collect();
+        data_written.iter_mut().for_each(|r| r.state = ClaimState::DataWritten);
+        self.db.put(&data_written).map_err(io::Error::other)?;
+
+        // Step 3: every -H (the commit points), then the directory syncs.
+        let mut committed = Vec::new();
+        for (mut rec, header, owed, mut handled) in written {
+            match requeue::write_header(&self.target, &header) {
+                Ok(c) => {
+                    rec.state = ClaimState::Committed;
+                    handled.target_id = Some(c.id.to_string());
+                    committed.push((rec, c.id, owed, handled));
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(self.target.dir_for(&header.id).join(format!("{}-D", header.id)));
+                    self.back_to_claimed(rec, &format!("writing -H: {e}"))?;
+                }
+            }
+        }
+        for d in &dirs {
+            requeue::sync_dir(d)?;
+        }
+        let expires = now + self.retention_secs;
+        let records: Vec<ClaimRecord> = committed.iter().map(|c| c.0.clone()).collect();
+        let dedupe: Vec<(String, Vec<Vec<u8>>)> =
+            committed.iter().map(|c| (c.0.original_id.clone(), c.2.clone())).collect();
+        self.db.commit_with_dedupe(&records, &dedupe, expires).map_err(io::Error::other)?;
+
+        // Step 4: cleanup.
+        let mut kick = Vec::new();
+        for (rec, id, _, handled) in committed {
+            let (hp, dp) = self.dirs.files(&rec.key);
+            remove_pair(&hp, &dp)?;
+            done_keys.push(rec.key);
+            kick.push(id);
+            handled_all.push(handled);
+        }
+        requeue::sync_dir(&self.dirs.work)?;
+        let keys: Vec<&str> = done_keys.iter().map(String::as_str).collect();
+        self.db.remove(&keys).map_err(io::Error::other)?;
+        if let Some(k) = &self.kicker {
+            if let Err(e) = k.kick(&kick) {
+                // Nothing is lost: the messages stay queued for the next queue run.
+                eprintln!("spoolsift: delivery kick failed: {e}");
+            }
+        }
+        Ok(handled_all)
+    }
+
+    fn back_to_claimed(&self, mut rec: ClaimRecord, why: &str) -> io::Result<()> {
+        eprintln!("spoolsift: {}: re-queue failed, will retry: {why}", rec.original_id);
+        rec.state = ClaimState::Claimed;
+        rec.target_id = None;
+        rec.not_before = now_secs() + 5;
+        self.db.put(&[rec]).map_err(io::Error::other)
+    }
+
+    /// Move an unreadable pair aside with a reason file. Never delete it.
+    fn reject(&self, rec: &ClaimRecord, error: &str) -> io::Result<()> {
+        let (hp, dp) = self.dirs.files(&rec.key);
+        let dir = self.dirs.rejected.join(&rec.key);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("reason"), format!("{error}\n"))?;
+        for (from, suffix) in [(&dp, 'D'), (&hp, 'H')] {
+            match std::fs::rename(from, dir.join(format!("{}-{suffix}", rec.original_id))) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        requeue::sync_dir(&dir)?;
+        requeue::sync_dir(&self.dirs.rejected)?;
+        requeue::sync_dir(&self.dirs.work)
+    }
+}
+
+fn outcome_word(o: &StageOutcome) -> String {
+    match &o.result {
+        Ok(r) => super::policy::verdict_text(&r.verdict),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Remove a work pair (`-H` first, so a half-removed pair is never taken for a message).
+pub fn remove_pair(h: &Path, d: &Path) -> io::Result<()> {
+    for p in [h, d] {
+        match std::fs::remove_file(p) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}

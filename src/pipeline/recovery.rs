@@ -1,0 +1,112 @@
+//! Start-up recovery: complete or roll back every journal record a crash left behind, and remove
+//! our temporary files. See [`super::engine`] for the steps these states stand between.
+
+use std::io;
+use std::path::Path;
+
+use super::engine::{remove_pair, Engine};
+use crate::requeue::commit::is_temp_name;
+use crate::state::{ClaimRecord, ClaimState};
+
+fn remove_temp_files(dir: &Path) -> io::Result<usize> {
+    let mut n = 0;
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    for e in rd {
+        let e = e?;
+        let name = e.file_name();
+        if is_temp_name(name.as_encoded_bytes()) {
+            std::fs::remove_file(e.path())?;
+            n += 1;
+        } else if name.len() == 1 && e.file_type()?.is_dir() {
+            n += remove_temp_files(&e.path())?;
+        }
+    }
+    Ok(n)
+}
+
+impl Engine<'_> {
+    /// Bring the journal and the files back in line. Returns a line per record acted on.
+    pub fn recover(&mut self) -> io::Result<Vec<String>> {
+        let mut notes = Vec::new();
+        let temps = remove_temp_files(&self.target.input)?;
+        if temps > 0 {
+            notes.push(format!("removed {temps} temporary files of an interrupted re-queue"));
+        }
+        for rec in self.db.all().map_err(io::Error::other)? {
+            if let Some(note) = self.recover_one(rec)? {
+                notes.push(note);
+            }
+        }
+        crate::requeue::sync_dir(&self.dirs.work)?;
+        crate::requeue::sync_dir(&self.intake.dir)?;
+        Ok(notes)
+    }
+
+    fn recover_one(&mut self, mut rec: ClaimRecord) -> io::Result<Option<String>> {
+        let (wh, wd) = self.dirs.files(&rec.key);
+        let target = rec.target_id.as_deref().and_then(|t| crate::spool::MessageId::parse(t.as_bytes()).ok());
+        let target_files = target.as_ref().map(|t| {
+            let dir = self.target.dir_for(t);
+            (dir.join(format!("{t}-H")), dir.join(format!("{t}-D")))
+        });
+        let state = rec.state;
+        let committed = match (state, &target_files) {
+            (ClaimState::Claimed, _) => {
+                // The claim may have stopped between its two renames.
+                for (work, suffix) in [(&wd, 'D'), (&wh, 'H')] {
+                    let intake = self.intake.dir.join(format!("{}-{suffix}", rec.original_id));
+                    if !work.exists() && intake.exists() {
+                        std::fs::rename(&intake, work)?;
+                    }
+                }
+                if !wh.exists() && !wd.exists() {
+                    self.db.remove(&[&rec.key]).map_err(io::Error::other)?;
+                    return Ok(Some(format!("{}: claimed copy is gone from both places; forgotten", rec.key)));
+                }
+                return Ok(None);
+            }
+            (_, None) => false,
+            (ClaimState::Committed, _) => true,
+            (ClaimState::Committing, Some((th, td))) => {
+                if th.exists() {
+                    true
+                } else {
+                    if td.exists() {
+                        std::fs::remove_file(td)?;
+                    }
+                    false
+                }
+            }
+            (ClaimState::DataWritten, Some((th, td))) => {
+                if th.exists() {
+                    true
+                } else if td.exists() {
+                    // The -H never landed; Exim never removes a -D before its -H is written.
+                    std::fs::remove_file(td)?;
+                    false
+                } else {
+                    // The -D was durably there and is gone: Exim delivered the message.
+                    true
+                }
+            }
+        };
+        if committed {
+            remove_pair(&wh, &wd)?;
+            self.db.remove(&[&rec.key]).map_err(io::Error::other)?;
+            Ok(Some(format!(
+                "{}: re-queue as {} had completed; cleaned up",
+                rec.key,
+                rec.target_id.unwrap_or_default()
+            )))
+        } else {
+            rec.state = ClaimState::Claimed;
+            rec.target_id = None;
+            self.db.put(std::slice::from_ref(&rec)).map_err(io::Error::other)?;
+            Ok(Some(format!("{}: interrupted re-queue rolled back; will be processed again", rec.key)))
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! The quarantine store: one directory per message holding its pair, untouched, and a
+//! `verdict.json` saying why it is there. `spoolsift quarantine release` re-queues from here.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::requeue::commit::sync_dir;
+use crate::spool::MessageId;
+
+/// The quarantine directory.
+#[derive(Debug, Clone)]
+pub struct QuarantineStore {
+    pub dir: PathBuf,
+}
+
+/// One quarantined message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// The entry's directory name: unique even when one id is quarantined twice.
+    pub key: String,
+    pub id: MessageId,
+    pub dir: PathBuf,
+    pub verdict: Value,
+}
+
+impl Entry {
+    pub fn header_path(&self) -> PathBuf {
+        self.dir.join(format!("{}-H", self.id))
+    }
+    pub fn data_path(&self) -> PathBuf {
+        self.dir.join(format!("{}-D", self.id))
+    }
+}
+
+impl QuarantineStore {
+    pub fn new(dir: &Path) -> QuarantineStore {
+        QuarantineStore { dir: dir.to_path_buf() }
+    }
+
+    /// Move a pair in (rename: same file system, nothing copied) with its verdict. The verdict is
+    /// written and synced first, so an entry never exists without its reason.
+    pub fn store(&self, key: &str, id: &MessageId, header: &Path, data: &Path, verdict: &Value) -> io::Result<Entry> {
+        let dir = self.dir.join(key);
+        std::fs::create_dir_all(&dir)?;
+        let tmp = dir.join("verdict.json.tmp");
+        let mut text = serde_json::to_vec_pretty(verdict).map_err(io::Error::other)?;
+        text.push(b'\n');
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&text)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, dir.join("verdict.json"))?;
+        let entry = Entry { key: key.to_string(), id: id.clone(), dir: dir.clone(), verdict: verdict.clone() };
+        std::fs::rename(data, entry.data_path())?;
+        std::fs::rename(header, entry.header_path())?;
+        sync_dir(&dir)?;
+        sync_dir(&self.dir)?;
+        for p in [header, data] {
+            if let Some(parent) = p.parent() {
+                sync_dir(parent)?;
+            }
+        }
+        Ok(entry)
+    }
+
+    /// Every entry, sorted by key.
+    pub fn list(&self) -> io::Result<Vec<Entry>> {
+        let mut out = Vec::new();
+        let rd = match std::fs::read_dir(&self.dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e),
+        };
+        for e in rd {
+            let e = e?;
+            if let Some(entry) = self.get(&e.file_name().to_string_lossy())? {
+                out.push(entry);
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    /// One entry by key (`None` if there is no such complete entry).
+    pub fn get(&self, key: &str) -> io::Result<Option<Entry>> {
+        if key.contains('/') || key.starts_with('.') {
+            return Ok(None);
+        }
+        let dir = self.dir.join(key);
+        let verdict = match std::fs::read(dir.join("verdict.json")) {
+            Ok(b) => serde_json::from_slice(&b).map_err(io::Error::other)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let id = std::fs::read_dir(&dir)?
+            .filter_map(|e| e.ok())
+            .find_map(|e| MessageId::from_file_name(e.file_name().as_encoded_bytes(), b'H'));
+        Ok(id.map(|id| Entry { key: key.to_string(), id, dir, verdict }))
+    }
+
+    /// Remove an entry for good.
+    pub fn delete(&self, entry: &Entry) -> io::Result<()> {
+        std::fs::remove_dir_all(&entry.dir)?;
+        sync_dir(&self.dir)
+    }
+}

@@ -1,0 +1,324 @@
+//! The engine on real directories, without Exim: claims, actions, group commit, dedupe of
+//! queuefile's once-per-recipient copies, rejects, and recovery from every journal state a crash
+//! can leave. (The same engine against a real Exim is in `watch_e2e.rs`.)
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use spoolsift::intake::queuefile::QueuefileDir;
+use spoolsift::pipeline::engine::{Engine, WorkDirs};
+use spoolsift::pipeline::PipelineConfig;
+use spoolsift::requeue::{Marker, TargetSpool, Transform};
+use spoolsift::sinks::quarantine::QuarantineStore;
+use spoolsift::spool::{IdClock, IdFormat, IdMinter, MessageId, MessageView, SpoolHeader};
+use spoolsift::stages::{Stage, StageError, StageResult, Verdict};
+use spoolsift::state::{open_env, ClaimRecord, ClaimState, StateDb};
+
+/// A stage that finds "VIRUS-MARKER" in the body, and fails while `down` is set.
+struct MarkerStage {
+    down: Arc<AtomicBool>,
+}
+
+impl Stage for MarkerStage {
+    fn name(&self) -> &str {
+        "marker"
+    }
+    fn check(&self, m: &MessageView<'_>) -> Result<StageResult, StageError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(StageError::Temporary("scanner down".into()));
+        }
+        let all = m.to_vec().unwrap();
+        if all.windows(12).any(|w| w == b"VIRUS-MARKER") {
+            Ok(StageResult::new(Verdict::Infected { name: "Test.Marker".into() }))
+        } else {
+            let mut r = StageResult::clean();
+            r.auth_results.push("x-marker=pass".into());
+            Ok(r)
+        }
+    }
+}
+
+const PIPELINE: &str = r#"
+name = "engine-test"
+authserv_id = "mx.test.example"
+[defer]
+initial_secs = 0
+max_interval_secs = 0
+"#;
+
+struct World {
+    root: tempfile::TempDir,
+    qf: PathBuf,
+    spool: PathBuf,
+    down: Arc<AtomicBool>,
+    minter: IdMinter,
+}
+
+impl World {
+    fn new() -> World {
+        let root = tempfile::tempdir().unwrap();
+        let qf = root.path().join("qf");
+        let spool = root.path().join("spool");
+        std::fs::create_dir_all(&qf).unwrap();
+        std::fs::create_dir_all(spool.join("input")).unwrap();
+        World {
+            root,
+            qf,
+            spool,
+            down: Arc::new(AtomicBool::new(false)),
+            minter: IdMinter::new(IdFormat::New23)
+                .with_pid(77)
+                .with_clock(IdClock::Fixed { secs: 1_800_000_000, micros: 0 }),
+        }
+    }
+
+    fn input(&self) -> PathBuf {
+        self.spool.join("input")
+    }
+
+    /// Run `f` with an engine over this world's directories (the state stays on disk between calls,
+    /// as it does across daemon restarts).
+    fn with_engine<T>(&self, f: impl FnOnce(&mut Engine<'_>) -> T) -> T {
+        let dirs = WorkDirs::new(&self.root.path().join("work"));
+        dirs.create().unwrap();
+        let env = open_env(&dirs.state).unwrap();
+        let db = StateDb::new(&env).unwrap();
+        let target = TargetSpool::new(&self.spool, None).unwrap();
+        let mut engine = Engine {
+            quarantine: QuarantineStore::new(&dirs.quarantine),
+            pipeline: PipelineConfig::parse(PIPELINE, Path::new("test.toml")).unwrap(),
+            stages: vec![Box::new(MarkerStage { down: Arc::clone(&self.down) })],
+            db,
+            intake: QueuefileDir::new(&self.qf, Some(&target.input), Duration::from_secs(900)),
+            dirs,
+            target,
+            transform: Transform::default(),
+            minters: [IdMinter::new(IdFormat::Old16), IdMinter::new(IdFormat::New23)],
+            kicker: None,
+            retention_secs: 86400,
+        };
+        f(&mut engine)
+    }
+
+    /// Drop a queuefile-style copy of the spec example with a fresh id (or `id`), the given tree
+    /// entries and body. Returns its id.
+    fn drop_copy(&mut self, id: Option<&MessageId>, delivered: &[&str], body: &str) -> MessageId {
+        let mut h = SpoolHeader::read(Path::new("tests/data/spec-example/1xXORz-0000000058C-2p8L-H")).unwrap();
+        h.id = id.cloned().unwrap_or_else(|| self.minter.mint());
+        h.options.set(spoolsift::spool::OptionLine::with_value(
+            "body_linecount",
+            body.matches('\n').count().to_string().as_bytes(),
+        ));
+        for d in delivered {
+            h.non_recipients.insert(d.as_bytes());
+        }
+        std::fs::write(self.qf.join(format!("{}-D", h.id)), format!("{}-D\n{body}", h.id)).unwrap();
+        std::fs::write(self.qf.join(format!("{}-H", h.id)), h.to_bytes()).unwrap();
+        h.id
+    }
+
+    fn queued(&self) -> Vec<SpoolHeader> {
+        let mut out: Vec<SpoolHeader> = list(&self.input())
+            .iter()
+            .filter(|n| n.ends_with("-H"))
+            .map(|n| SpoolHeader::read(&self.input().join(n)).unwrap())
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+}
+
+fn list(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map_or(Vec::new(), |rd| rd.map(|e| e.unwrap().file_name().into_string().unwrap()).collect());
+    v.sort();
+    v
+}
+
+fn run_until_idle(e: &mut Engine<'_>) -> Vec<String> {
+    let mut lines = Vec::new();
+    loop {
+        let batch = e.claim_batch().unwrap();
+        if batch.is_empty() {
+            return lines;
+        }
+        lines.extend(e.process(batch).unwrap().iter().map(|h| h.log_line()));
+    }
+}
+
+#[test]
+fn clean_message_is_requeued_under_its_id_with_our_headers() {
+    let mut w = World::new();
+    let id = w.drop_copy(None, &[], "Hello Bob.\nThis is line two.\n");
+    let lines = w.with_engine(run_until_idle);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with(&format!(
+            "{id} <alice@sender.example> for bob@dest.example carol@dest.example action=deliver"
+        )),
+        "{}",
+        lines[0]
+    );
+    let q = w.queued();
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0].id, id, "the original is gone from the spool, so the id is kept");
+    assert!(Marker::default().is_on(&q[0]));
+    let ar: Vec<_> =
+        q[0].headers.get(b"authentication-results").map(|h| String::from_utf8(h.value()).unwrap()).collect();
+    assert_eq!(ar, ["mx.test.example; x-marker=pass"]);
+    let status: Vec<_> =
+        q[0].headers.get(b"x-spoolsift-status").map(|h| String::from_utf8(h.value()).unwrap()).collect();
+    assert_eq!(status, [format!("clean (marker=clean) spoolsift {}", env!("CARGO_PKG_VERSION"))]);
+    assert_eq!(
+        std::fs::read(w.input().join(format!("{id}-D"))).unwrap(),
+        format!("{id}-D\nHello Bob.\nThis is line two.\n").as_bytes()
+    );
+    assert!(list(&w.qf).is_empty());
+    assert!(list(&w.root.path().join("work/work")).is_empty());
+    w.with_engine(|e| assert!(e.db.all().unwrap().is_empty()));
+}
+
+#[test]
+fn infected_message_is_quarantined_with_its_verdict() {
+    let mut w = World::new();
+    let id = w.drop_copy(None, &[], "VIRUS-MARKER\n");
+    let lines = w.with_engine(run_until_idle);
+    assert!(lines[0].contains("action=quarantine"), "{lines:?}");
+    assert!(w.queued().is_empty(), "nothing delivered");
+    w.with_engine(|e| {
+        let entries = e.quarantine.list().unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].id, id);
+        assert_eq!(entries[0].verdict["reasons"][0], "marker: infected (Test.Marker)");
+        assert_eq!(std::fs::read(entries[0].data_path()).unwrap(), format!("{id}-D\nVIRUS-MARKER\n").as_bytes());
+    });
+}
+
+#[test]
+fn scanner_outage_defers_then_delivers_once() {
+    let mut w = World::new();
+    w.drop_copy(None, &[], "body\n");
+    w.down.store(true, Ordering::SeqCst);
+    let first = w.with_engine(|e| {
+        let batch = e.claim_batch().unwrap();
+        e.process(batch).unwrap().iter().map(|h| h.log_line()).collect::<Vec<_>>()
+    });
+    assert!(first[0].contains("action=defer"), "{first:?}");
+    assert!(w.queued().is_empty());
+    let records = w.with_engine(|e| e.db.all().unwrap());
+    assert_eq!((records.len(), records[0].state, records[0].attempts), (1, ClaimState::Claimed, 1));
+    w.down.store(false, Ordering::SeqCst);
+    let second = w.with_engine(run_until_idle);
+    assert_eq!(second.len(), 1);
+    assert!(second[0].contains("action=deliver"));
+    assert_eq!(w.queued().len(), 1);
+}
+
+#[test]
+fn once_per_recipient_copies_deliver_each_recipient_once() {
+    let mut w = World::new();
+    let id = w.drop_copy(None, &[], "multi\n");
+    // The original is still in Exim's spool (carol deferred): the re-queue must mint a new id.
+    std::fs::copy(w.qf.join(format!("{id}-H")), w.input().join(format!("{id}-H"))).unwrap();
+    std::fs::copy(w.qf.join(format!("{id}-D")), w.input().join(format!("{id}-D"))).unwrap();
+    let lines = w.with_engine(run_until_idle);
+    assert!(lines[0].contains(" -> "), "{lines:?}");
+    // Exim retries carol: another copy of the same id, bob now in its tree.
+    w.drop_copy(Some(&id), &["bob@dest.example"], "multi\n");
+    let lines = w.with_engine(run_until_idle);
+    assert!(lines[0].contains("action=nothing-owed"), "{lines:?}");
+    let q: Vec<_> = w.queued().into_iter().filter(|h| h.id != id).collect();
+    assert_eq!(q.len(), 1, "exactly one re-queued copy");
+    assert_eq!(q[0].pending_recipients().count(), 2, "bob and carol, once");
+    assert!(list(&w.qf).is_empty());
+}
+
+#[test]
+fn malformed_pair_is_moved_aside_with_its_reason() {
+    let mut w = World::new();
+    let bad = MessageId::parse(b"1xXOQD-0004A8-22").unwrap();
+    std::fs::write(
+        w.qf.join(format!("{bad}-H")),
+        format!("{bad}-H\nroot 0 0\r\n<a@b>\n1 0\nXX\n1\nx@y\n\n015  X-Header: yes\n"),
+    )
+    .unwrap();
+    std::fs::write(w.qf.join(format!("{bad}-D")), format!("{bad}-D\nbody\n")).unwrap();
+    let good = w.drop_copy(None, &[], "fine\n");
+    let lines = w.with_engine(run_until_idle);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains("action=rejected") && l.contains("CR byte")), "{lines:?}");
+    assert_eq!(w.queued().iter().map(|h| h.id.clone()).collect::<Vec<_>>(), [good]);
+    let rejected = w.root.path().join("work/rejected");
+    let entry = list(&rejected).pop().unwrap();
+    assert_eq!(list(&rejected.join(&entry)), [format!("{bad}-D"), format!("{bad}-H"), "reason".to_string()]);
+    let reason = std::fs::read_to_string(rejected.join(&entry).join("reason")).unwrap();
+    assert!(
+        reason.ends_with(&format!(
+            "000000000000.{bad}-H:2 (byte 27): CR byte in the file (CRLF line endings are a format error for Exim)\n"
+        )),
+        "names file, line and reason: {reason}"
+    );
+}
+
+/// Put a claim into a given journal state, as a crash would leave it.
+fn crashed_in(w: &mut World, state: ClaimState, target_has_d: bool, target_has_h: bool) -> (ClaimRecord, MessageId) {
+    let id = w.drop_copy(None, &[], "crash\n");
+    let target = w.minter.mint();
+    let rec = w.with_engine(|e| {
+        let mut batch = e.claim_batch().unwrap();
+        let mut rec = batch.pop().unwrap();
+        rec.state = state;
+        rec.target_id = Some(target.to_string());
+        e.db.put(std::slice::from_ref(&rec)).unwrap();
+        rec
+    });
+    if target_has_d {
+        std::fs::write(w.input().join(format!("{target}-D")), format!("{target}-D\ncrash\n")).unwrap();
+    }
+    if target_has_h {
+        std::fs::write(w.input().join(format!("{target}-H")), b"placeholder").unwrap();
+    }
+    let _ = id;
+    (rec, target)
+}
+
+#[test]
+fn recovery_rolls_back_an_uncommitted_requeue() {
+    for (state, has_d) in
+        [(ClaimState::Committing, false), (ClaimState::Committing, true), (ClaimState::DataWritten, true)]
+    {
+        let mut w = World::new();
+        let (rec, target) = crashed_in(&mut w, state, has_d, false);
+        let notes = w.with_engine(|e| e.recover().unwrap());
+        assert_eq!(
+            notes,
+            [format!("{}: interrupted re-queue rolled back; will be processed again", rec.key)],
+            "{state:?}"
+        );
+        assert!(!w.input().join(format!("{target}-D")).exists(), "our partial -D is gone");
+        let lines = w.with_engine(run_until_idle);
+        assert_eq!(lines.len(), 1);
+        assert_eq!(w.queued().len(), 1, "{state:?}: delivered exactly once");
+    }
+}
+
+#[test]
+fn recovery_completes_a_committed_requeue() {
+    // The -H landed (or Exim already delivered it: both files gone after DataWritten).
+    for (state, has_d, has_h) in [
+        (ClaimState::DataWritten, true, true),
+        (ClaimState::DataWritten, false, false),
+        (ClaimState::Committed, false, false),
+    ] {
+        let mut w = World::new();
+        let (rec, _) = crashed_in(&mut w, state, has_d, has_h);
+        let notes = w.with_engine(|e| e.recover().unwrap());
+        assert_eq!(notes.len(), 1);
+        assert!(notes[0].starts_with(&format!("{}: re-queue as ", rec.key)), "{notes:?}");
+        assert!(w.with_engine(|e| e.db.all().unwrap()).is_empty());
+        assert!(list(&w.root.path().join("work/work")).is_empty(), "{state:?}: work files removed");
+        assert!(w.with_engine(run_until_idle).is_empty(), "{state:?}: nothing processed a second time");
+    }
+}
