@@ -335,7 +335,9 @@ impl HeaderSection {
             if h.is_deleted() || !h.is_named(old) {
                 continue;
             }
-            let colon = h.text.iter().position(|&b| b == b':').unwrap_or(h.text.len());
+            // A line read from the spool without a colon has no field name to rename; replacing
+            // "the name" would drop its whole text, final LF included.
+            let Some(colon) = h.text.iter().position(|&b| b == b':') else { continue };
             let mut text = new.to_vec();
             text.extend_from_slice(&h.text[colon..]);
             let has_id =
