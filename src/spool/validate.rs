@@ -28,7 +28,8 @@ impl SpoolHeader {
         if !clean_line(&self.sender) {
             return Err(refuse("sender contains CR, LF or NUL"));
         }
-        let owner_line = self.originator.login.len() + format!(" {} {}", self.originator.uid, self.originator.gid).len();
+        let owner_line =
+            self.originator.login.len() + format!(" {} {}", self.originator.uid, self.originator.gid).len();
         if owner_line > MAX_LINE || self.sender.len() + 2 > MAX_LINE {
             return Err(refuse(TOO_LONG));
         }
