@@ -2,7 +2,9 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod check_config;
 pub mod inspect;
+pub mod quarantine;
 pub mod scan;
 pub mod watch;
 
@@ -21,6 +23,10 @@ enum Command {
     Scan(scan::Args),
     /// The daemon: take messages from a queuefile directory, scan, act, re-queue.
     Watch(watch::Args),
+    /// Validate pipeline definitions.
+    CheckConfig(check_config::Args),
+    /// List, show, release or delete quarantined messages.
+    Quarantine(quarantine::Args),
 }
 
 /// Exit codes shared by the subcommands.
@@ -44,5 +50,7 @@ pub fn run() -> i32 {
         Command::Inspect(a) => inspect::run(&a),
         Command::Scan(a) => scan::run(&a),
         Command::Watch(a) => watch::run(&a),
+        Command::CheckConfig(a) => check_config::run(&a),
+        Command::Quarantine(a) => quarantine::run(&a),
     }
 }

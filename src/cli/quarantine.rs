@@ -1,0 +1,105 @@
+//! `spoolsift quarantine --pipeline FILE list|show|release|delete`: the quarantine store.
+//! `release` re-queues the message into Exim's spool by the same procedure as `watch`.
+
+use std::path::PathBuf;
+
+use super::exit;
+use crate::pipeline::engine::WorkDirs;
+use crate::pipeline::PipelineConfig;
+use crate::requeue::{self, BodyPlan, Decision, EximCommand, Kicker, Marker, TargetSpool, Transform};
+use crate::sinks::quarantine::{Entry, QuarantineStore};
+use crate::spool::{DataFile, IdMinter, Position, SpoolHeader};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The pipeline the daemon runs (its [intake] names the store, its [requeue] the target).
+    #[arg(long)]
+    pipeline: PathBuf,
+    #[command(subcommand)]
+    command: Sub,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Sub {
+    /// One line per entry: key, id, reasons.
+    List,
+    /// The verdict of one entry, as JSON.
+    Show { key: String },
+    /// Re-queue the message for delivery and remove the entry.
+    Release { key: String },
+    /// Remove the entry for good.
+    Delete { key: String },
+}
+
+pub fn run(args: &Args) -> i32 {
+    match serve(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("spoolsift quarantine: {e}");
+            exit::ERROR
+        }
+    }
+}
+
+fn entry(store: &QuarantineStore, key: &str) -> Result<Entry, String> {
+    store.get(key).map_err(|e| e.to_string())?.ok_or_else(|| format!("no quarantine entry {key:?}"))
+}
+
+fn serve(args: &Args) -> Result<i32, String> {
+    let cfg = PipelineConfig::load(&args.pipeline).map_err(|e| e.to_string())?;
+    let intake = cfg.intake.as_ref().ok_or("the pipeline has no [intake] section")?;
+    let store = QuarantineStore::new(&WorkDirs::new(&intake.work_directory).quarantine);
+    match &args.command {
+        Sub::List => {
+            for e in store.list().map_err(|e| e.to_string())? {
+                let reasons: Vec<&str> =
+                    e.verdict["reasons"].as_array().map(|a| a.iter().filter_map(|r| r.as_str()).collect()).unwrap_or_default();
+                println!("{} {} {}", e.key, e.id, reasons.join("; "));
+            }
+        }
+        Sub::Show { key } => {
+            let e = entry(&store, key)?;
+            println!("{}", serde_json::to_string_pretty(&e.verdict).map_err(|e| e.to_string())?);
+        }
+        Sub::Delete { key } => {
+            let e = entry(&store, key)?;
+            store.delete(&e).map_err(|e| e.to_string())?;
+            eprintln!("deleted {} ({})", e.key, e.id);
+        }
+        Sub::Release { key } => {
+            let e = entry(&store, key)?;
+            let rq = cfg.requeue.as_ref().ok_or("the pipeline has no [requeue] section")?;
+            let exim = EximCommand::new(rq.exim_command.clone());
+            let split = match rq.split_spool_directory {
+                Some(s) => s,
+                None => exim.split_spool_directory().map_err(|e| e.to_string())?,
+            };
+            let target = TargetSpool::new(&rq.spool_directory, None).map_err(|e| e.to_string())?.with_split(split);
+            let transform = Transform { marker: Marker::named(&rq.marker, "yes")?, ..Transform::default() };
+            let mut header = SpoolHeader::read(&e.header_path()).map_err(|e| e.to_string())?;
+            let data = DataFile::open(&e.data_path(), &header.id).map_err(|e| e.to_string())?;
+            transform.apply(&mut header);
+            let when = crate::state::journal::now_secs().to_string();
+            header
+                .headers
+                .add(b"X-Spoolsift-Released", format!("from quarantine at {when}").as_bytes(), Position::Bottom)
+                .map_err(|e| e.to_string())?;
+            match requeue::decide(&target, &header.id, &transform.marker).map_err(|e| e.to_string())? {
+                Decision::KeepId => {}
+                Decision::Busy => return Err(format!("{} is busy in Exim's spool; try again", header.id)),
+                Decision::MintId | Decision::AlreadyRequeued => {
+                    let new = IdMinter::new(header.id.format()).mint();
+                    transform.change_id(&mut header, new);
+                }
+            }
+            let done = requeue::commit(&target, &header, BodyPlan::Copy(&data)).map_err(|e| e.to_string())?;
+            drop(data);
+            store.delete(&e).map_err(|e| e.to_string())?;
+            eprintln!("released {} as {}", e.key, done.id);
+            if rq.kick {
+                Kicker::new(exim).kick(&[done.id]).map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    Ok(exit::OK)
+}
