@@ -13,6 +13,7 @@ use notify::Watcher;
 
 use super::exit;
 use crate::intake::queuefile::QueuefileDir;
+use crate::pipeline::config::{IntakeConfig, RequeueConfig};
 use crate::pipeline::engine::{Engine, WorkDirs};
 use crate::pipeline::{self, PipelineConfig};
 use crate::requeue::{EximCommand, Kicker, Marker, TargetSpool, Transform};
@@ -22,12 +23,25 @@ use crate::state::{open_env, StateDb};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Pipeline definition with [intake] and [requeue] sections.
+    /// Pipeline definition with [intake] and [requeue] sections (the embedded pipeline when
+    /// absent; the directories then come from the options below).
     #[arg(long)]
-    pipeline: PathBuf,
+    pipeline: Option<PathBuf>,
     /// Process what is there now (including deferred messages that are due), then exit.
     #[arg(long)]
     once: bool,
+    /// Override [intake] queuefile_directory.
+    #[arg(long)]
+    queuefile_dir: Option<PathBuf>,
+    /// Override [intake] work_directory.
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// Override [requeue] spool_directory (its `input/` must exist).
+    #[arg(long)]
+    spool_dir: Option<PathBuf>,
+    /// Do not run `exim -Mc` after a batch, and do not ask Exim about split spool (flat).
+    #[arg(long)]
+    no_exim: bool,
 }
 
 /// Tell systemd (Type=notify) we are ready. Hand-written: it is one datagram to $NOTIFY_SOCKET,
@@ -61,11 +75,46 @@ fn lock_work_dir(root: &Path) -> std::io::Result<std::fs::File> {
     }
 }
 
-fn load(path: &Path) -> Result<(PipelineConfig, Vec<Box<dyn crate::stages::Stage>>), String> {
-    let cfg = PipelineConfig::load(path).map_err(|e| e.to_string())?;
+fn load(args: &Args) -> Result<(PipelineConfig, Vec<Box<dyn crate::stages::Stage>>), String> {
+    let mut cfg = match &args.pipeline {
+        Some(path) => PipelineConfig::load(path).map_err(|e| e.to_string())?,
+        None => PipelineConfig::embedded(),
+    };
+    if let (None, Some(qf), Some(work)) = (&cfg.intake, &args.queuefile_dir, &args.work_dir) {
+        cfg.intake = Some(IntakeConfig {
+            queuefile_directory: qf.clone(),
+            work_directory: work.clone(),
+            orphan_age_secs: 900,
+            rescan_interval_ms: 1000,
+        });
+    }
+    if let Some(i) = cfg.intake.as_mut() {
+        i.queuefile_directory = args.queuefile_dir.clone().unwrap_or(i.queuefile_directory.clone());
+        i.work_directory = args.work_dir.clone().unwrap_or(i.work_directory.clone());
+    }
+    if let (None, Some(spool)) = (&cfg.requeue, &args.spool_dir) {
+        cfg.requeue = Some(RequeueConfig {
+            spool_directory: spool.clone(),
+            exim_command: vec!["exim".into()],
+            split_spool_directory: None,
+            marker: "acl_m_scanned".into(),
+            kick: true,
+            kick_batch: 30,
+            dedupe_retention_secs: 7 * 86400,
+        });
+    }
+    if let Some(r) = cfg.requeue.as_mut() {
+        r.spool_directory = args.spool_dir.clone().unwrap_or(r.spool_directory.clone());
+        if args.no_exim {
+            r.kick = false;
+            r.split_spool_directory.get_or_insert(false);
+        }
+    }
     let stages = pipeline::build::stages(&cfg).map_err(|e| e.to_string())?;
     if cfg.intake.is_none() || cfg.requeue.is_none() {
-        return Err(format!("{}: watch needs [intake] and [requeue] sections", path.display()));
+        return Err(
+            "watch needs [intake] and [requeue] sections (or --queuefile-dir, --work-dir and --spool-dir)".into()
+        );
     }
     Ok((cfg, stages))
 }
@@ -81,7 +130,7 @@ pub fn run(args: &Args) -> i32 {
 }
 
 fn serve(args: &Args) -> Result<(), String> {
-    let (cfg, stages) = load(&args.pipeline)?;
+    let (cfg, stages) = load(args)?;
     let intake_cfg = cfg.intake.clone().expect("checked by load");
     let rq = cfg.requeue.clone().expect("checked by load");
     let _lock = lock_work_dir(&intake_cfg.work_directory).map_err(|e| e.to_string())?;
@@ -143,11 +192,11 @@ fn serve(args: &Args) -> Result<(), String> {
     let mut last_housekeeping = std::time::Instant::now();
     while !stop.load(Ordering::Relaxed) {
         if reload.swap(false, Ordering::Relaxed) {
-            match load(&args.pipeline) {
+            match load(args) {
                 Ok((cfg, stages)) => {
                     engine.pipeline = cfg;
                     engine.stages = stages;
-                    eprintln!("spoolsift: reloaded {}", args.pipeline.display());
+                    eprintln!("spoolsift: reloaded the pipeline");
                 }
                 Err(e) => eprintln!("spoolsift: reload failed, keeping the running pipeline: {e}"),
             }
