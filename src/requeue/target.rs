@@ -27,11 +27,15 @@ pub struct TargetSpool {
 }
 
 impl TargetSpool {
-    /// A target whose owner and group default to those of its existing `input/` directory, as the
-    /// files Exim itself writes there have.
+    /// A target whose owner and group default to those of its `input/` directory (of the spool
+    /// directory while Exim has not created `input/` yet), as the files Exim itself writes there
+    /// have.
     pub fn new(spool_dir: &Path, queue: Option<&str>) -> io::Result<TargetSpool> {
         let input = paths::input_dir(spool_dir, queue);
-        let meta = std::fs::metadata(&input)?;
+        let meta = match std::fs::metadata(&input) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::metadata(spool_dir)?,
+            other => other?,
+        };
         Ok(TargetSpool { input, split: false, owner: Some((meta.uid(), meta.gid())), mode: SPOOL_MODE })
     }
 

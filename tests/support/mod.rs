@@ -56,6 +56,8 @@ pub struct Exim {
 impl Exim {
     pub fn start(opts: EximOptions) -> Exim {
         let dir = tempfile::Builder::new().prefix("spoolsift-exim.").tempdir().unwrap();
+        // Exim's delivery processes run as the Exim user and must reach the spool and maildirs.
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         let port = free_port();
         let qf = dir.path().join("qf");
         let script = repo_root().join("scripts/exim-test.sh");
