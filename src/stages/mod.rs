@@ -84,4 +84,5 @@ pub trait Stage: Send + Sync {
     }
 }
 
+pub mod content;
 pub mod inject;

@@ -1,0 +1,500 @@
+//! The built-in content scanner: what the embedded pipeline runs, with no external service.
+//!
+//! It finds the EICAR test file (see [`eicar`] for the exact rule), attachments whose SHA-256 is on
+//! a blocklist, blocked file names (extensions, document-then-executable double extensions) and
+//! content types, and parts or messages over a size limit. Archives are not unpacked: a zip is
+//! one opaque part, hashed and named like any other.
+//!
+//! Where it looks. A message whose top-level part is a single part in identity encoding (plain
+//! text, the common case) is scanned where its body lives, in chunks, without a copy of the
+//! message. Anything else is read into memory and parsed with mail-parser, which decodes base64
+//! and quoted-printable and nested messages; every leaf part is checked, nested messages to
+//! [`ContentConfig::max_nesting`] levels. mail-parser does its best with broken MIME; where it
+//! gave up on a part's encoding we decode it leniently ourselves, and the raw body is always
+//! searched for the test string as well, so a message that does not parse at all still gets that.
+//!
+//! Results. The verdict is `Infected` if the test file was found anywhere, else the first
+//! `Blocked` rule in part order, else `Clean`. Each finding adds `part` (an IMAP section number:
+//! `1`, `2.1`...; `raw` for the undecoded body, `message` for the whole), `filename` when the part
+//! has one, then `virus` or `rule`. Rules are `filename:extension:<ext>`,
+//! `filename:double-extension:<doc>.<ext>`, `mime:<type/subtype>`, `sha256:<hex>`, `size:part`
+//! and `size:message` (the last two add `size` and `limit`). `parts` counts the leaf parts checked.
+
+mod blocklist;
+mod decode;
+pub mod eicar;
+mod rules;
+
+use std::borrow::Cow;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+
+use mail_parser::{Encoding, Message, MessageParser, MessagePart, MimeHeaders, PartType};
+use serde::Deserialize;
+
+pub use blocklist::{BlocklistError, Sha256Blocklist};
+
+use self::blocklist::{hex, sha256};
+use self::decode::{declared_encoding, part_bytes, transfer_decoded};
+use self::eicar::Eicar;
+use self::rules::NameRules;
+use super::{Stage, StageError, StageResult, Verdict};
+use crate::spool::MessageView;
+
+/// Settings of the `content` stage (`[stages.content]` in a pipeline definition).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContentConfig {
+    /// Detect the EICAR test file, so the whole chain (detection, policy, quarantine) can be
+    /// tested end to end with a harmless message.
+    pub eicar: bool,
+    /// File of SHA-256 digests of attachments to block (hex, one per line, `#` comments).
+    /// Read when the stage is built; a bad line is an error, not skipped.
+    pub sha256_blocklist: Option<PathBuf>,
+    /// Attachment extensions to block, without the dot, any case. The default is what Windows
+    /// runs or mounts on a double click, close to the lists large mailbox providers refuse.
+    pub blocked_extensions: Vec<String>,
+    /// Extensions that make a file look like a document. One of them followed by a blocked
+    /// extension (`invoice.pdf.exe`) is reported as a double extension: the classic disguise,
+    /// worth its own rule name in reports. Empty turns that distinction off (the blocked extension
+    /// still blocks).
+    pub double_extension_documents: Vec<String>,
+    /// Content types (`type/subtype`, any case) to block whatever the file is called.
+    pub blocked_content_types: Vec<String>,
+    /// Largest message in bytes (headers and body as stored); 0 for no limit. Over it, the message
+    /// is blocked without being read. The default is Exim's own `message_size_limit` default, so
+    /// it only bites where Exim's limit was raised.
+    pub max_message_size: u64,
+    /// Largest decoded part in bytes; 0 for no limit. Off by default, as in MailScanner: the
+    /// message limit already bounds the work, and a per-part limit mostly catches large PDFs.
+    pub max_part_size: u64,
+    /// How many message/rfc822 levels to descend into. Deeper parts are still searched for the
+    /// test string undecoded, and the result notes the limit. At most 64.
+    pub max_nesting: usize,
+}
+
+impl Default for ContentConfig {
+    fn default() -> Self {
+        let list = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+        ContentConfig {
+            eicar: true,
+            sha256_blocklist: None,
+            blocked_extensions: list(&[
+                "ade", "adp", "appx", "bas", "bat", "chm", "cmd", "com", "cpl", "dll", "exe", "hta", "img", "inf",
+                "ins", "iso", "isp", "jar", "js", "jse", "lnk", "mde", "msc", "msi", "msix", "msp", "mst", "pif",
+                "ps1", "reg", "scr", "sct", "shb", "shs", "sys", "vb", "vbe", "vbs", "vhd", "vhdx", "vxd", "wsc",
+                "wsf", "wsh", "xll",
+            ]),
+            double_extension_documents: list(&[
+                "7z", "bmp", "csv", "doc", "docm", "docx", "gif", "htm", "html", "jpeg", "jpg", "mp3", "mp4", "odp",
+                "ods", "odt", "pdf", "png", "ppt", "pptx", "rar", "rtf", "tif", "tiff", "txt", "xls", "xlsm", "xlsx",
+                "zip",
+            ]),
+            blocked_content_types: list(&[
+                "application/x-msdownload",
+                "application/x-msdos-program",
+                "application/x-dosexec",
+                "application/x-ms-dos-executable",
+                "application/vnd.microsoft.portable-executable",
+                "application/x-msi",
+                "application/x-ms-installer",
+                "application/hta",
+                "application/x-ms-shortcut",
+            ]),
+            max_message_size: 50 * 1024 * 1024,
+            max_part_size: 0,
+            max_nesting: 10,
+        }
+    }
+}
+
+/// Upper bound on [`ContentConfig::max_nesting`]: each message level is a few stack frames of ours,
+/// and a hostile message can nest millions deep for a few bytes each.
+const MAX_NESTING_CAP: usize = 64;
+
+/// Multipart-in-multipart levels we follow within one message. mail-parser keeps its own stack
+/// on the heap; this bounds ours and the section strings, which grow with depth.
+const MAX_MULTIPART_DEPTH: usize = 64;
+
+/// Findings listed per kind; a message with thousands of bad parts must not make a huge log line.
+const MAX_LISTED: usize = 16;
+
+/// The `content` stage.
+pub struct ContentScanner {
+    config: ContentConfig,
+    eicar: Eicar,
+    blocklist: Sha256Blocklist,
+    rules: NameRules,
+}
+
+impl ContentScanner {
+    /// Build the stage; reads the blocklist file if one is configured.
+    pub fn new(config: ContentConfig) -> Result<ContentScanner, BlocklistError> {
+        let blocklist = match &config.sha256_blocklist {
+            Some(path) => Sha256Blocklist::load(path)?,
+            None => Sha256Blocklist::default(),
+        };
+        let rules = NameRules::new(
+            &config.blocked_extensions,
+            &config.double_extension_documents,
+            &config.blocked_content_types,
+        );
+        let config = ContentConfig { max_nesting: config.max_nesting.min(MAX_NESTING_CAP), ..config };
+        Ok(ContentScanner { config, eicar: Eicar::default(), blocklist, rules })
+    }
+
+    /// Use this blocklist instead of the configured file's.
+    pub fn with_blocklist(mut self, blocklist: Sha256Blocklist) -> ContentScanner {
+        self.blocklist = blocklist;
+        self
+    }
+
+    pub fn config(&self) -> &ContentConfig {
+        &self.config
+    }
+
+    /// The single-part case, scanned where the body lives.
+    fn scan_single(&self, view: &MessageView<'_>, root: &MessagePart<'_>, scan: &mut Scan) -> std::io::Result<()> {
+        const PART: &str = "1";
+        scan.parts = 1;
+        let filename = root.attachment_name();
+        self.check_labels(PART, filename, content_type(root).as_deref(), scan);
+        let hashing = !self.blocklist.is_empty();
+        if self.config.eicar || hashing {
+            let mut ctx = hashing.then(|| ring::digest::Context::new(&ring::digest::SHA256));
+            let infected = self.eicar.scan_body(view.body, |chunk| {
+                if let Some(ctx) = ctx.as_mut() {
+                    ctx.update(chunk);
+                }
+            })?;
+            if infected && self.config.eicar {
+                scan.add(Finding::virus(PART, filename));
+            }
+            if let Some(ctx) = ctx {
+                let mut digest = [0u8; 32];
+                digest.copy_from_slice(ctx.finish().as_ref());
+                self.check_digest(PART, filename, &digest, scan);
+            }
+        }
+        self.check_size(PART, filename, view.body.body_len(), scan);
+        Ok(())
+    }
+
+    /// Every leaf part of `m`, depth-first in MIME order. `prefix` is the section of the part that
+    /// holds `m` (empty at the top); `depth` counts message/rfc822 levels.
+    fn walk(&self, m: &Message<'_>, prefix: &str, depth: usize, scan: &mut Scan) {
+        let mut seen = vec![false; m.parts.len()];
+        // (part id, its section or None for the message's root, multipart depth)
+        let mut stack: Vec<(usize, Option<String>, usize)> = vec![(0, None, 0)];
+        while let Some((id, section, level)) = stack.pop() {
+            let Some(part) = m.parts.get(id) else { continue };
+            if std::mem::replace(&mut seen[id], true) {
+                continue;
+            }
+            if let Some(children) = part.sub_parts() {
+                let base = section.as_deref().unwrap_or(prefix);
+                if level >= MAX_MULTIPART_DEPTH {
+                    scan.note(format!("multipart nesting over {MAX_MULTIPART_DEPTH} at {}", or_top(base)));
+                    continue;
+                }
+                for (i, &child) in children.iter().enumerate().rev() {
+                    // Children come after their parent in mail-parser's list; anything else would
+                    // be a loop.
+                    if child as usize > id {
+                        stack.push((child as usize, Some(section_of(base, i + 1)), level + 1));
+                    }
+                }
+                continue;
+            }
+            let section = section.unwrap_or_else(|| section_of(prefix, 1));
+            self.check_part(m, part, &section, depth, scan);
+        }
+    }
+
+    fn check_part(&self, m: &Message<'_>, part: &MessagePart<'_>, section: &str, depth: usize, scan: &mut Scan) {
+        let filename = part.attachment_name();
+        let ctype = content_type(part);
+        self.check_labels(section, filename, ctype.as_deref(), scan);
+        let bytes = part_bytes(m, part);
+        if !self.blocklist.is_empty() {
+            // mail-parser converts text to UTF-8, but a digest is of the file as sent.
+            let converted = matches!(part.body, PartType::Text(Cow::Owned(_)) | PartType::Html(Cow::Owned(_)));
+            let digest = if converted && !part.is_encoding_problem {
+                sha256(&transfer_decoded(m, part).unwrap_or(Cow::Borrowed(&bytes)))
+            } else {
+                sha256(&bytes)
+            };
+            self.check_digest(section, filename, &digest, scan);
+        }
+        let is_message = matches!(part.body, PartType::Message(_))
+            || matches!(ctype.as_deref(), Some("message/rfc822" | "message/global"));
+        if is_message && depth >= self.config.max_nesting {
+            scan.note(format!("message nesting over {} at {section}", self.config.max_nesting));
+        } else if is_message {
+            let walked = match &part.body {
+                PartType::Message(inner) => {
+                    self.walk(inner, section, depth + 1, scan);
+                    true
+                }
+                // mail-parser stops decoding nested messages after a few levels; go on ourselves.
+                PartType::Binary(b) | PartType::InlineBinary(b) => match MessageParser::new().parse(b.as_ref()) {
+                    Some(inner) => {
+                        self.walk(&inner, section, depth + 1, scan);
+                        true
+                    }
+                    None => false,
+                },
+                _ => false,
+            };
+            if walked {
+                return;
+            }
+        }
+        // A leaf, or a message we did not descend into: its bytes are what there is to search.
+        scan.parts += 1;
+        if self.config.eicar && self.eicar.in_part(&bytes) {
+            scan.add(Finding::virus(section, filename));
+        }
+        self.check_size(section, filename, bytes.len() as u64, scan);
+    }
+
+    /// Name and type rules.
+    fn check_labels(&self, section: &str, filename: Option<&str>, ctype: Option<&str>, scan: &mut Scan) {
+        if let Some(rule) = filename.and_then(|n| self.rules.check_name(n)) {
+            scan.add(Finding::blocked(section, filename, format!("filename:{rule}")));
+        }
+        if let Some(t) = ctype.filter(|t| self.rules.blocked_type(t)) {
+            scan.add(Finding::blocked(section, filename, format!("mime:{t}")));
+        }
+    }
+
+    fn check_digest(&self, section: &str, filename: Option<&str>, digest: &[u8; 32], scan: &mut Scan) {
+        if self.blocklist.contains(digest) {
+            scan.add(Finding::blocked(section, filename, format!("sha256:{}", hex(digest))));
+        }
+    }
+
+    fn check_size(&self, section: &str, filename: Option<&str>, size: u64, scan: &mut Scan) {
+        let limit = self.config.max_part_size;
+        if limit > 0 && size > limit {
+            scan.add(Finding::blocked(section, filename, "size:part").sized(size, limit));
+        }
+    }
+
+    /// Parse and walk; `Err` says why the MIME structure could not be used.
+    fn scan_mime(&self, data: &[u8]) -> Result<Scan, &'static str> {
+        // mail-parser promises not to panic, but has debug assertions and unchecked arithmetic on
+        // hostile input; a panic here must cost the structure, not the verdict.
+        catch_unwind(AssertUnwindSafe(|| {
+            let m = MessageParser::new().parse(data).ok_or("no MIME structure found")?;
+            let mut scan = Scan::default();
+            self.walk(&m, "", 0, &mut scan);
+            Ok(scan)
+        }))
+        .unwrap_or(Err("MIME parser failed on this message"))
+    }
+
+    /// The parsing path: `data` is the whole message, its body from `body_at`.
+    fn scan_bytes(&self, data: &[u8], body_at: usize) -> Scan {
+        let mut scan = self.scan_mime(data).unwrap_or_else(|why| {
+            let mut s = Scan::default();
+            s.details.push(("mime_error".into(), why.into()));
+            s
+        });
+        // Also the undecoded body: catches what the structure hid from the walk (a preamble, a
+        // mis-framed part) and everything when there was no structure.
+        if self.config.eicar && !scan.infected() && self.eicar.in_part(data.get(body_at..).unwrap_or_default()) {
+            scan.add(Finding::virus("raw", None));
+        }
+        scan
+    }
+}
+
+impl Stage for ContentScanner {
+    fn name(&self) -> &str {
+        "content"
+    }
+
+    fn check(&self, view: &MessageView<'_>) -> Result<StageResult, StageError> {
+        let size = view.len();
+        let limit = self.config.max_message_size;
+        if limit > 0 && size > limit {
+            let f = Finding::blocked("message", None, "size:message").sized(size, limit);
+            return Ok(Scan { findings: vec![f], ..Scan::default() }.into_result());
+        }
+        let io_err = |e: std::io::Error| StageError::Temporary(format!("reading the message: {e}"));
+        let mut head = view.header.headers.live_bytes();
+        head.push(b'\n');
+        let single = catch_unwind(AssertUnwindSafe(|| {
+            MessageParser::new().parse_headers(&head).filter(|m| m.parts.first().is_some_and(is_single_identity))
+        }))
+        .ok()
+        .flatten();
+        if let Some(m) = single {
+            let mut scan = Scan::default();
+            self.scan_single(view, &m.parts[0], &mut scan).map_err(io_err)?;
+            return Ok(scan.into_result());
+        }
+        let data = view.to_vec().map_err(io_err)?;
+        Ok(self.scan_bytes(&data, head.len()).into_result())
+    }
+}
+
+/// A top-level part we can scan in place: not a container, and its body is its content.
+fn is_single_identity(root: &MessagePart<'_>) -> bool {
+    let container = root
+        .content_type()
+        .is_some_and(|ct| ct.ctype().eq_ignore_ascii_case("multipart") || ct.ctype().eq_ignore_ascii_case("message"));
+    !container && declared_encoding(root) == Encoding::None
+}
+
+fn content_type(part: &MessagePart<'_>) -> Option<String> {
+    let ct = part.content_type()?;
+    let t = match ct.subtype() {
+        Some(sub) => format!("{}/{}", ct.ctype(), sub),
+        None => ct.ctype().to_string(),
+    };
+    Some(t.to_ascii_lowercase())
+}
+
+fn section_of(prefix: &str, n: usize) -> String {
+    if prefix.is_empty() {
+        n.to_string()
+    } else {
+        format!("{prefix}.{n}")
+    }
+}
+
+fn or_top(section: &str) -> &str {
+    if section.is_empty() {
+        "the top"
+    } else {
+        section
+    }
+}
+
+/// Make a sender-chosen name safe for a log line: no control characters, bounded length.
+fn printable(name: &str) -> String {
+    let mut out: String = name.chars().take(200).map(|c| if c.is_control() { '?' } else { c }).collect();
+    if name.chars().nth(200).is_some() {
+        out.push_str("...");
+    }
+    out
+}
+
+struct Finding {
+    part: String,
+    filename: Option<String>,
+    verdict: Verdict,
+    extra: Vec<(String, String)>,
+}
+
+impl Finding {
+    fn virus(part: &str, filename: Option<&str>) -> Finding {
+        Finding {
+            part: part.into(),
+            filename: filename.map(printable),
+            verdict: Verdict::Infected { name: eicar::NAME.into() },
+            extra: Vec::new(),
+        }
+    }
+
+    fn blocked(part: &str, filename: Option<&str>, rule: impl Into<String>) -> Finding {
+        Finding {
+            part: part.into(),
+            filename: filename.map(printable),
+            verdict: Verdict::Blocked { rule: rule.into() },
+            extra: Vec::new(),
+        }
+    }
+
+    fn sized(mut self, size: u64, limit: u64) -> Finding {
+        self.extra.push(("size".into(), size.to_string()));
+        self.extra.push(("limit".into(), limit.to_string()));
+        self
+    }
+
+    fn is_virus(&self) -> bool {
+        matches!(self.verdict, Verdict::Infected { .. })
+    }
+}
+
+/// What a scan found so far.
+#[derive(Default)]
+struct Scan {
+    findings: Vec<Finding>,
+    unlisted: usize,
+    parts: usize,
+    /// Notes and errors, after the findings.
+    details: Vec<(String, String)>,
+}
+
+impl Scan {
+    fn add(&mut self, f: Finding) {
+        let same_kind = self.findings.iter().filter(|g| g.is_virus() == f.is_virus()).count();
+        if same_kind < MAX_LISTED {
+            self.findings.push(f);
+        } else {
+            self.unlisted += 1;
+        }
+    }
+
+    fn note(&mut self, text: String) {
+        if self.details.len() < MAX_LISTED {
+            self.details.push(("note".into(), text));
+        }
+    }
+
+    fn infected(&self) -> bool {
+        self.findings.iter().any(Finding::is_virus)
+    }
+
+    fn into_result(self) -> StageResult {
+        let Scan { mut findings, unlisted, parts, details } = self;
+        // Stable: viruses first, so the verdict's own finding leads the details.
+        findings.sort_by_key(|f| !f.is_virus());
+        let verdict = findings.first().map_or(Verdict::Clean, |f| f.verdict.clone());
+        let mut r = StageResult::new(verdict);
+        for f in findings {
+            r = r.detail("part", f.part);
+            if let Some(name) = f.filename {
+                r = r.detail("filename", name);
+            }
+            r = match f.verdict {
+                Verdict::Infected { name } => r.detail("virus", name),
+                Verdict::Blocked { rule } => r.detail("rule", rule),
+                _ => r,
+            };
+            r.details.extend(f.extra);
+        }
+        if unlisted > 0 {
+            r = r.detail("unlisted_findings", unlisted.to_string());
+        }
+        if parts > 0 {
+            r = r.detail("parts", parts.to_string());
+        }
+        r.details.extend(details);
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_structure_at_all_still_gets_the_raw_search() {
+        let scanner = ContentScanner::new(ContentConfig::default()).unwrap();
+        // mail-parser 0.11 finds a structure in any non-empty input, so only an empty message
+        // (or a parser panic) gets here.
+        let r = scanner.scan_bytes(b"", 0).into_result();
+        assert_eq!(r.verdict, Verdict::Clean);
+        assert_eq!(r.details, [("mime_error".to_string(), "no MIME structure found".to_string())]);
+    }
+
+    #[test]
+    fn names_are_made_printable() {
+        assert_eq!(printable("a\r\nb.exe"), "a??b.exe");
+        assert_eq!(printable(&"x".repeat(300)).len(), 203);
+    }
+}
