@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Install what the test suite needs for its real-Exim work (Debian 12), idempotently:
+#   * the build dependencies of the private queuefile-capable Exim (scripts/build-exim.sh;
+#     libidn-dev/libidn2-dev are for SUPPORT_I18N, i.e. SMTPUTF8),
+#   * the Debian-exim user and group that Exim runs as,
+#   * swaks (SMTP client for fixtures) and lmdb-utils (mdb_stat/mdb_dump to inspect state stores).
+# Must run as root. Safe to run again: nothing is installed or created twice, and the package
+# lists are refreshed only when a wanted package has no install candidate.
+#
+# None of these packages ships a daemon, so nothing gets started by a postinst. The Debian-exim
+# account is created here directly, the way Debian's exim4-config postinst does it, instead of
+# installing exim4-base: that package pulls in exim4-config, cron and systemd-sysv (a whole MTA
+# setup with cron jobs) only to get one system account.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential pkg-config dpkg-dev xz-utils
+  libpcre2-dev libdb5.3-dev libssl-dev libspf2-dev liblmdb-dev
+  libidn-dev libidn2-dev
+  swaks lmdb-utils adduser
+)
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "install-test-deps.sh: must run as root (apt-get, adduser)" >&2
+  exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  # dpkg-query prints "install ok installed" only for a fully installed package.
+  if [[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true) != "install ok installed" ]]; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]} > 0)); then
+  # Refresh the package lists only if some wanted package is unknown to the current lists;
+  # an update costs time and network and is usually not needed on a prepared image.
+  need_update=0
+  for p in "${missing[@]}"; do
+    cand=$(apt-cache policy "$p" 2>/dev/null | awk '/Candidate:/{print $2; exit}')
+    if [[ -z $cand || $cand == "(none)" ]]; then
+      need_update=1
+      break
+    fi
+  done
+  if ((need_update)); then
+    apt-get update
+  fi
+  echo "install-test-deps.sh: installing ${missing[*]}"
+  apt-get install -y --no-install-recommends "${missing[@]}"
+else
+  echo "install-test-deps.sh: all packages already installed"
+fi
+
+# The account Exim runs as. Same options as Debian's exim4-config postinst, so a machine that
+# later installs Debian's Exim finds the account it expects.
+# --force-badname: the capital letter in "Debian-exim" fails adduser's default name check.
+if ! getent passwd Debian-exim >/dev/null; then
+  if getent group Debian-exim >/dev/null; then
+    group_opt=(--ingroup Debian-exim)
+  else
+    group_opt=(--group)
+  fi
+  adduser --system "${group_opt[@]}" --quiet --home /var/spool/exim4 --no-create-home \
+    --disabled-login --force-badname Debian-exim
+elif ! getent group Debian-exim >/dev/null; then
+  addgroup --system --quiet --force-badname Debian-exim
+fi
+echo "install-test-deps.sh: Debian-exim is $(id Debian-exim)"
