@@ -31,6 +31,7 @@ pub enum Verdict {
 /// A stage's answer.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct StageResult {
+    #[serde(flatten)]
     pub verdict: Verdict,
     /// A score, where the stage has one.
     pub score: Option<f64>,

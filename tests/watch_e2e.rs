@@ -1,0 +1,277 @@
+//! `spoolsift watch` between a real Exim (unpatched queuefile) and its maildirs: mixed traffic
+//! over SMTP — single and multi-recipient, DSN, 8-bit, large, EICAR-bearing — must end with every
+//! recipient holding exactly one copy of each clean message (our headers added, body unchanged),
+//! every EICAR message quarantined, one success DSN per NOTIFY=SUCCESS recipient (not two), and
+//! nothing left in any queue or work directory. The crash test sends the same traffic while the
+//! daemon is SIGKILLed again and again, and expects the same end state.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::smtp::{self, Envelope};
+use support::{poll, Exim, EximOptions};
+
+const USERS: [&str; 4] = ["bob", "carol", "dave", "eve"];
+
+/// One message of the traffic mix and what must become of it.
+struct Sent {
+    tag: String,
+    rcpts: Vec<String>,
+    body: Vec<u8>,
+    infected: bool,
+    notify_success: usize,
+}
+
+fn eicar() -> String {
+    String::from_utf8(spoolsift::stages::content::eicar::signature()).unwrap()
+}
+
+/// Base64 without a dependency: the tests need it for one attachment.
+fn base64(data: &[u8]) -> String {
+    const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, &b)| acc | (u32::from(b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(T[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn traffic(n: usize) -> Vec<(Sent, Envelope<'static>, Vec<u8>)> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let tag = format!("e2e-{i:04}");
+        let kind = i % 10;
+        let rcpts: Vec<String> = match kind {
+            0 | 5 => vec!["bob@test.example".into(), "carol@test.example".into(), "dave@test.example".into()],
+            _ => vec![format!("{}@test.example", USERS[i % USERS.len()])],
+        };
+        let (ctype, body): (&str, Vec<u8>) = match kind {
+            1 => {
+                let b = format!(
+                    "--b1\nContent-Type: text/plain\n\nSee attachment.\n--b1\nContent-Type: application/octet-stream; name=\"t.com\"\nContent-Transfer-Encoding: base64\n\n{}\n--b1--\n",
+                    base64(eicar().as_bytes())
+                );
+                ("multipart/mixed; boundary=\"b1\"", b.into_bytes())
+            }
+            2 => ("text/plain; charset=utf-8", format!("Grüße aus Köln, {tag}.\nÆØÅ ñ €\n").into_bytes()),
+            3 => {
+                let mut b = Vec::new();
+                for l in 0..6000 {
+                    b.extend_from_slice(format!("{tag} large line {l:05} {}\n", "y".repeat(40)).as_bytes());
+                }
+                ("text/plain", b)
+            }
+            _ => ("text/plain", format!("Hello, this is {tag}.\n.dot line\n").into_bytes()),
+        };
+        let data = format!(
+            "From: alice@test.example\nTo: {}\nSubject: {tag}\nMessage-ID: <{tag}@client.test>\nMIME-Version: 1.0\nContent-Type: {ctype}\nContent-Transfer-Encoding: 8bit\n\n",
+            rcpts.join(", ")
+        );
+        let mut data = data.into_bytes();
+        data.extend_from_slice(&body);
+        let leaked: &'static [(&'static str, &'static str)] = Box::leak(
+            rcpts
+                .iter()
+                .enumerate()
+                .map(|(j, r)| {
+                    let params: &'static str =
+                        if kind == 5 && j == 0 { "NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;Bob@Test.Example" } else { "" };
+                    (&*Box::leak(r.clone().into_boxed_str()), params)
+                })
+                .collect::<Vec<_>>()
+                .into_boxed_slice(),
+        );
+        let env = Envelope {
+            from: "alice@test.example",
+            mail_params: if kind == 5 { "RET=HDRS ENVID=env-e2e" } else { "" },
+            rcpts: leaked,
+        };
+        let sent = Sent { tag, rcpts, body, infected: kind == 1, notify_success: usize::from(kind == 5) };
+        out.push((sent, env, data));
+    }
+    out
+}
+
+fn pipeline(exim: &Exim, work: &Path) -> PathBuf {
+    let argv: Vec<String> = exim.argv().iter().map(|a| format!("{a:?}")).collect();
+    let text = format!(
+        r#"name = "watch-e2e"
+authserv_id = "mx.test.example"
+
+[stages.content]
+
+[intake]
+queuefile_directory = {qf:?}
+work_directory = {work:?}
+rescan_interval_ms = 200
+
+[requeue]
+spool_directory = {spool:?}
+exim_command = [{argv}]
+kick = true
+"#,
+        qf = exim.queuefile_dir(),
+        work = work,
+        spool = exim.spool(),
+        argv = argv.join(", ")
+    );
+    let path = work.with_extension("toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn start_daemon(pipeline: &Path, log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_spoolsift"))
+        .arg("watch")
+        .arg("--pipeline")
+        .arg(pipeline)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// (user, subject) → number of copies in the user's maildir, and the files by subject.
+/// Copies per (user, subject), and one delivered file per subject.
+type Mailboxes = (BTreeMap<(String, String), usize>, BTreeMap<String, Vec<u8>>);
+
+fn mailboxes(exim: &Exim) -> Mailboxes {
+    let mut counts = BTreeMap::new();
+    let mut files = BTreeMap::new();
+    for user in USERS.iter().chain(["alice"].iter()) {
+        for f in exim.delivered(user) {
+            let head_end = f.windows(2).position(|w| w == b"\n\n").unwrap_or(f.len());
+            let head = String::from_utf8_lossy(&f[..head_end]).into_owned();
+            let subject = head.lines().find_map(|l| l.strip_prefix("Subject: ")).unwrap_or("").to_string();
+            *counts.entry((user.to_string(), subject.clone())).or_insert(0) += 1;
+            files.insert(subject, f);
+        }
+    }
+    (counts, files)
+}
+
+fn run_traffic(n: usize, kills: usize) {
+    let exim = Exim::start(EximOptions { series: "trixie", mode: "queuefile", split: false });
+    let work = exim.dir.path().join("spoolsift");
+    let pipeline = pipeline(&exim, &work);
+    let log = exim.dir.path().join("spoolsift.log");
+    let mut daemon = start_daemon(&pipeline, &log);
+    let messages = traffic(n);
+
+    // Send everything; meanwhile kill the daemon at pseudo-random moments and restart it.
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut next_kill = Instant::now() + Duration::from_millis(100);
+    let mut killed = 0;
+    for (_, env, data) in &messages {
+        smtp::send(exim.port, env, data);
+        if killed < kills && Instant::now() >= next_kill {
+            daemon.kill().unwrap();
+            daemon.wait().unwrap();
+            killed += 1;
+            daemon = start_daemon(&pipeline, &log);
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            next_kill = Instant::now() + Duration::from_millis(20 + rng % 150);
+        }
+    }
+    while killed < kills {
+        poll("the daemon to make progress before the next kill", Duration::from_secs(30), || {
+            (Instant::now() >= next_kill).then_some(())
+        });
+        daemon.kill().unwrap();
+        daemon.wait().unwrap();
+        killed += 1;
+        daemon = start_daemon(&pipeline, &log);
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        next_kill = Instant::now() + Duration::from_millis(20 + rng % 150);
+    }
+
+    let expected: BTreeMap<(String, String), usize> = messages
+        .iter()
+        .filter(|(s, _, _)| !s.infected)
+        .flat_map(|(s, _, _)| {
+            s.rcpts.iter().map(move |r| ((r.split('@').next().unwrap().to_string(), s.tag.clone()), 1))
+        })
+        .collect();
+    let dsns: usize = messages.iter().map(|(s, _, _)| s.notify_success).sum();
+    let qf = exim.queuefile_dir();
+    let settled = |counts: &BTreeMap<(String, String), usize>| {
+        let tagged: BTreeMap<_, _> =
+            counts.iter().filter(|((_, s), _)| s.starts_with("e2e-")).map(|(k, v)| (k.clone(), *v)).collect();
+        tagged == expected
+            && support::list(&qf).is_empty()
+            && String::from_utf8_lossy(&exim.exim(&["-bpc"]).stdout).trim() == "0"
+    };
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let (counts, files) = loop {
+        let (counts, files) = mailboxes(&exim);
+        if settled(&counts) {
+            break (counts, files);
+        }
+        let extra: Vec<_> =
+            counts.iter().filter(|(k, v)| k.1.starts_with("e2e-") && expected.get(*k) != Some(v)).collect();
+        assert!(
+            extra.iter().all(|(k, v)| expected.contains_key(*k) && **v < 2),
+            "duplicate or unexpected delivery: {extra:?}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "traffic did not settle; missing: {:?}",
+            expected.keys().filter(|k| !counts.contains_key(*k)).take(10).collect::<Vec<_>>()
+        );
+        // Deferred recipients (queuefile's once-per-recipient EEXIST) wait for a queue run.
+        exim.exim(&["-qf"]);
+    };
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+
+    for (s, _, _) in messages.iter().filter(|(s, _, _)| !s.infected) {
+        let f = &files[&s.tag];
+        let at = f.windows(2).position(|w| w == b"\n\n").unwrap();
+        assert_eq!(&f[at + 2..], s.body.as_slice(), "{}: body must be byte-identical", s.tag);
+        let head = String::from_utf8_lossy(&f[..at]);
+        assert_eq!(head.matches("\nX-Spoolsift-Status: clean").count(), 1, "{}: {head}", s.tag);
+        assert_eq!(head.matches("\nAuthentication-Results: mx.test.example;").count(), 1, "{}", s.tag);
+    }
+    let quarantined: Vec<String> = std::fs::read_dir(work.join("quarantine"))
+        .unwrap()
+        .map(|e| {
+            let v: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(e.unwrap().path().join("verdict.json")).unwrap()).unwrap();
+            v["reasons"][0].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(quarantined.len(), messages.iter().filter(|(s, _, _)| s.infected).count());
+    assert!(quarantined.iter().all(|r| r == "content: infected (Eicar-Test-Signature)"), "{quarantined:?}");
+    let success_dsns =
+        counts.iter().filter(|((u, s), _)| u == "alice" && !s.starts_with("e2e-")).map(|(_, n)| n).sum::<usize>();
+    assert_eq!(success_dsns, dsns, "one success DSN per NOTIFY=SUCCESS recipient, not two");
+    assert!(support::list(&work.join("work")).is_empty(), "work directory is empty");
+    exim.assert_clean_logs();
+}
+
+#[test]
+fn two_hundred_messages_each_delivered_exactly_once() {
+    run_traffic(200, 0);
+}
+
+#[test]
+fn sigkilled_daemon_loses_and_duplicates_nothing() {
+    run_traffic(200, 25);
+}
