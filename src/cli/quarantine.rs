@@ -52,8 +52,10 @@ fn serve(args: &Args) -> Result<i32, String> {
     match &args.command {
         Sub::List => {
             for e in store.list().map_err(|e| e.to_string())? {
-                let reasons: Vec<&str> =
-                    e.verdict["reasons"].as_array().map(|a| a.iter().filter_map(|r| r.as_str()).collect()).unwrap_or_default();
+                let reasons: Vec<&str> = e.verdict["reasons"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|r| r.as_str()).collect())
+                    .unwrap_or_default();
                 println!("{} {} {}", e.key, e.id, reasons.join("; "));
             }
         }
