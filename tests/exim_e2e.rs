@@ -196,3 +196,39 @@ fn bookworm_queuefile_runs_once_per_recipient() {
 fn trixie_queuefile_runs_once_per_recipient() {
     once_per_recipient("trixie");
 }
+
+/// Every fixture of a series dropped into a live Exim's spool: `exim -bpr` lists each message the
+/// way `inspect` reads it (sender, recipients in order, which are delivered, frozen, size).
+fn live_bpr_agrees(series: &'static str, prefix: &str) {
+    let exim = Exim::start(EximOptions { series, mode: "queue-only", split: false });
+    let input = exim.spool().join("input");
+    std::fs::create_dir_all(&input).unwrap();
+    let mut expected = Vec::new();
+    for (dir, header) in support::fixtures::fixtures() {
+        if !dir.file_name().unwrap().to_string_lossy().starts_with(prefix) {
+            continue;
+        }
+        let name = header.file_name().unwrap().to_owned();
+        let data = header.with_file_name(name.to_string_lossy().replace("-H", "-D"));
+        std::fs::copy(&data, input.join(data.file_name().unwrap())).unwrap();
+        std::fs::copy(&header, input.join(&name)).unwrap();
+        expected.push(support::fixtures::describe(&header));
+    }
+    assert!(expected.len() >= 10, "{series}: {} fixtures", expected.len());
+    let out = exim.exim(&["-bpr"]);
+    let mut listed = support::fixtures::parse_bpr(&String::from_utf8_lossy(&out.stdout));
+    listed.sort_by(|a, b| a.id.cmp(&b.id));
+    expected.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(listed, expected);
+    exim.assert_clean_logs();
+}
+
+#[test]
+fn bookworm_lists_the_fixtures_as_inspect_reads_them() {
+    live_bpr_agrees("bookworm", "b496-");
+}
+
+#[test]
+fn trixie_lists_the_fixtures_as_inspect_reads_them() {
+    live_bpr_agrees("trixie", "t498-");
+}
