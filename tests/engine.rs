@@ -313,12 +313,39 @@ fn recovery_completes_a_committed_requeue() {
         (ClaimState::Committed, false, false),
     ] {
         let mut w = World::new();
-        let (rec, _) = crashed_in(&mut w, state, has_d, has_h);
+        let (mut rec, _) = crashed_in(&mut w, state, has_d, has_h);
+        // The crash came before the transaction that records the recipients handed on.
+        rec.handing_on = vec![b"bob@dest.example".to_vec()];
+        w.with_engine(|e| e.db.put(std::slice::from_ref(&rec)).unwrap());
         let notes = w.with_engine(|e| e.recover().unwrap());
+        let now = spoolsift::state::journal::now_secs();
+        assert!(w.with_engine(|e| e.db.handed_on(&rec.original_id, b"bob@dest.example", now).unwrap()), "{state:?}");
         assert_eq!(notes.len(), 1);
         assert!(notes[0].starts_with(&format!("{}: re-queue as ", rec.key)), "{notes:?}");
         assert!(w.with_engine(|e| e.db.all().unwrap()).is_empty());
         assert!(list(&w.root.path().join("work/work")).is_empty(), "{state:?}: work files removed");
         assert!(w.with_engine(run_until_idle).is_empty(), "{state:?}: nothing processed a second time");
     }
+}
+
+#[test]
+fn two_copies_of_one_message_in_one_batch_deliver_each_recipient_once() {
+    let mut w = World::new();
+    let id = w.drop_copy(None, &[], "twice\n");
+    w.down.store(true, Ordering::SeqCst);
+    w.with_engine(|e| {
+        let batch = e.claim_batch().unwrap();
+        e.process(batch).unwrap();
+    });
+    // While the first copy waits (deferred), Exim hands over another copy of the same message.
+    w.drop_copy(Some(&id), &["bob@dest.example"], "twice\n");
+    w.down.store(false, Ordering::SeqCst);
+    let lines = w.with_engine(run_until_idle);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let mut all: Vec<Vec<u8>> = Vec::new();
+    for h in w.queued() {
+        all.extend(h.pending_recipients().map(|(_, r)| r.address().to_vec()));
+    }
+    all.sort();
+    assert_eq!(all, [b"bob@dest.example".to_vec(), b"carol@dest.example".to_vec()], "{lines:?}");
 }

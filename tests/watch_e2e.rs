@@ -170,6 +170,7 @@ fn run_traffic(n: usize, kills: usize) {
     let log = exim.dir.path().join("spoolsift.log");
     let mut daemon = start_daemon(&pipeline, &log);
     let messages = traffic(n);
+    let started = Instant::now();
 
     // Send everything; meanwhile kill the daemon at pseudo-random moments and restart it.
     let mut rng = 0x2545_f491_4f6c_dd1du64;
@@ -188,6 +189,7 @@ fn run_traffic(n: usize, kills: usize) {
             next_kill = Instant::now() + Duration::from_millis(20 + rng % 150);
         }
     }
+    eprintln!("sent {n} messages in {:?}", started.elapsed());
     while killed < kills {
         poll("the daemon to make progress before the next kill", Duration::from_secs(30), || {
             (Instant::now() >= next_kill).then_some(())
@@ -218,10 +220,13 @@ fn run_traffic(n: usize, kills: usize) {
             && support::list(&qf).is_empty()
             && String::from_utf8_lossy(&exim.exim(&["-bpc"]).stdout).trim() == "0"
     };
+    let sent_at = Instant::now();
+    let mut queue_runs = 0;
     let deadline = Instant::now() + Duration::from_secs(600);
     let (counts, files) = loop {
         let (counts, files) = mailboxes(&exim);
         if settled(&counts) {
+            eprintln!("settled {:?} after sending, with {queue_runs} forced queue runs", sent_at.elapsed());
             break (counts, files);
         }
         let extra: Vec<_> =
@@ -235,8 +240,14 @@ fn run_traffic(n: usize, kills: usize) {
             "traffic did not settle; missing: {:?}",
             expected.keys().filter(|k| !counts.contains_key(*k)).take(10).collect::<Vec<_>>()
         );
-        // Deferred recipients (queuefile's once-per-recipient EEXIST) wait for a queue run.
+        // Let the daemon take what queuefile handed over (a queue run would hold the originals'
+        // locks and keep it waiting), then force the retry of the deferred recipients
+        // (queuefile's once-per-recipient EEXIST).
+        poll("the daemon to take the queuefile copies", Duration::from_secs(120), || {
+            support::list(&qf).is_empty().then_some(())
+        });
         exim.exim(&["-qf"]);
+        queue_runs += 1;
     };
     daemon.kill().unwrap();
     daemon.wait().unwrap();

@@ -10,6 +10,7 @@
 //! [`super::recovery`] completes or rolls back whatever a crash left between those steps, so a
 //! message is neither lost nor delivered twice.
 
+use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -185,6 +186,7 @@ impl<'e> Engine<'e> {
                 attempts: 0,
                 not_before: 0,
                 target_id: None,
+                handing_on: Vec::new(),
             })
             .collect();
         self.db.put(&records).map_err(io::Error::other)?;
@@ -295,6 +297,9 @@ impl<'e> Engine<'e> {
         let mut journal_updates: Vec<ClaimRecord> = Vec::new();
         let mut committing: Vec<(ClaimRecord, SpoolHeader, Vec<Vec<u8>>, Handled)> = Vec::new();
         let mut handled_all = Vec::new();
+        // Recipients each original message hands on in this batch: two copies of one message
+        // (queuefile's per-recipient retries) must not both deliver the same recipient.
+        let mut taken: HashMap<String, BTreeSet<Vec<u8>>> = HashMap::new();
 
         for (mut rec, plan) in batch.into_iter().zip(plans) {
             let (hp, dp) = self.dirs.files(&rec.key);
@@ -329,7 +334,20 @@ impl<'e> Engine<'e> {
                     journal_updates.push(rec);
                     handled_all.push(handled);
                 }
-                Plan::Requeue { header, owed, handled } => {
+                Plan::Requeue { mut header, owed, mut handled } => {
+                    let already = taken.entry(rec.original_id.clone()).or_default();
+                    let (dup, owed): (Vec<_>, Vec<_>) = owed.into_iter().partition(|r| already.contains(r));
+                    if owed.is_empty() {
+                        remove_pair(&hp, &dp)?;
+                        done_keys.push(rec.key.clone());
+                        handled.action = "nothing-owed".into();
+                        handled_all.push(handled);
+                        continue;
+                    }
+                    for r in &dup {
+                        header.non_recipients.insert(r);
+                    }
+                    handled.recipients = owed.iter().map(|r| text(r)).collect();
                     let id = header.id.clone();
                     match requeue::decide(&self.target, &id, &self.transform.marker)? {
                         IdDecision::Busy => {
@@ -347,8 +365,10 @@ impl<'e> Engine<'e> {
                                 let new_id = self.minters[slot].mint();
                                 self.transform.change_id(&mut header, new_id);
                             }
+                            taken.entry(rec.original_id.clone()).or_default().extend(owed.iter().cloned());
                             rec.state = ClaimState::Committing;
                             rec.target_id = Some(header.id.to_string());
+                            rec.handing_on = owed.clone();
                             committing.push((rec, header, owed, handled));
                         }
                     }
@@ -405,9 +425,7 @@ impl<'e> Engine<'e> {
         }
         let expires = now + self.retention_secs;
         let records: Vec<ClaimRecord> = committed.iter().map(|c| c.0.clone()).collect();
-        let dedupe: Vec<(String, Vec<Vec<u8>>)> =
-            committed.iter().map(|c| (c.0.original_id.clone(), c.2.clone())).collect();
-        self.db.commit_with_dedupe(&records, &dedupe, expires).map_err(io::Error::other)?;
+        self.db.commit_with_dedupe(&records, expires).map_err(io::Error::other)?;
 
         // Step 4: cleanup.
         let mut kick = Vec::new();

@@ -43,6 +43,10 @@ pub struct ClaimRecord {
     pub not_before: u64,
     /// The id the message is re-queued under.
     pub target_id: Option<String>,
+    /// The recipients this copy hands back to Exim, recorded before the first byte is written so
+    /// that a crash after the commit point still remembers them (dedupe).
+    #[serde(default)]
+    pub handing_on: Vec<Vec<u8>>,
 }
 
 pub fn now_secs() -> u64 {
@@ -109,20 +113,13 @@ impl<'e> StateDb<'e> {
         w.commit()
     }
 
-    /// Mark records committed and remember their recipients as handed on, atomically.
-    pub fn commit_with_dedupe(
-        &self,
-        records: &[ClaimRecord],
-        recipients: &[(String, Vec<Vec<u8>>)],
-        expires: u64,
-    ) -> heed::Result<()> {
+    /// Write records and remember the recipients each one hands on, atomically.
+    pub fn commit_with_dedupe(&self, records: &[ClaimRecord], expires: u64) -> heed::Result<()> {
         let mut w = self.env.write_txn()?;
         for r in records {
             self.journal.put(&mut w, &r.key, r)?;
-        }
-        for (id, rcpts) in recipients {
-            for r in rcpts {
-                self.dedupe.put(&mut w, &dedupe_key(id, r), &expires)?;
+            for rcpt in &r.handing_on {
+                self.dedupe.put(&mut w, &dedupe_key(&r.original_id, rcpt), &expires)?;
             }
         }
         w.commit()
@@ -186,6 +183,7 @@ mod tests {
             attempts: 0,
             not_before: 0,
             target_id: None,
+            handing_on: Vec::new(),
         }
     }
 
@@ -200,7 +198,8 @@ mod tests {
             db.put(&[rec("a", ClaimState::Claimed), rec("b", ClaimState::Claimed)]).unwrap();
             let mut b = rec("b", ClaimState::Committed);
             b.target_id = Some("1xXOQE-0004A8-22".into());
-            db.commit_with_dedupe(&[b], &[("1xXOQD-0004A8-22".into(), vec![b"bob@x".to_vec()])], 100).unwrap();
+            b.handing_on = vec![b"bob@x".to_vec()];
+            db.commit_with_dedupe(&[b], 100).unwrap();
         }
         let env = open_env(dir.path()).unwrap();
         let db = StateDb::new(&env).unwrap();
