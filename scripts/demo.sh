@@ -41,12 +41,15 @@ n=$((n + 1))
 echo "== $n messages handed over in $t/queuefile; running the engine once"
 "$bin" watch --once --no-exim --queuefile-dir "$t/queuefile" --work-dir "$t/spoolsift" --spool-dir "$t/spool"
 echo
-echo "== re-queued into the spool (what Exim would deliver):"
-"$bin" inspect --check "$t/spool/input" && ls "$t/spool/input"
+requeued=$(find "$t/spool/input" -name '*-H' | wc -l)
+"$bin" inspect --check "$t/spool/input"
+echo "== $requeued messages re-queued into the spool (all valid by spoolsift inspect --check); one of them:"
+first=$(find "$t/spool/input" -name '*-H' | sort | head -1)
+grep -E '^-aclm _scanned|^[0-9]{3}. (Authentication-Results|X-Spoolsift-Status)' -A1 "$first"
 echo
 echo "== quarantined:"
 for v in "$t"/spoolsift/quarantine/*/verdict.json; do
   [[ -e $v ]] && grep -m1 -A1 '"reasons"' "$v" | tr -s ' \n' ' ' && echo
 done
 echo
-echo "== left in the queuefile directory: $(ls "$t/queuefile" | wc -l) files"
+echo "== left in the queuefile directory: $(find "$t/queuefile" -type f | wc -l) files"
