@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine as on a developer's: install what the tests need, build
-# the two test Exims (cached after the first run), check formatting and lints, run every test, then
-# a bounded fuzz run of the spool reader. README.md gives this as the test command; .ci/run calls it.
+# the two test Exims (cached after the first run), check formatting and lints, run every test,  README.md gives this as the test command; .ci/run calls it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +10,7 @@ bash scripts/build-exim.sh trixie
 
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
-# Benches print tables and are run by scripts/bench.sh, not here.
-cargo test
 bash scripts/fuzz.sh "${SPOOLSIFT_FUZZ_SECONDS:-60}"
+# Last, so that its summary closes the output. Benches print tables and are run by
+# scripts/bench.sh, not here.
+cargo test
