@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine as on a developer's: install what the tests need, build
-# the two test Exims (cached after the first run), check formatting and lints, run every test,  README.md gives this as the test command; .ci/run calls it.
+# the two test Exims (cached after the first run), check formatting and lints, run a bounded fuzz
+# of the spool reader, then every test. README.md gives this as the test command; .ci/run calls it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
