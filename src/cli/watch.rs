@@ -82,14 +82,18 @@ fn load(args: &Args) -> Result<(PipelineConfig, Vec<Box<dyn crate::stages::Stage
     };
     if let (None, Some(qf), Some(work)) = (&cfg.intake, &args.queuefile_dir, &args.work_dir) {
         cfg.intake = Some(IntakeConfig {
-            queuefile_directory: qf.clone(),
+            queuefile_directory: Some(qf.clone()),
+            incoming_spool_directory: None,
             work_directory: work.clone(),
             orphan_age_secs: 900,
             rescan_interval_ms: 1000,
         });
     }
     if let Some(i) = cfg.intake.as_mut() {
-        i.queuefile_directory = args.queuefile_dir.clone().unwrap_or(i.queuefile_directory.clone());
+        if let Some(qf) = &args.queuefile_dir {
+            i.queuefile_directory = Some(qf.clone());
+            i.incoming_spool_directory = None;
+        }
         i.work_directory = args.work_dir.clone().unwrap_or(i.work_directory.clone());
     }
     if let (None, Some(spool)) = (&cfg.requeue, &args.spool_dir) {
@@ -147,11 +151,12 @@ fn serve(args: &Args) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", rq.spool_directory.display()))?
         .with_split(split);
     let marker = Marker::named(&rq.marker, "yes")?;
-    let intake = QueuefileDir::new(
-        &intake_cfg.queuefile_directory,
-        Some(&target.input),
-        Duration::from_secs(intake_cfg.orphan_age_secs),
-    );
+    let orphan_age = Duration::from_secs(intake_cfg.orphan_age_secs);
+    let intake = match (&intake_cfg.queuefile_directory, &intake_cfg.incoming_spool_directory) {
+        (Some(qf), _) => QueuefileDir::new(qf, Some(&target.input), orphan_age),
+        (None, Some(spool)) => QueuefileDir::exim_spool(spool, orphan_age),
+        (None, None) => return Err("[intake] names no directory".into()),
+    };
     let mut kicker = Kicker::new(exim);
     kicker.batch = rq.kick_batch;
     let mut engine = Engine {
@@ -183,9 +188,12 @@ fn serve(args: &Args) -> Result<(), String> {
         let _ = tx.try_send(());
     })
     .map_err(|e| e.to_string())?;
-    watcher
-        .watch(&intake_cfg.queuefile_directory, notify::RecursiveMode::NonRecursive)
-        .map_err(|e| format!("{}: {e}", intake_cfg.queuefile_directory.display()))?;
+    // An Exim spool's input/ may not exist yet, and has split subdirectories: watch the spool.
+    let (watched, mode) = match &intake_cfg.incoming_spool_directory {
+        Some(spool) => (spool.clone(), notify::RecursiveMode::Recursive),
+        None => (engine.intake.dir.clone(), notify::RecursiveMode::NonRecursive),
+    };
+    watcher.watch(&watched, mode).map_err(|e| format!("{}: {e}", watched.display()))?;
     notify_systemd("READY=1");
 
     let rescan = Duration::from_millis(intake_cfg.rescan_interval_ms);

@@ -36,10 +36,24 @@ pub enum NotYet {
     Incomplete,
 }
 
-/// The queuefile directory and the Exim spool it copies from.
+/// Where the pairs come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IntakeKind {
+    /// A queuefile transport's directory: flat, copies of messages Exim still owns until their
+    /// delivery attempt ends.
+    Queuefile,
+    /// A stock Exim's own spool (MailScanner's model, for Exims built without queuefile): an
+    /// instance with `queue_only` receives, spoolsift takes each message out of its `input/`
+    /// (flat or split) under Exim's own lock, and removes its msglog.
+    EximSpool { spool: PathBuf },
+}
+
+/// The intake directory and, for queuefile, the Exim spool it copies from.
 #[derive(Debug)]
 pub struct QueuefileDir {
+    /// The queuefile directory, or the incoming Exim's `input/`.
     pub dir: PathBuf,
+    pub kind: IntakeKind,
     /// Exim's `input/`, to see whether the original's delivery attempt has ended.
     pub spool_input: Option<PathBuf>,
     /// `-D` files with no `-H` older than this are moved aside (a failed copy blocks its id).
@@ -52,26 +66,84 @@ impl QueuefileDir {
     pub fn new(dir: &Path, spool_input: Option<&Path>, orphan_age: Duration) -> QueuefileDir {
         QueuefileDir {
             dir: dir.to_path_buf(),
+            kind: IntakeKind::Queuefile,
             spool_input: spool_input.map(Path::to_path_buf),
             orphan_age,
             sizes: HashMap::new(),
         }
     }
 
-    /// Ids with a `-H` in the directory, sorted (the oldest ids first).
-    pub fn list(&self) -> io::Result<Vec<MessageId>> {
-        let mut ids: Vec<MessageId> = std::fs::read_dir(&self.dir)?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| MessageId::from_file_name(e.file_name().as_encoded_bytes(), b'H'))
-            .collect();
-        ids.sort();
-        Ok(ids)
+    /// The `input/` of a stock Exim's spool as the intake.
+    pub fn exim_spool(spool: &Path, orphan_age: Duration) -> QueuefileDir {
+        QueuefileDir {
+            dir: spool.join("input"),
+            kind: IntakeKind::EximSpool { spool: spool.to_path_buf() },
+            spool_input: None,
+            orphan_age,
+            sizes: HashMap::new(),
+        }
     }
 
-    /// Check the completeness rule for one id and, when it holds, lock the external `-D`.
-    /// The returned lock must be held until the pair has been moved away.
-    pub fn check(&mut self, id: &MessageId) -> io::Result<Result<(Ready, DataLock), NotYet>> {
-        let pair = SpoolPair::new(&self.dir, id.clone());
+    /// The directories a message of this intake may be in.
+    pub fn dirs_for(&self, id: &MessageId) -> Vec<PathBuf> {
+        match self.kind {
+            IntakeKind::Queuefile => vec![self.dir.clone()],
+            IntakeKind::EximSpool { .. } => vec![self.dir.join(id.split_char().to_string()), self.dir.clone()],
+        }
+    }
+
+    /// Pairs with a `-H` in the intake (and, for an Exim spool, its split subdirectories), oldest
+    /// ids first.
+    pub fn list(&self) -> io::Result<Vec<SpoolPair>> {
+        let mut dirs = vec![self.dir.clone()];
+        if matches!(self.kind, IntakeKind::EximSpool { .. }) {
+            match std::fs::read_dir(&self.dir) {
+                Ok(rd) => {
+                    for e in rd.filter_map(|e| e.ok()) {
+                        let name = e.file_name();
+                        let b = name.as_encoded_bytes();
+                        if b.len() == 1 && b[0].is_ascii_alphanumeric() && e.path().is_dir() {
+                            dirs.push(e.path());
+                        }
+                    }
+                }
+                // Exim creates input/ with the first message.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => return Err(e),
+            }
+        }
+        let mut pairs = Vec::new();
+        for d in dirs {
+            for e in std::fs::read_dir(&d)?.filter_map(|e| e.ok()) {
+                if let Some(id) = MessageId::from_file_name(e.file_name().as_encoded_bytes(), b'H') {
+                    pairs.push(SpoolPair::new(&d, id));
+                }
+            }
+        }
+        pairs.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(pairs)
+    }
+
+    /// After a claim from an Exim spool: the message's msglog goes too, as Exim would remove it.
+    pub fn forget(&self, id: &MessageId) -> io::Result<()> {
+        if let IntakeKind::EximSpool { spool } = &self.kind {
+            let msglog = spool.join("msglog");
+            for p in [msglog.join(id.split_char().to_string()).join(id.as_str()), msglog.join(id.as_str())] {
+                match std::fs::remove_file(&p) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Check the completeness rule for one pair and, when it holds, lock its `-D`. The returned
+    /// lock must be held until the pair has been moved away. For an Exim spool the lock is Exim's
+    /// own: while we hold it, no Exim process delivers the message.
+    pub fn check(&mut self, pair: &SpoolPair) -> io::Result<Result<(Ready, DataLock), NotYet>> {
+        let pair = pair.clone();
+        let id = &pair.id;
         let lock_len = id.first_line_len() as u64;
         if !pair.header_path().exists() {
             return Ok(Err(NotYet::Incomplete));
@@ -90,6 +162,10 @@ impl QueuefileDir {
             Err(e) => return Err(e),
         };
         let meta = lock.file().metadata()?;
+        if matches!(self.kind, IntakeKind::EximSpool { .. }) {
+            // Exim renames -H into place last and holds the -D lock while receiving.
+            return Ok(Ok((Ready { pair, size: meta.len() }, lock)));
+        }
         let linked =
             self.spool_input.as_ref().and_then(|i| std::fs::metadata(i).ok()).is_some_and(|m| m.dev() == meta.dev());
         if !linked {

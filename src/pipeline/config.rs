@@ -38,12 +38,15 @@ pub struct PipelineConfig {
     pub defer: DeferConfig,
 }
 
-/// `[intake]`: the queuefile directory and spoolsift's own directories.
+/// `[intake]`: where messages come from (exactly one of the two) and spoolsift's own directories.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IntakeConfig {
     /// The queuefile transport's `directory`. Keep it on the spool's file system (link mode).
-    pub queuefile_directory: PathBuf,
+    pub queuefile_directory: Option<PathBuf>,
+    /// Or: the spool directory of a stock Exim instance running with `queue_only` (for Exims
+    /// built without queuefile). Messages are taken out of its `input/` under Exim's own lock.
+    pub incoming_spool_directory: Option<PathBuf>,
     /// spoolsift's own directory (same file system as the queuefile directory): `work/`,
     /// `quarantine/`, `rejected/`, `state/` live here.
     pub work_directory: PathBuf,
@@ -163,6 +166,15 @@ impl PipelineConfig {
             ConfigError::new(file, line, e.message().to_string())
         })?;
         cfg.policy.check().map_err(|r| ConfigError::new(file, line_of(text, "[policy]"), r))?;
+        if let Some(i) = &cfg.intake {
+            if i.queuefile_directory.is_some() == i.incoming_spool_directory.is_some() {
+                return Err(ConfigError::new(
+                    file,
+                    line_of(text, "[intake]"),
+                    "[intake] needs exactly one of queuefile_directory and incoming_spool_directory",
+                ));
+            }
+        }
         if cfg.authserv_id.is_empty() || cfg.authserv_id.contains(|c: char| c.is_whitespace() || c == ';') {
             return Err(ConfigError::new(file, line_of(text, "authserv_id"), "authserv_id must be one token"));
         }

@@ -162,11 +162,11 @@ impl<'e> Engine<'e> {
             .map(|m| m.len())
             .sum();
         let mut ready = Vec::new();
-        for id in self.intake.list()? {
+        for pair in self.intake.list()? {
             if out.len() + ready.len() >= batch.max_messages || bytes >= batch.max_bytes {
                 break;
             }
-            if let Ok((r, lock)) = self.intake.check(&id)? {
+            if let Ok((r, lock)) = self.intake.check(&pair)? {
                 bytes += r.size;
                 ready.push((r, lock));
             }
@@ -196,8 +196,14 @@ impl<'e> Engine<'e> {
             // never an -H without its -D in work/.
             std::fs::rename(r.pair.data_path(), &wd)?;
             std::fs::rename(r.pair.header_path(), &wh)?;
+            self.intake.forget(&r.pair.id)?;
         }
-        requeue::sync_dir(&self.intake.dir)?;
+        let mut synced = BTreeSet::new();
+        for (r, _) in &ready {
+            if synced.insert(r.pair.dir.clone()) {
+                requeue::sync_dir(&r.pair.dir)?;
+            }
+        }
         requeue::sync_dir(&self.dirs.work)?;
         out.extend(records);
         Ok(out)

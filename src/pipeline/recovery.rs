@@ -42,7 +42,9 @@ impl Engine<'_> {
             }
         }
         crate::requeue::sync_dir(&self.dirs.work)?;
-        crate::requeue::sync_dir(&self.intake.dir)?;
+        if self.intake.dir.exists() {
+            crate::requeue::sync_dir(&self.intake.dir)?;
+        }
         Ok(notes)
     }
 
@@ -57,12 +59,16 @@ impl Engine<'_> {
         let committed = match (state, &target_files) {
             (ClaimState::Claimed, _) => {
                 // The claim may have stopped between its two renames.
+                let id = crate::spool::MessageId::parse(rec.original_id.as_bytes()).map_err(io::Error::other)?;
                 for (work, suffix) in [(&wd, 'D'), (&wh, 'H')] {
-                    let intake = self.intake.dir.join(format!("{}-{suffix}", rec.original_id));
-                    if !work.exists() && intake.exists() {
-                        std::fs::rename(&intake, work)?;
+                    for dir in self.intake.dirs_for(&id) {
+                        let intake = dir.join(format!("{id}-{suffix}"));
+                        if !work.exists() && intake.exists() {
+                            std::fs::rename(&intake, work)?;
+                        }
                     }
                 }
+                self.intake.forget(&id)?;
                 if !wh.exists() && !wd.exists() {
                     self.db.remove(&[&rec.key]).map_err(io::Error::other)?;
                     return Ok(Some(format!("{}: claimed copy is gone from both places; forgotten", rec.key)));
