@@ -169,6 +169,14 @@ fn run_traffic(n: usize, kills: usize) {
     let pipeline = pipeline(&exim, &work);
     let log = exim.dir.path().join("spoolsift.log");
     let mut daemon = start_daemon(&pipeline, &log);
+    // A malformed pair among the traffic: moved aside with its reason, and the daemon goes on.
+    let bad = "1xXOQD-0004A8-22";
+    std::fs::write(exim.queuefile_dir().join(format!("{bad}-D")), format!("{bad}-D\nbody\n")).unwrap();
+    std::fs::write(
+        exim.queuefile_dir().join(format!("{bad}-H")),
+        format!("{bad}-H\nroot 0 0\n<a@b>\n1 0\nXX\n1\nx@y\n\n099  Subject: short\n"),
+    )
+    .unwrap();
     let messages = traffic(n);
     let started = Instant::now();
 
@@ -274,6 +282,15 @@ fn run_traffic(n: usize, kills: usize) {
         counts.iter().filter(|((u, s), _)| u == "alice" && !s.starts_with("e2e-")).map(|(_, n)| n).sum::<usize>();
     assert_eq!(success_dsns, dsns, "one success DSN per NOTIFY=SUCCESS recipient, not two");
     assert!(support::list(&work.join("work")).is_empty(), "work directory is empty");
+    let rejected = support::list(&work.join("rejected"));
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    let aside = work.join("rejected").join(&rejected[0]);
+    assert_eq!(support::list(&aside), [format!("{bad}-D"), format!("{bad}-H"), "reason".to_string()]);
+    let reason = std::fs::read_to_string(aside.join("reason")).unwrap();
+    assert!(
+        reason.ends_with(&format!("{bad}-H:9 (byte 48): header length 99 runs past the end of the file\n")),
+        "{reason}"
+    );
     exim.assert_clean_logs();
 }
 
