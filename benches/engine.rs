@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 use spoolsift::intake::queuefile::QueuefileDir;
 use spoolsift::pipeline::engine::{Engine, WorkDirs};
 use spoolsift::pipeline::PipelineConfig;
-use spoolsift::requeue::{sync_dir, TargetSpool, Transform};
-use spoolsift::sinks::quarantine::QuarantineStore;
+use spoolsift::requeue::{sync_dir, TargetSpool};
 use spoolsift::spool::{IdClock, IdFormat, IdMinter, MessageId};
 use spoolsift::state::{open_env, StateDb};
 
@@ -148,19 +147,10 @@ fn run_engine(corpus: &Path, ids: &[(MessageId, u64)], root: &Path) -> EngineRun
     dirs.create().unwrap();
     let env = open_env(&dirs.state).unwrap();
     let target = TargetSpool::new(&spool, None).unwrap();
-    let mut engine = Engine {
-        quarantine: QuarantineStore::new(&dirs.quarantine),
-        pipeline: PipelineConfig::embedded(),
-        stages: spoolsift::pipeline::build::stages(&PipelineConfig::embedded()).unwrap(),
-        db: StateDb::new(&env).unwrap(),
-        intake: QueuefileDir::new(&qf, Some(&target.input), Duration::from_secs(900)),
-        dirs,
-        target,
-        transform: Transform::default(),
-        minters: [IdMinter::new(IdFormat::Old16), IdMinter::new(IdFormat::New23)],
-        kicker: None,
-        retention_secs: 86400,
-    };
+    let embedded = PipelineConfig::embedded();
+    let stages = spoolsift::pipeline::build::stages(&embedded).unwrap();
+    let intake = QueuefileDir::new(&qf, Some(&target.input), Duration::from_secs(900));
+    let mut engine = Engine::new(embedded, stages, StateDb::new(&env).unwrap(), dirs, intake, target);
     engine.pipeline.batch.max_messages = 256;
 
     let dropped: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();

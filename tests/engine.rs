@@ -10,8 +10,7 @@ use std::time::Duration;
 use spoolsift::intake::queuefile::QueuefileDir;
 use spoolsift::pipeline::engine::{Engine, WorkDirs};
 use spoolsift::pipeline::PipelineConfig;
-use spoolsift::requeue::{Marker, TargetSpool, Transform};
-use spoolsift::sinks::quarantine::QuarantineStore;
+use spoolsift::requeue::{Marker, TargetSpool};
 use spoolsift::spool::{IdClock, IdFormat, IdMinter, MessageId, MessageView, SpoolHeader};
 use spoolsift::stages::{Stage, StageError, StageResult, Verdict};
 use spoolsift::state::{open_env, ClaimRecord, ClaimState, StateDb};
@@ -86,19 +85,15 @@ impl World {
         let env = open_env(&dirs.state).unwrap();
         let db = StateDb::new(&env).unwrap();
         let target = TargetSpool::new(&self.spool, None).unwrap();
-        let mut engine = Engine {
-            quarantine: QuarantineStore::new(&dirs.quarantine),
-            pipeline: PipelineConfig::parse(PIPELINE, Path::new("test.toml")).unwrap(),
-            stages: vec![Box::new(MarkerStage { down: Arc::clone(&self.down) })],
+        let mut engine = Engine::new(
+            PipelineConfig::parse(PIPELINE, Path::new("test.toml")).unwrap(),
+            vec![Box::new(MarkerStage { down: Arc::clone(&self.down) })],
             db,
-            intake: QueuefileDir::new(&self.qf, Some(&target.input), Duration::from_secs(900)),
             dirs,
+            QueuefileDir::new(&self.qf, Some(&target.input), Duration::from_secs(900)),
             target,
-            transform: Transform::default(),
-            minters: [IdMinter::new(IdFormat::Old16), IdMinter::new(IdFormat::New23)],
-            kicker: None,
-            retention_secs: 86400,
-        };
+        );
+        engine.retention_secs = 86400;
         f(&mut engine)
     }
 

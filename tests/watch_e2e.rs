@@ -163,6 +163,26 @@ fn mailboxes(exim: &Exim) -> Mailboxes {
     (counts, files)
 }
 
+/// SIGKILLs the daemon at pseudo-random moments (20–170 ms apart) and starts it again.
+struct Killer {
+    rng: u64,
+    next: Instant,
+    done: usize,
+}
+
+impl Killer {
+    fn kill_and_restart(&mut self, mut daemon: Child, pipeline: &Path, log: &Path) -> Child {
+        daemon.kill().unwrap();
+        daemon.wait().unwrap();
+        self.done += 1;
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.next = Instant::now() + Duration::from_millis(20 + self.rng % 150);
+        start_daemon(pipeline, log)
+    }
+}
+
 fn run_traffic(n: usize, kills: usize) {
     let exim = Exim::start(EximOptions { series: "trixie", mode: "queuefile", split: false });
     let work = exim.dir.path().join("spoolsift");
@@ -181,35 +201,20 @@ fn run_traffic(n: usize, kills: usize) {
     let started = Instant::now();
 
     // Send everything; meanwhile kill the daemon at pseudo-random moments and restart it.
-    let mut rng = 0x2545_f491_4f6c_dd1du64;
-    let mut next_kill = Instant::now() + Duration::from_millis(100);
-    let mut killed = 0;
+    let mut killer = Killer { rng: 0x2545_f491_4f6c_dd1d, next: Instant::now() + Duration::from_millis(100), done: 0 };
     for (_, env, data) in &messages {
         smtp::send(exim.port, env, data);
-        if killed < kills && Instant::now() >= next_kill {
-            daemon.kill().unwrap();
-            daemon.wait().unwrap();
-            killed += 1;
-            daemon = start_daemon(&pipeline, &log);
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            next_kill = Instant::now() + Duration::from_millis(20 + rng % 150);
+        if killer.done < kills && Instant::now() >= killer.next {
+            daemon = killer.kill_and_restart(daemon, &pipeline, &log);
         }
     }
     eprintln!("sent {n} messages in {:?}", started.elapsed());
-    while killed < kills {
+    assert!(kills == 0 || killer.done > 0 || n < 20, "kills happen while traffic flows");
+    while killer.done < kills {
         poll("the daemon to make progress before the next kill", Duration::from_secs(30), || {
-            (Instant::now() >= next_kill).then_some(())
+            (Instant::now() >= killer.next).then_some(())
         });
-        daemon.kill().unwrap();
-        daemon.wait().unwrap();
-        killed += 1;
-        daemon = start_daemon(&pipeline, &log);
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        next_kill = Instant::now() + Duration::from_millis(20 + rng % 150);
+        daemon = killer.kill_and_restart(daemon, &pipeline, &log);
     }
 
     let expected: BTreeMap<(String, String), usize> = messages

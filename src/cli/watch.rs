@@ -17,8 +17,6 @@ use crate::pipeline::config::{IntakeConfig, RequeueConfig};
 use crate::pipeline::engine::{Engine, WorkDirs};
 use crate::pipeline::{self, PipelineConfig};
 use crate::requeue::{EximCommand, Kicker, Marker, TargetSpool, Transform};
-use crate::sinks::quarantine::QuarantineStore;
-use crate::spool::{IdFormat, IdMinter};
 use crate::state::{open_env, StateDb};
 
 #[derive(Debug, clap::Args)]
@@ -159,19 +157,10 @@ fn serve(args: &Args) -> Result<(), String> {
     };
     let mut kicker = Kicker::new(exim);
     kicker.batch = rq.kick_batch;
-    let mut engine = Engine {
-        quarantine: QuarantineStore::new(&dirs.quarantine),
-        pipeline: cfg,
-        stages,
-        db,
-        dirs,
-        intake,
-        target,
-        transform: Transform { marker, ..Transform::default() },
-        minters: [IdMinter::new(IdFormat::Old16), IdMinter::new(IdFormat::New23)],
-        kicker: rq.kick.then_some(kicker),
-        retention_secs: rq.dedupe_retention_secs,
-    };
+    let mut engine = Engine::new(cfg, stages, db, dirs, intake, target);
+    engine.transform = Transform { marker, ..Transform::default() };
+    engine.kicker = rq.kick.then_some(kicker);
+    engine.retention_secs = rq.dedupe_retention_secs;
     for note in engine.recover().map_err(|e| format!("recovery: {e}"))? {
         eprintln!("spoolsift: recovery: {note}");
     }

@@ -143,6 +143,31 @@ fn text(b: &[u8]) -> String {
 }
 
 impl<'e> Engine<'e> {
+    /// An engine with the default re-queue transform, no delivery kick and a 7-day dedupe memory;
+    /// set those fields to change them.
+    pub fn new(
+        pipeline: PipelineConfig,
+        stages: Vec<Box<dyn Stage>>,
+        db: StateDb<'e>,
+        dirs: WorkDirs,
+        intake: QueuefileDir,
+        target: TargetSpool,
+    ) -> Engine<'e> {
+        Engine {
+            quarantine: QuarantineStore::new(&dirs.quarantine),
+            pipeline,
+            stages,
+            db,
+            dirs,
+            intake,
+            target,
+            transform: Transform::default(),
+            minters: [IdMinter::new(crate::spool::IdFormat::Old16), IdMinter::new(crate::spool::IdFormat::New23)],
+            kicker: None,
+            retention_secs: 7 * 86400,
+        }
+    }
+
     /// Take up to a batch of complete pairs from the intake, plus deferred claims that are due.
     pub fn claim_batch(&mut self) -> io::Result<Vec<ClaimRecord>> {
         let now = now_secs();
