@@ -118,7 +118,9 @@ pub fn run(args: &Args) -> i32 {
     };
 
     let start = Instant::now();
+    let progress = Progress::new(found.pairs.len() as u64);
     let mut counts: std::collections::BTreeMap<&'static str, usize> = Default::default();
+    let mut verdicts: std::collections::BTreeMap<String, usize> = Default::default();
     let mut unreadable = found.incomplete.len();
     let mut bytes = 0u64;
     for (path, why) in &found.incomplete {
@@ -131,6 +133,10 @@ pub fn run(args: &Args) -> i32 {
             let line = match r {
                 Ok((line, action)) => {
                     *counts.entry(action.name()).or_default() += 1;
+                    for st in line["stages"].as_array().into_iter().flatten() {
+                        let what = st["verdict"].as_str().map_or_else(|| "error".to_string(), str::to_string);
+                        *verdicts.entry(format!("{} {what}", st["stage"].as_str().unwrap_or("?"))).or_default() += 1;
+                    }
                     bytes += line["size"].as_u64().unwrap_or(0);
                     line
                 }
@@ -143,7 +149,9 @@ pub fn run(args: &Args) -> i32 {
                 return exit::ERROR;
             }
         }
+        progress.advance(chunk.len() as u64);
     }
+    progress.finish();
     if sink.flush().is_err() {
         return exit::ERROR;
     }
@@ -165,5 +173,51 @@ pub fn run(args: &Args) -> i32 {
         FOUND
     } else {
         exit::OK
+    }
+}
+
+/// A progress bar with rate and ETA on a terminal; a plain line every few seconds otherwise (a
+/// log file should not fill with bar redraws).
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    total: u64,
+    done: std::cell::Cell<u64>,
+    started: Instant,
+    last_line: std::cell::Cell<Instant>,
+}
+
+impl Progress {
+    fn new(total: u64) -> Progress {
+        use std::io::IsTerminal;
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let b = indicatif::ProgressBar::new(total);
+            if let Ok(style) =
+                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {per_sec} ETA {eta} {elapsed_precise}")
+            {
+                b.set_style(style);
+            }
+            b
+        });
+        let now = Instant::now();
+        Progress { bar, total, done: 0.into(), started: now, last_line: now.into() }
+    }
+
+    fn advance(&self, n: u64) {
+        self.done.set(self.done.get() + n);
+        match &self.bar {
+            Some(b) => b.inc(n),
+            None if self.last_line.get().elapsed() >= std::time::Duration::from_secs(5) => {
+                self.last_line.set(Instant::now());
+                let rate = self.done.get() as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
+                eprintln!("scanned {}/{} ({rate:.0} msg/s)", self.done.get(), self.total);
+            }
+            None => {}
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
     }
 }
