@@ -86,4 +86,5 @@ pub trait Stage: Send + Sync {
 }
 
 pub mod content;
+pub mod dcc;
 pub mod inject;
