@@ -3,12 +3,19 @@
 #   * the build dependencies of the private queuefile-capable Exim (scripts/build-exim.sh;
 #     libidn-dev/libidn2-dev are for SUPPORT_I18N, i.e. SMTPUTF8),
 #   * the Debian-exim user and group that Exim runs as,
-#   * swaks (SMTP client for fixtures) and lmdb-utils (mdb_stat/mdb_dump to inspect state stores).
+#   * swaks (SMTP client for fixtures) and lmdb-utils (mdb_stat/mdb_dump to inspect state stores),
+#   * clamav-daemon (clamd) for the ClamAV stage's tests; they run their own clamd with a
+#     signature DB written at run time (scripts/clamd-test.sh), so no freshclam download;
+#     clamdscan for its --ping, which clamd-test.sh uses to wait until clamd answers.
 # Must run as root. Safe to run again: nothing is installed or created twice, and the package
 # lists are refreshed only when a wanted package has no install candidate.
 #
-# None of these packages ships a daemon, so nothing gets started by a postinst. The Debian-exim
-# account is created here directly, the way Debian's exim4-config postinst does it, instead of
+# Only clamav-daemon (and clamav-freshclam, which it depends on) ships a daemon. Nothing is
+# started by their postinsts when /usr/sbin/policy-rc.d exits 101 (as in our image) or there is
+# no init system; on a machine where they do start, the tests are unaffected, since they use
+# their own socket and port.
+#
+# The Debian-exim account is created here directly, the way Debian's exim4-config postinst does it, instead of
 # installing exim4-base: that package pulls in exim4-config, cron and systemd-sysv (a whole MTA
 # setup with cron jobs) only to get one system account.
 set -euo pipefail
@@ -18,6 +25,7 @@ PACKAGES=(
   libpcre2-dev libdb5.3-dev libssl-dev libspf2-dev liblmdb-dev
   libidn-dev libidn2-dev
   swaks lmdb-utils adduser
+  clamav-daemon clamdscan
 )
 
 if [[ $(id -u) -ne 0 ]]; then

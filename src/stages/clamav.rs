@@ -1,0 +1,521 @@
+//! ClamAV: send the whole message, in wire form, to one of a list of clamd servers over `zINSTREAM`
+//! and map the reply to a verdict (protocols.md §4).
+//!
+//! Our own small client rather than the `clamav-client` crate (protocols.md §4.6):
+//!
+//! * it has no timeouts at all (a blocking `read_to_end` until clamd closes), so a hung clamd would
+//!   hang the stage; we put connect, write and read deadlines on the socket;
+//! * its `clean()` is `contains("OK") && !contains("FOUND")`, which calls an `ERROR` reply (the
+//!   size-limit one included) "not clean", indistinguishable from infected; we parse every reply
+//!   strictly and anything unexpected is a temporary failure, never clean and never infected;
+//! * its writes use `?`, so when clamd closes on `StreamMaxLength` the EPIPE/ECONNRESET of the next
+//!   write hides clamd's `INSTREAM size limit exceeded. ERROR` reply; we read the reply after a
+//!   failed write.
+//!
+//! Servers are used round-robin. A server that fails at the transport level (connect, I/O, timeout,
+//! garbage) is marked down and the message goes to the next one; once its retry time has passed, a
+//! `zPING` run lazily by the next check that picks it puts it back. Each server has a bounded number
+//! of connections (a counting semaphore), so a slow clamd slows only this stage, not the host.
+
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use super::{Stage, StageError, StageResult, Verdict};
+use crate::spool::MessageView;
+
+/// The reply clamd sends when the stream is longer than its `StreamMaxLength`.
+const SIZE_LIMIT_REPLY: &str = "INSTREAM size limit exceeded. ERROR";
+
+/// Longest reply we accept; clamd's are a signature name or a short error.
+const MAX_REPLY: usize = 4096;
+
+/// Configuration of the `clamav` stage.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClamavConfig {
+    /// clamd servers, each `unix:/path/to/clamd.sock` or `tcp:host:port`, used round-robin.
+    pub servers: Vec<String>,
+    /// Connecting to a TCP server (a UNIX socket connect only blocks when its backlog is full).
+    pub connect_timeout_ms: u64,
+    /// How long one write of the stream may block (clamd not reading).
+    pub write_timeout_ms: u64,
+    /// How long, after the stream is sent, we wait for the whole reply (the scan time).
+    pub read_timeout_ms: u64,
+    /// clamd's `StreamMaxLength` (bytes of the message in wire form). A longer message is not sent:
+    /// it is a permanent failure, which the pipeline policy turns into an action (never a pass).
+    pub stream_max_length: u64,
+    /// Bytes per INSTREAM chunk.
+    pub chunk_size: usize,
+    /// Concurrent connections per server; further checks wait for one to free up.
+    pub max_connections_per_server: usize,
+    /// How long a check waits for a free connection to a server before trying the next one.
+    pub queue_timeout_ms: u64,
+    /// How long a failed server is skipped before a `PING` may put it back.
+    pub retry_down_after_ms: u64,
+}
+
+impl Default for ClamavConfig {
+    fn default() -> Self {
+        ClamavConfig {
+            servers: vec!["unix:/run/clamav/clamd.ctl".into()],
+            connect_timeout_ms: 2_000,
+            write_timeout_ms: 30_000,
+            read_timeout_ms: 60_000,
+            stream_max_length: 25 * 1024 * 1024,
+            chunk_size: 64 * 1024,
+            max_connections_per_server: 4,
+            queue_timeout_ms: 30_000,
+            retry_down_after_ms: 10_000,
+        }
+    }
+}
+
+/// Where a clamd listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Addr {
+    Unix(PathBuf),
+    /// `host:port`, resolved at connect time.
+    Tcp(String),
+}
+
+impl Addr {
+    fn parse(s: &str) -> Result<Addr, String> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if !path.starts_with('/') {
+                return Err(format!("clamav server {s:?}: the socket path must be absolute"));
+            }
+            Ok(Addr::Unix(PathBuf::from(path)))
+        } else if let Some(hp) = s.strip_prefix("tcp:") {
+            match hp.rsplit_once(':') {
+                Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+                    Ok(Addr::Tcp(hp.to_string()))
+                }
+                _ => Err(format!("clamav server {s:?}: expected tcp:host:port")),
+            }
+        } else {
+            Err(format!("clamav server {s:?}: expected unix:/path or tcp:host:port"))
+        }
+    }
+}
+
+/// A connected socket of either kind, with the timeouts we need.
+enum Conn {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Conn {
+    fn set_read_timeout(&self, d: Duration) -> io::Result<()> {
+        match self {
+            Conn::Unix(s) => s.set_read_timeout(Some(d)),
+            Conn::Tcp(s) => s.set_read_timeout(Some(d)),
+        }
+    }
+
+    fn set_write_timeout(&self, d: Duration) -> io::Result<()> {
+        match self {
+            Conn::Unix(s) => s.set_write_timeout(Some(d)),
+            Conn::Tcp(s) => s.set_write_timeout(Some(d)),
+        }
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Unix(s) => s.read(buf),
+            Conn::Tcp(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Conn::Unix(s) => s.write(buf),
+            Conn::Tcp(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A counting semaphore: at most `max` permits out at a time.
+struct Semaphore {
+    free: Mutex<usize>,
+    cv: Condvar,
+}
+
+struct Permit<'a>(&'a Semaphore);
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.0.cv.notify_one();
+    }
+}
+
+impl Semaphore {
+    fn new(max: usize) -> Semaphore {
+        Semaphore { free: Mutex::new(max), cv: Condvar::new() }
+    }
+
+    /// A permit, waiting at most `wait` for one.
+    fn acquire(&self, wait: Duration) -> Option<Permit<'_>> {
+        let guard = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut free, _) =
+            self.cv.wait_timeout_while(guard, wait, |free| *free == 0).unwrap_or_else(|e| e.into_inner());
+        if *free == 0 {
+            return None;
+        }
+        *free -= 1;
+        Some(Permit(self))
+    }
+}
+
+struct Server {
+    label: String,
+    addr: Addr,
+    slots: Semaphore,
+    /// `Some(t)`: marked down; not used before `t`, and then only after a successful `PING`.
+    down_until: Mutex<Option<Instant>>,
+}
+
+/// What one attempt on one server came to.
+enum Outcome {
+    /// clamd answered a scan: clean, infected, or a reported error.
+    Reply(String),
+    /// The transport failed (connect, I/O, timeout, a reply that is not clamd's): try elsewhere.
+    Failed(String),
+    /// The message is longer than `stream_max_length`; nothing more was sent.
+    TooLong(u64),
+}
+
+/// The ClamAV stage.
+pub struct ClamavStage {
+    config: ClamavConfig,
+    servers: Vec<Server>,
+    next: AtomicUsize,
+}
+
+impl ClamavStage {
+    pub fn new(config: ClamavConfig) -> Result<ClamavStage, String> {
+        if config.servers.is_empty() {
+            return Err("clamav: no servers configured".into());
+        }
+        if config.chunk_size == 0 || config.chunk_size > u32::MAX as usize {
+            return Err("clamav: chunk_size must be between 1 and 2^32-1".into());
+        }
+        if config.max_connections_per_server == 0 {
+            return Err("clamav: max_connections_per_server must be at least 1".into());
+        }
+        let servers = config
+            .servers
+            .iter()
+            .map(|s| {
+                Ok(Server {
+                    label: s.clone(),
+                    addr: Addr::parse(s)?,
+                    slots: Semaphore::new(config.max_connections_per_server),
+                    down_until: Mutex::new(None),
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(ClamavStage { config, servers, next: AtomicUsize::new(0) })
+    }
+
+    fn ms(ms: u64) -> Duration {
+        Duration::from_millis(ms.max(1))
+    }
+
+    fn connect(&self, addr: &Addr) -> io::Result<Conn> {
+        let conn = match addr {
+            Addr::Unix(path) => Conn::Unix(UnixStream::connect(path)?),
+            Addr::Tcp(hp) => {
+                let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+                let mut found = None;
+                for sa in hp.to_socket_addrs()? {
+                    match TcpStream::connect_timeout(&sa, Self::ms(self.config.connect_timeout_ms)) {
+                        Ok(s) => {
+                            found = Some(s);
+                            break;
+                        }
+                        Err(e) => last = e,
+                    }
+                }
+                Conn::Tcp(found.ok_or(last)?)
+            }
+        };
+        conn.set_write_timeout(Self::ms(self.config.write_timeout_ms))?;
+        conn.set_read_timeout(Self::ms(self.config.read_timeout_ms))?;
+        Ok(conn)
+    }
+
+    /// Read one NUL-terminated reply, within `read_timeout_ms` overall.
+    fn read_reply(&self, conn: &mut Conn) -> Result<String, String> {
+        let deadline = Instant::now() + Self::ms(self.config.read_timeout_ms);
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 512];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err("timed out waiting for the reply".into());
+            }
+            conn.set_read_timeout(left).map_err(|e| format!("setting the read timeout: {e}"))?;
+            let n = match conn.read(&mut chunk) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    return Err("timed out waiting for the reply".into())
+                }
+                Err(e) => return Err(format!("reading the reply: {e}")),
+            };
+            if n == 0 {
+                return Err(if buf.is_empty() {
+                    "connection closed without a reply".into()
+                } else {
+                    format!("reply not NUL-terminated: {:?}", String::from_utf8_lossy(&buf))
+                });
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(end) = buf.iter().position(|&b| b == 0) {
+                buf.truncate(end);
+                return String::from_utf8(buf).map_err(|e| format!("reply not UTF-8: {:?}", e.as_bytes()));
+            }
+            if buf.len() > MAX_REPLY {
+                return Err(format!("reply longer than {MAX_REPLY} bytes"));
+            }
+        }
+    }
+
+    /// `zPING` → `PONG`.
+    fn ping(&self, addr: &Addr) -> Result<(), String> {
+        let mut conn = self.connect(addr).map_err(|e| format!("connect: {e}"))?;
+        conn.write_all(b"zPING\0").map_err(|e| format!("sending PING: {e}"))?;
+        match self.read_reply(&mut conn)? {
+            r if r == "PONG" => Ok(()),
+            r => Err(format!("PING answered {r:?}")),
+        }
+    }
+
+    /// Stream the message with `zINSTREAM` and read the reply.
+    fn instream(&self, addr: &Addr, view: &MessageView<'_>) -> Outcome {
+        let max = self.config.stream_max_length;
+        let mut conn = match self.connect(addr) {
+            Ok(c) => c,
+            Err(e) => return Outcome::Failed(format!("connect: {e}")),
+        };
+        let mut msg = view.wire_reader();
+        let mut buf = vec![0u8; 4 + self.config.chunk_size];
+        let mut sent: u64 = 0;
+        let mut write_err = conn.write_all(b"zINSTREAM\0").err();
+        while write_err.is_none() {
+            // Fill a whole chunk (or up to the end of the message).
+            let mut n = 0;
+            while 4 + n < buf.len() {
+                match msg.read(&mut buf[4 + n..]) {
+                    Ok(0) => break,
+                    Ok(k) => n += k,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Outcome::Failed(format!("reading the message: {e}")),
+                }
+            }
+            if sent + n as u64 > max {
+                // Dropping the connection without the terminator makes clamd discard the stream.
+                return Outcome::TooLong(sent + n as u64);
+            }
+            sent += n as u64;
+            // n fits: chunk_size <= u32::MAX is checked in new().
+            buf[..4].copy_from_slice(&(n as u32).to_be_bytes());
+            // A zero-length chunk is INSTREAM's terminator.
+            write_err = conn.write_all(&buf[..4 + n]).err();
+            if n == 0 {
+                break;
+            }
+        }
+        // Read the reply even after a failed write: clamd closing on its StreamMaxLength shows up
+        // here as EPIPE/ECONNRESET, and its reply saying so may still be waiting in our buffer.
+        match (self.read_reply(&mut conn), write_err) {
+            (Ok(reply), _) => Outcome::Reply(reply),
+            (Err(e), None) => Outcome::Failed(e),
+            (Err(e), Some(w)) => Outcome::Failed(format!("sending the message: {w}; {e}")),
+        }
+    }
+
+    fn mark_down(&self, server: &Server) {
+        *server.down_until.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(Instant::now() + Duration::from_millis(self.config.retry_down_after_ms));
+    }
+
+    /// `Ok(true)`: usable now; `Ok(false)`: down and not due for a retry; `Err`: the retry PING
+    /// failed (the server stays down).
+    fn usable(&self, server: &Server) -> Result<bool, String> {
+        let due = match *server.down_until.lock().unwrap_or_else(|e| e.into_inner()) {
+            None => return Ok(true),
+            Some(t) => Instant::now() >= t,
+        };
+        if !due {
+            return Ok(false);
+        }
+        match self.ping(&server.addr) {
+            Ok(()) => {
+                *server.down_until.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                Ok(true)
+            }
+            Err(e) => {
+                self.mark_down(server);
+                Err(format!("health check: {e}"))
+            }
+        }
+    }
+}
+
+/// Map a clamd reply to a verdict (protocols.md §4.3).
+fn parse_reply(reply: &str) -> Result<Verdict, StageError> {
+    if reply == "stream: OK" {
+        return Ok(Verdict::Clean);
+    }
+    if reply == SIZE_LIMIT_REPLY {
+        return Err(StageError::Permanent(format!("message larger than StreamMaxLength (clamd: {reply})")));
+    }
+    if reply.ends_with(" ERROR") {
+        return Err(StageError::Temporary(format!("clamd error: {reply}")));
+    }
+    if let Some(name) = reply.strip_prefix("stream: ").and_then(|r| r.strip_suffix(" FOUND")) {
+        // ExtendedDetectionInfo would append "(<md5>:<size>)"; not emitted for INSTREAM in 1.4.6.
+        let name = match name.rsplit_once(" (") {
+            Some((n, extra)) if extra.ends_with(')') && extra.contains(':') => n,
+            _ => name,
+        };
+        if !name.trim().is_empty() && name.trim() == name && !name.chars().any(char::is_control) {
+            return Ok(Verdict::Infected { name: name.to_string() });
+        }
+    }
+    Err(StageError::Temporary(format!("unexpected reply from clamd: {reply:?}")))
+}
+
+impl Stage for ClamavStage {
+    fn name(&self) -> &str {
+        "clamav"
+    }
+
+    fn check(&self, view: &MessageView<'_>) -> Result<StageResult, StageError> {
+        let started = Instant::now();
+        let max = self.config.stream_max_length;
+        // The wire form is never shorter than the stored form.
+        if view.len() > max {
+            return Err(StageError::Permanent(format!(
+                "message larger than StreamMaxLength ({} > {max} bytes)",
+                view.len()
+            )));
+        }
+        let n = self.servers.len();
+        let first = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        let mut failures = Vec::new();
+        for server in (0..n).map(|i| &self.servers[(first + i) % n]) {
+            // A server that is down and not yet due for a retry is skipped without queueing for it.
+            if server.down_until.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|t| Instant::now() < t) {
+                failures.push(format!("{}: marked down", server.label));
+                continue;
+            }
+            let Some(_permit) = server.slots.acquire(Self::ms(self.config.queue_timeout_ms)) else {
+                failures.push(format!("{}: all connections busy", server.label));
+                continue;
+            };
+            match self.usable(server) {
+                Ok(true) => {}
+                Ok(false) => {
+                    failures.push(format!("{}: marked down", server.label));
+                    continue;
+                }
+                Err(e) => {
+                    failures.push(format!("{}: {e}", server.label));
+                    continue;
+                }
+            }
+            match self.instream(&server.addr, view) {
+                Outcome::Reply(reply) => {
+                    let verdict = parse_reply(&reply)?;
+                    return Ok(StageResult::new(verdict)
+                        .detail("server", server.label.clone())
+                        .detail("reply", reply)
+                        .detail("elapsed_ms", started.elapsed().as_millis().to_string()));
+                }
+                Outcome::TooLong(len) => {
+                    return Err(StageError::Permanent(format!(
+                        "message larger than StreamMaxLength (more than {max} bytes in wire form, {len} read)"
+                    )));
+                }
+                Outcome::Failed(e) => {
+                    self.mark_down(server);
+                    failures.push(format!("{}: {e}", server.label));
+                }
+            }
+        }
+        Err(StageError::Temporary(format!("clamd unavailable: {}", failures.join("; "))))
+    }
+
+    fn timeout(&self) -> Duration {
+        // One full attempt per server, plus a wait for a connection; the stage's own deadlines
+        // should fire before the executor's.
+        let c = &self.config;
+        let per = c.connect_timeout_ms + c.write_timeout_ms + c.read_timeout_ms + c.queue_timeout_ms;
+        Duration::from_millis(per.saturating_mul(self.servers.len() as u64).max(30_000))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies() {
+        assert_eq!(parse_reply("stream: OK"), Ok(Verdict::Clean));
+        assert_eq!(
+            parse_reply("stream: Foo.Bar.UNOFFICIAL FOUND"),
+            Ok(Verdict::Infected { name: "Foo.Bar.UNOFFICIAL".into() })
+        );
+        assert_eq!(
+            parse_reply("stream: Foo.Bar (0123abcd:68) FOUND"),
+            Ok(Verdict::Infected { name: "Foo.Bar".into() })
+        );
+        assert!(matches!(parse_reply(SIZE_LIMIT_REPLY), Err(StageError::Permanent(_))));
+        for r in [
+            "",
+            "stream: ",
+            "stream: FOUND",
+            "stream:  FOUND",
+            "OK",
+            "stream: Can't open ERROR",
+            "PONG",
+            "stream:  x FOUND",
+            "stream: x\u{1}y FOUND",
+        ] {
+            assert!(matches!(parse_reply(r), Err(StageError::Temporary(_))), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn addresses_and_config() {
+        assert_eq!(Addr::parse("unix:/run/c.sock"), Ok(Addr::Unix("/run/c.sock".into())));
+        assert_eq!(Addr::parse("tcp:127.0.0.1:3310"), Ok(Addr::Tcp("127.0.0.1:3310".into())));
+        assert_eq!(Addr::parse("tcp:[::1]:3310"), Ok(Addr::Tcp("[::1]:3310".into())));
+        for bad in ["unix:rel", "tcp:host", "tcp::3310", "tcp:h:0", "tcp:h:x", "/path", ""] {
+            assert!(Addr::parse(bad).is_err(), "{bad}");
+        }
+        let c: ClamavConfig = toml::from_str("servers = [\"tcp:localhost:3310\"]\nread_timeout_ms = 5").unwrap();
+        assert_eq!(c.read_timeout_ms, 5);
+        assert_eq!(c.stream_max_length, 25 * 1024 * 1024);
+        assert!(toml::from_str::<ClamavConfig>("server = []").is_err());
+        assert!(ClamavStage::new(ClamavConfig { servers: vec![], ..Default::default() }).is_err());
+    }
+}
