@@ -120,11 +120,15 @@ rescan_interval_ms = 200
 spool_directory = {spool:?}
 exim_command = [{argv}]
 kick = true
+
+[verdicts]
+database = {verdicts:?}
 "#,
         qf = exim.queuefile_dir(),
         work = work,
         spool = exim.spool(),
-        argv = argv.join(", ")
+        argv = argv.join(", "),
+        verdicts = work.join("verdicts.mdb")
     );
     let path = work.with_extension("toml");
     std::fs::write(&path, text).unwrap();
@@ -202,8 +206,9 @@ fn run_traffic(n: usize, kills: usize) {
 
     // Send everything; meanwhile kill the daemon at pseudo-random moments and restart it.
     let mut killer = Killer { rng: 0x2545_f491_4f6c_dd1d, next: Instant::now() + Duration::from_millis(100), done: 0 };
+    let mut ids = Vec::new();
     for (_, env, data) in &messages {
-        smtp::send(exim.port, env, data);
+        ids.push(smtp::send(exim.port, env, data));
         if killer.done < kills && Instant::now() >= killer.next {
             daemon = killer.kill_and_restart(daemon, &pipeline, &log);
         }
@@ -296,6 +301,19 @@ fn run_traffic(n: usize, kills: usize) {
         reason.ends_with(&format!("{bad}-H:9 (byte 48): header length 99 runs past the end of the file\n")),
         "{reason}"
     );
+    // Exim's own lmdb lookup reads the verdicts, by original id. (Recording a verdict is not part
+    // of the crash-safe sequence, so the crash test does not ask for them.)
+    let lookup = |id: &str, key: &str| {
+        let db = work.join("verdicts.mdb");
+        let expr = format!("${{extract{{{key}}}{{${{lookup{{{id}}}lmdb{{{}}}}}}}}}", db.display());
+        String::from_utf8(exim.exim(&["-be", &expr]).stdout).unwrap().trim().to_string()
+    };
+    for ((s, _, _), id) in messages.iter().zip(&ids).take(if kills == 0 { 12 } else { 0 }) {
+        let (action, verdict) =
+            if s.infected { ("quarantine", "content: infected (Eicar-Test-Signature)") } else { ("deliver", "clean") };
+        assert_eq!(lookup(id, "action"), action, "{}", s.tag);
+        assert_eq!(lookup(id, "verdict"), verdict, "{}", s.tag);
+    }
     exim.assert_clean_logs();
 }
 

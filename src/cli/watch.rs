@@ -157,7 +157,27 @@ fn serve(args: &Args) -> Result<(), String> {
     };
     let mut kicker = Kicker::new(exim);
     kicker.batch = rq.kick_batch;
+    let verdicts_cfg = cfg.verdicts.clone();
+    let verdict_env = match &verdicts_cfg {
+        Some(v) => {
+            let env =
+                crate::state::verdicts::open_env(&v.database).map_err(|e| format!("{}: {e}", v.database.display()))?;
+            // Exim reads it as the spool's owner (its delivery processes run as the Exim user).
+            if let Some((uid, gid)) = target.owner {
+                let lock = std::path::PathBuf::from(format!("{}-lock", v.database.display()));
+                for p in [&v.database, &lock] {
+                    let _ = std::os::unix::fs::chown(p, Some(uid), Some(gid));
+                }
+            }
+            Some(env)
+        }
+        None => None,
+    };
     let mut engine = Engine::new(cfg, stages, db, dirs, intake, target);
+    if let (Some(env), Some(v)) = (&verdict_env, &verdicts_cfg) {
+        let vdb = crate::state::verdicts::VerdictDb::new(env).map_err(|e| e.to_string())?;
+        engine.verdicts = Some((vdb, v.retention_secs));
+    }
     engine.transform = Transform { marker, ..Transform::default() };
     engine.kicker = rq.kick.then_some(kicker);
     engine.retention_secs = rq.dedupe_retention_secs;
@@ -218,7 +238,11 @@ fn serve(args: &Args) -> Result<(), String> {
                 Ok(moved) => moved.iter().for_each(|p| eprintln!("spoolsift: orphan -D moved aside: {}", p.display())),
                 Err(e) => eprintln!("spoolsift: orphan sweep: {e}"),
             }
-            let _ = engine.db.expire_dedupe(crate::state::journal::now_secs());
+            let now = crate::state::journal::now_secs();
+            let _ = engine.db.expire_dedupe(now);
+            if let Some((v, _)) = &engine.verdicts {
+                let _ = v.expire(now);
+            }
         }
     }
     notify_systemd("STOPPING=1");

@@ -32,6 +32,8 @@ pub struct PipelineConfig {
     pub intake: Option<IntakeConfig>,
     /// Where the daemon re-queues them (needed by `watch` and `quarantine release`).
     pub requeue: Option<RequeueConfig>,
+    /// The verdict database for Exim's `lmdb` lookup (optional).
+    pub verdicts: Option<VerdictsConfig>,
     #[serde(default)]
     pub batch: BatchConfig,
     #[serde(default)]
@@ -78,6 +80,16 @@ pub struct RequeueConfig {
     /// How long recipients already handed back are remembered (above Exim's retry horizon).
     #[serde(default = "default_retention")]
     pub dedupe_retention_secs: u64,
+}
+
+/// `[verdicts]`: where each message's verdict goes for Exim to look up.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerdictsConfig {
+    /// The LMDB data file (`${lookup{$message_exim_id}lmdb{THIS}}`); `THIS-lock` sits beside it.
+    pub database: PathBuf,
+    #[serde(default = "default_retention")]
+    pub retention_secs: u64,
 }
 
 /// `[batch]`: how many messages are scanned and committed together (one journal transaction and

@@ -26,6 +26,7 @@ use crate::sinks::quarantine::QuarantineStore;
 use crate::spool::{DataFile, IdMinter, MessageId, MessageView, OptionLine, SpoolError, SpoolHeader};
 use crate::stages::Stage;
 use crate::state::journal::now_secs;
+use crate::state::verdicts::{VerdictDb, VerdictEntry};
 use crate::state::{ClaimRecord, ClaimState, StateDb};
 
 /// spoolsift's own directories, all on the queuefile directory's file system.
@@ -136,6 +137,8 @@ pub struct Engine<'e> {
     pub kicker: Option<Kicker>,
     pub retention_secs: u64,
     pub quarantine: QuarantineStore,
+    /// Where verdicts go for Exim's `lmdb` lookup, and for how long.
+    pub verdicts: Option<(VerdictDb<'e>, u64)>,
 }
 
 fn text(b: &[u8]) -> String {
@@ -165,6 +168,7 @@ impl<'e> Engine<'e> {
             minters: [IdMinter::new(crate::spool::IdFormat::Old16), IdMinter::new(crate::spool::IdFormat::New23)],
             kicker: None,
             retention_secs: 7 * 86400,
+            verdicts: None,
         }
     }
 
@@ -468,6 +472,25 @@ impl<'e> Engine<'e> {
             handled_all.push(handled);
         }
         requeue::sync_dir(&self.dirs.work)?;
+        if let Some((db, retention)) = &self.verdicts {
+            let entries: Vec<VerdictEntry> = handled_all
+                .iter()
+                // A deferral is not a verdict yet, and a copy that owed nothing must not overwrite
+                // the verdict of the copy that delivered.
+                .filter(|h| h.action != "defer" && h.action != "nothing-owed")
+                .map(|h| VerdictEntry {
+                    original_id: h.original_id.clone(),
+                    requeued_id: h.target_id.clone(),
+                    action: h.action.clone(),
+                    verdict: if h.reasons.is_empty() { "clean".into() } else { h.reasons.join("; ") },
+                    expires: now + retention,
+                })
+                .collect();
+            // The verdicts are for Exim's convenience; failing to record one loses no mail.
+            if let Err(e) = db.record(&entries) {
+                eprintln!("spoolsift: verdict database: {e}");
+            }
+        }
         let keys: Vec<&str> = done_keys.iter().map(String::as_str).collect();
         self.db.remove(&keys).map_err(io::Error::other)?;
         if let Some(k) = &self.kicker {

@@ -5,5 +5,6 @@
 //! that makes a batch's progress durable at once.
 
 pub mod journal;
+pub mod verdicts;
 
 pub use journal::{open_env, ClaimRecord, ClaimState, StateDb};
