@@ -47,7 +47,13 @@ fn check_config_names_file_line_and_reason() {
     std::fs::write(&p, "name = \"bad\"\n[stages.clamd]\n").unwrap();
     let o = spoolsift(&["check-config", p.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("unknown stage [stages.clamd]"), "{}", stderr(&o));
+    assert_eq!(stderr(&o), format!("invalid: {}:2: unknown stage [stages.clamd]\n", p.display()));
+    std::fs::write(&p, "name = \"bad\"\n[stages.content]\n\n[stages.clamav]\nservers = [\"bogus\"]\n").unwrap();
+    let o = spoolsift(&["check-config", p.to_str().unwrap()]);
+    assert_eq!(
+        stderr(&o),
+        format!("invalid: {}:4: [stages.clamav]: clamav server \"bogus\": expected unix:/path or tcp:host:port\n", p.display())
+    );
 }
 
 #[test]

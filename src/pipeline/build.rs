@@ -1,32 +1,39 @@
 //! From a pipeline definition to the stages it names.
 
-use std::path::Path;
+use serde::de::DeserializeOwned;
 
 use super::config::{ConfigError, PipelineConfig};
+use crate::stages::clamav::ClamavStage;
+use crate::stages::content::ContentScanner;
+use crate::stages::dcc::DccStage;
 use crate::stages::Stage;
 
-/// Build the enabled stages, in definition order. An unknown stage name is an error, not ignored:
-/// a typo must not turn a check off.
+/// One `[stages.NAME]` table as the stage's own configuration type.
+fn settings<T: DeserializeOwned>(cfg: &PipelineConfig, name: &str, table: &toml::Table) -> Result<T, ConfigError> {
+    let mut t = table.clone();
+    t.remove("enabled");
+    t.try_into().map_err(|e: toml::de::Error| {
+        cfg.error(&format!("[stages.{name}]"), format!("[stages.{name}]: {}", e.message()))
+    })
+}
+
+/// Build the enabled stages, in name order (they run in parallel; the order only shows in
+/// reports). An unknown stage name is an error, not ignored: a typo must not turn a check off.
 pub fn stages(cfg: &PipelineConfig) -> Result<Vec<Box<dyn Stage>>, ConfigError> {
-    let file = Path::new(&cfg.name);
     let mut out: Vec<Box<dyn Stage>> = Vec::new();
     for (name, table) in &cfg.stages {
         if !PipelineConfig::stage_enabled(table) {
             continue;
         }
-        let mut settings = table.clone();
-        settings.remove("enabled");
-        match name.as_str() {
-            "content" => {
-                let c: crate::stages::content::ContentConfig = settings.try_into().map_err(|e: toml::de::Error| {
-                    ConfigError::new(file, None, format!("[stages.content]: {}", e.message()))
-                })?;
-                let scanner = crate::stages::content::ContentScanner::new(c)
-                    .map_err(|e| ConfigError::new(file, None, format!("[stages.content]: {e}")))?;
-                out.push(Box::new(scanner));
-            }
-            other => return Err(ConfigError::new(file, None, format!("unknown stage [stages.{other}]"))),
-        }
+        let section = format!("[stages.{name}]");
+        let fail = |e: String| cfg.error(&section, format!("{section}: {e}"));
+        let stage: Box<dyn Stage> = match name.as_str() {
+            "content" => Box::new(ContentScanner::new(settings(cfg, name, table)?).map_err(|e| fail(e.to_string()))?),
+            "clamav" => Box::new(ClamavStage::new(settings(cfg, name, table)?).map_err(fail)?),
+            "dcc" => Box::new(DccStage::new(settings(cfg, name, table)?).map_err(|e| fail(e.to_string()))?),
+            other => return Err(cfg.error(&section, format!("unknown stage [stages.{other}]"))),
+        };
+        out.push(stage);
     }
     Ok(out)
 }

@@ -17,6 +17,11 @@ pub const EMBEDDED_DEFAULT: &str = include_str!("../../pipelines/embedded.toml")
 #[serde(deny_unknown_fields)]
 pub struct PipelineConfig {
     pub name: String,
+    /// The file it was read from, and its text, for errors found after parsing.
+    #[serde(skip)]
+    pub source: PathBuf,
+    #[serde(skip)]
+    text: String,
     /// Our authserv-id for Authentication-Results (RFC 8601): the host name of this ADMD's
     /// verifier.
     #[serde(default = "default_authserv_id")]
@@ -173,10 +178,12 @@ impl ConfigError {
 impl PipelineConfig {
     /// Parse a definition; `file` names it in errors.
     pub fn parse(text: &str, file: &Path) -> Result<PipelineConfig, ConfigError> {
-        let cfg: PipelineConfig = toml::from_str(text).map_err(|e| {
+        let mut cfg: PipelineConfig = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
             ConfigError::new(file, line, e.message().to_string())
         })?;
+        cfg.source = file.to_path_buf();
+        cfg.text = text.to_string();
         cfg.policy.check().map_err(|r| ConfigError::new(file, line_of(text, "[policy]"), r))?;
         if let Some(i) = &cfg.intake {
             if i.queuefile_directory.is_some() == i.incoming_spool_directory.is_some() {
@@ -202,6 +209,11 @@ impl PipelineConfig {
     pub fn embedded() -> PipelineConfig {
         PipelineConfig::parse(EMBEDDED_DEFAULT, Path::new("<embedded pipeline>"))
             .expect("the embedded pipeline is valid")
+    }
+
+    /// An error about this definition, pointing at the first line that contains `near`.
+    pub fn error(&self, near: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError::new(&self.source, line_of(&self.text, near), reason)
     }
 
     /// Whether a stage table is switched on (`enabled` defaults to true).
