@@ -118,6 +118,15 @@ fn scan_reports_every_pair_and_touches_nothing() {
     want.sort();
     assert_eq!(bad, want);
     assert!(stderr.contains(&format!("scanned {} messages", clean + a.infected)), "{stderr}");
+    for (what, n) in
+        [("deliver", clean), ("quarantine", a.infected), ("content clean", clean), ("content infected", a.infected)]
+    {
+        assert!(stderr.contains(&format!("\n  {what:<32} {n:>8}\n")), "summary line for {what}: {stderr}");
+    }
+    assert!(
+        stderr.ends_with(&format!("  {:<32} {:>8}\n", "unreadable pairs", a.malformed.len() + a.incomplete)),
+        "{stderr}"
+    );
     assert_eq!(snapshot(&a.dir), before, "the archive is untouched");
 }
 

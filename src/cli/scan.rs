@@ -158,15 +158,21 @@ pub fn run(args: &Args) -> i32 {
     let secs = start.elapsed().as_secs_f64().max(1e-9);
     let scanned: usize = counts.values().sum();
     eprintln!(
-        "scanned {scanned} messages ({:.1} MB) in {secs:.2} s: {:.0} msg/s",
+        "scanned {scanned} messages ({:.1} MB) in {secs:.2} s: {:.0} msg/s, {:.1} MB/s",
         bytes as f64 / 1e6,
-        scanned as f64 / secs
+        scanned as f64 / secs,
+        bytes as f64 / 1e6 / secs
     );
+    eprintln!("  {:<32} {:>8}", "action", "messages");
     for (action, n) in &counts {
-        eprintln!("  {action:<11} {n}");
+        eprintln!("  {action:<32} {n:>8}");
+    }
+    eprintln!("  {:<32} {:>8}", "stage verdict", "messages");
+    for (verdict, n) in &verdicts {
+        eprintln!("  {verdict:<32} {n:>8}");
     }
     if unreadable > 0 {
-        eprintln!("  unreadable  {unreadable}");
+        eprintln!("  {:<32} {unreadable:>8}", "unreadable pairs");
         return UNREADABLE;
     }
     if counts.iter().any(|(a, n)| *a != "deliver" && *n > 0) {
