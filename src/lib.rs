@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod intake;
+pub mod metrics;
 pub mod pipeline;
 pub mod requeue;
 pub mod sinks;

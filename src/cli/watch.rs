@@ -13,6 +13,7 @@ use notify::Watcher;
 
 use super::exit;
 use crate::intake::queuefile::QueuefileDir;
+use crate::metrics::{self, Metrics};
 use crate::pipeline::config::{IntakeConfig, RequeueConfig};
 use crate::pipeline::engine::{Engine, WorkDirs};
 use crate::pipeline::{self, PipelineConfig};
@@ -121,6 +122,30 @@ fn load(args: &Args) -> Result<(PipelineConfig, Vec<Box<dyn crate::stages::Stage
     Ok((cfg, stages))
 }
 
+/// The backlog gauges: pairs in the intake plus claims in the journal (deferred, or interrupted),
+/// and the age of the oldest of them (intake pairs by their `-H`'s mtime, claims by when they
+/// were claimed).
+fn update_gauges(engine: &Engine<'_>, metrics: &Metrics) {
+    let now = std::time::SystemTime::now();
+    let (mut depth, mut oldest) = (0u64, 0u64);
+    if let Ok(pairs) = engine.intake.list() {
+        depth += pairs.len() as u64;
+        for p in &pairs {
+            if let Ok(mtime) = std::fs::metadata(p.header_path()).and_then(|m| m.modified()) {
+                oldest = oldest.max(now.duration_since(mtime).map_or(0, |d| d.as_secs()));
+            }
+        }
+    }
+    if let Ok(claims) = engine.db.all() {
+        depth += claims.len() as u64;
+        let now = crate::state::journal::now_secs();
+        for c in &claims {
+            oldest = oldest.max(now.saturating_sub(c.claimed_at));
+        }
+    }
+    metrics.set_queue(depth, oldest);
+}
+
 pub fn run(args: &Args) -> i32 {
     match serve(args) {
         Ok(()) => exit::OK,
@@ -158,6 +183,8 @@ fn serve(args: &Args) -> Result<(), String> {
     let mut kicker = Kicker::new(exim);
     kicker.batch = rq.kick_batch;
     let verdicts_cfg = cfg.verdicts.clone();
+    // Bound once at start: a reload (SIGHUP) does not move the endpoint or the file.
+    let metrics_cfg = cfg.metrics.clone();
     let verdict_env = match &verdicts_cfg {
         Some(v) => {
             let env =
@@ -184,6 +211,34 @@ fn serve(args: &Args) -> Result<(), String> {
     for note in engine.recover().map_err(|e| format!("recovery: {e}"))? {
         eprintln!("spoolsift: recovery: {note}");
     }
+
+    let metrics = Arc::new(Metrics::new());
+    // Without [metrics] nothing reads the gauges: skip the listing they cost.
+    let gauges = |engine: &Engine<'_>, metrics: &Metrics| {
+        if metrics_cfg.is_some() {
+            update_gauges(engine, metrics);
+        }
+    };
+    engine.stages.iter().for_each(|s| metrics.register_stage(s.name()));
+    gauges(&engine, &metrics);
+    if let Some(addr) = metrics_cfg.as_ref().and_then(|m| m.listen) {
+        let allow_remote = metrics_cfg.as_ref().is_some_and(|m| m.allow_remote);
+        let listener = metrics::bind(addr, allow_remote).map_err(|e| format!("metrics listen {addr}: {e}"))?;
+        let bound = listener.local_addr().map_err(|e| e.to_string())?;
+        metrics::serve(listener, Arc::clone(&metrics)).map_err(|e| format!("metrics listen {addr}: {e}"))?;
+        eprintln!("spoolsift: metrics on http://{bound}/metrics");
+    }
+    let textfile = metrics_cfg.as_ref().and_then(|m| m.textfile.clone());
+    let write_textfile = |metrics: &Metrics| {
+        if let Some(path) = &textfile {
+            // Metrics are for observing; failing to write them loses no mail.
+            if let Err(e) = metrics.write_textfile(path) {
+                eprintln!("spoolsift: metrics textfile {}: {e}", path.display());
+            }
+        }
+    };
+    write_textfile(&metrics);
+    let mut last_textfile = std::time::Instant::now();
 
     let stop = Arc::new(AtomicBool::new(false));
     let reload = Arc::new(AtomicBool::new(false));
@@ -213,6 +268,7 @@ fn serve(args: &Args) -> Result<(), String> {
                 Ok((cfg, stages)) => {
                     engine.pipeline = cfg;
                     engine.stages = stages;
+                    engine.stages.iter().for_each(|s| metrics.register_stage(s.name()));
                     eprintln!("spoolsift: reloaded the pipeline");
                 }
                 Err(e) => eprintln!("spoolsift: reload failed, keeping the running pipeline: {e}"),
@@ -220,6 +276,13 @@ fn serve(args: &Args) -> Result<(), String> {
         }
         let batch = engine.claim_batch().map_err(|e| format!("intake: {e}"))?;
         if batch.is_empty() {
+            // Idle, or waiting for pairs that are not complete yet: keep the backlog gauges
+            // current (the oldest age is what shows a stuck intake), the file every 10 s.
+            gauges(&engine, &metrics);
+            if args.once || last_textfile.elapsed() >= Duration::from_secs(10) {
+                write_textfile(&metrics);
+                last_textfile = std::time::Instant::now();
+            }
             if args.once {
                 break;
             }
@@ -229,9 +292,14 @@ fn serve(args: &Args) -> Result<(), String> {
             while rx.recv_timeout(window).is_ok() {}
             continue;
         }
-        for h in engine.process(batch).map_err(|e| format!("processing: {e}"))? {
+        let handled = engine.process(batch).map_err(|e| format!("processing: {e}"))?;
+        for h in &handled {
             println!("{}", h.log_line());
         }
+        metrics.record(&handled);
+        gauges(&engine, &metrics);
+        write_textfile(&metrics);
+        last_textfile = std::time::Instant::now();
         if last_housekeeping.elapsed() > Duration::from_secs(60) {
             last_housekeeping = std::time::Instant::now();
             match engine.intake.move_orphans(&engine.dirs.rejected) {

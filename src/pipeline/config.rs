@@ -39,6 +39,8 @@ pub struct PipelineConfig {
     pub requeue: Option<RequeueConfig>,
     /// The verdict database for Exim's `lmdb` lookup (optional).
     pub verdicts: Option<VerdictsConfig>,
+    /// Prometheus metrics (optional).
+    pub metrics: Option<MetricsConfig>,
     #[serde(default)]
     pub batch: BatchConfig,
     #[serde(default)]
@@ -95,6 +97,35 @@ pub struct VerdictsConfig {
     pub database: PathBuf,
     #[serde(default = "default_retention")]
     pub retention_secs: u64,
+}
+
+/// `[metrics]`: Prometheus text exposition on an HTTP port and/or in a file for node_exporter's
+/// textfile collector (at least one of the two).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `127.0.0.1:9465`: `GET /metrics` is answered there.
+    pub listen: Option<std::net::SocketAddr>,
+    /// A non-loopback `listen` address is refused unless this is set.
+    #[serde(default)]
+    pub allow_remote: bool,
+    /// `/var/lib/node_exporter/spoolsift.prom`: rewritten (temporary file, rename) after each batch.
+    pub textfile: Option<PathBuf>,
+}
+
+impl MetricsConfig {
+    /// Why this section cannot be used, if it cannot.
+    pub fn check(&self) -> Result<(), String> {
+        if self.listen.is_none() && self.textfile.is_none() {
+            return Err("[metrics] needs listen or textfile".into());
+        }
+        match self.listen {
+            Some(a) if !a.ip().is_loopback() && !self.allow_remote => Err(format!(
+                "[metrics] listen = \"{a}\" is not a loopback address; set allow_remote = true to allow it"
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// `[batch]`: how many messages are scanned and committed together (one journal transaction and
@@ -194,6 +225,9 @@ impl PipelineConfig {
                 ));
             }
         }
+        if let Some(m) = &cfg.metrics {
+            m.check().map_err(|r| ConfigError::new(file, line_of(text, "[metrics]"), r))?;
+        }
         if cfg.authserv_id.is_empty() || cfg.authserv_id.contains(|c: char| c.is_whitespace() || c == ';') {
             return Err(ConfigError::new(file, line_of(text, "authserv_id"), "authserv_id must be one token"));
         }
@@ -246,6 +280,22 @@ mod tests {
         );
         let e = PipelineConfig::parse("name = \"x\"\nbogus = 1\n", Path::new("p.toml")).unwrap_err();
         assert_eq!(e.line, Some(2));
+    }
+
+    #[test]
+    fn metrics_section() {
+        let parse = |m: &str| PipelineConfig::parse(&format!("name = \"x\"\n\n[metrics]\n{m}"), Path::new("p.toml"));
+        let c = parse("listen = \"127.0.0.1:9465\"\n").unwrap().metrics.unwrap();
+        assert_eq!(c.listen, Some("127.0.0.1:9465".parse().unwrap()));
+        assert!(parse("listen = \"[::1]:9465\"\ntextfile = \"/tmp/s.prom\"\n").is_ok());
+        let e = parse("listen = \"0.0.0.0:9465\"\n").unwrap_err();
+        assert_eq!(e.line, Some(3));
+        assert!(e.reason.contains("allow_remote"), "{e}");
+        assert!(parse("listen = \"0.0.0.0:9465\"\nallow_remote = true\n").is_ok());
+        assert!(parse("").unwrap_err().reason.contains("listen or textfile"));
+        assert!(parse("listen = \"localhost\"\n").is_err());
+        assert!(parse("listen = \"127.0.0.1:1\"\nport = 2\n").is_err());
+        assert!(PipelineConfig::embedded().metrics.is_none());
     }
 
     #[test]

@@ -1,0 +1,472 @@
+//! Prometheus metrics: what the daemon did (messages by action, stage results and latencies),
+//! whether its backends answer, and how far behind it is (queue depth, oldest unprocessed age).
+//!
+//! Exposed in the text exposition format (version 0.0.4) on a loopback HTTP port, and/or written
+//! atomically to a file for node_exporter's textfile collector (`[metrics]` in the pipeline).
+//!
+//! Hand-written rather than `prometheus-client`: the registry is a handful of fixed families fed
+//! from one thread after each batch, so a Mutex'd map and a formatter are ~200 lines, while the
+//! crate would add a dependency tree (and its own HTTP story still has to be written) for
+//! nothing we use. The exposition text is pinned byte for byte by the tests below.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::pipeline::engine::Handled;
+
+/// Every action a message can end a batch with (`Handled::action`), always exposed.
+pub const ACTIONS: [&str; 7] = ["deliver", "quarantine", "hold", "discard", "defer", "rejected", "nothing-owed"];
+
+/// Upper bounds (seconds) of the stage latency histogram.
+pub const BUCKETS: [f64; 13] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// The content type of the text exposition format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    /// Non-cumulative counts per bucket; the cumulative `le` values are summed when rendering.
+    buckets: [u64; BUCKETS.len()],
+    count: u64,
+    sum_micros: u128,
+}
+
+impl Histogram {
+    fn observe(&mut self, micros: u128) {
+        let secs = micros as f64 / 1e6;
+        if let Some(i) = BUCKETS.iter().position(|&b| secs <= b) {
+            self.buckets[i] += 1;
+        }
+        self.count += 1;
+        self.sum_micros += micros;
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    messages: BTreeMap<String, u64>,
+    stage_results: BTreeMap<(String, String), u64>,
+    durations: BTreeMap<String, Histogram>,
+    backend_up: BTreeMap<String, bool>,
+    queue_depth: u64,
+    oldest_age_secs: u64,
+}
+
+/// The registry. Cheap to share (`Arc`); every method takes `&self`.
+#[derive(Debug)]
+pub struct Metrics {
+    inner: Mutex<Inner>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// The verdict class of a stage result as `Handled::stages` words it (`policy::verdict_text`,
+/// or a `StageError`'s text): one of clean|infected|blocked|spam|neutral|pass|fail|error.
+pub fn verdict_class(text: &str) -> &'static str {
+    match text {
+        "clean" => "clean",
+        "spam" => "spam",
+        "neutral" => "neutral",
+        "auth pass" => "pass",
+        "auth fail" => "fail",
+        t if t.starts_with("infected") => "infected",
+        t if t.starts_with("blocked") => "blocked",
+        _ => "error",
+    }
+}
+
+/// Whether a stage result is a temporary failure (the backend is considered down).
+fn temporary_failure(text: &str) -> bool {
+    text.starts_with("temporary failure")
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let inner = Inner { messages: ACTIONS.iter().map(|a| (a.to_string(), 0)).collect(), ..Inner::default() };
+        Metrics { inner: Mutex::new(inner) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves counters that are still meaningful.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Make a stage's histogram and `backend_up` visible before its first message.
+    pub fn register_stage(&self, stage: &str) {
+        let mut m = self.lock();
+        m.durations.entry(stage.to_string()).or_default();
+        m.backend_up.entry(stage.to_string()).or_insert(true);
+    }
+
+    /// Count what a batch did.
+    pub fn record(&self, handled: &[Handled]) {
+        let mut m = self.lock();
+        for h in handled {
+            *m.messages.entry(h.action.clone()).or_default() += 1;
+            for (stage, verdict, micros) in &h.stages {
+                *m.stage_results.entry((stage.clone(), verdict_class(verdict).to_string())).or_default() += 1;
+                m.durations.entry(stage.clone()).or_default().observe(*micros);
+                m.backend_up.insert(stage.clone(), !temporary_failure(verdict));
+            }
+        }
+    }
+
+    /// Set the backlog gauges.
+    pub fn set_queue(&self, depth: u64, oldest_age_secs: u64) {
+        let mut m = self.lock();
+        m.queue_depth = depth;
+        m.oldest_age_secs = oldest_age_secs;
+    }
+
+    /// The text exposition (format version 0.0.4).
+    pub fn render(&self) -> String {
+        let m = self.lock();
+        let mut o = String::new();
+        family(&mut o, "spoolsift_messages_total", "counter", "Messages handled, by the action taken.");
+        for (action, n) in &m.messages {
+            let _ = writeln!(o, "spoolsift_messages_total{{action=\"{}\"}} {n}", esc(action));
+        }
+        family(&mut o, "spoolsift_stage_results_total", "counter", "Stage results, by stage and verdict.");
+        for ((stage, verdict), n) in &m.stage_results {
+            let _ = writeln!(
+                o,
+                "spoolsift_stage_results_total{{stage=\"{}\",verdict=\"{}\"}} {n}",
+                esc(stage),
+                esc(verdict)
+            );
+        }
+        family(&mut o, "spoolsift_stage_duration_seconds", "histogram", "Time a stage took on one message.");
+        for (stage, h) in &m.durations {
+            let stage = esc(stage);
+            let mut cumulative = 0;
+            for (le, n) in BUCKETS.iter().zip(h.buckets) {
+                cumulative += n;
+                let _ = writeln!(
+                    o,
+                    "spoolsift_stage_duration_seconds_bucket{{stage=\"{stage}\",le=\"{le}\"}} {cumulative}"
+                );
+            }
+            let _ = writeln!(o, "spoolsift_stage_duration_seconds_bucket{{stage=\"{stage}\",le=\"+Inf\"}} {}", h.count);
+            let _ =
+                writeln!(o, "spoolsift_stage_duration_seconds_sum{{stage=\"{stage}\"}} {}", h.sum_micros as f64 / 1e6);
+            let _ = writeln!(o, "spoolsift_stage_duration_seconds_count{{stage=\"{stage}\"}} {}", h.count);
+        }
+        family(
+            &mut o,
+            "spoolsift_backend_up",
+            "gauge",
+            "1 unless the last result of the stage was a temporary failure.",
+        );
+        for (stage, up) in &m.backend_up {
+            let _ = writeln!(o, "spoolsift_backend_up{{stage=\"{}\"}} {}", esc(stage), u8::from(*up));
+        }
+        family(
+            &mut o,
+            "spoolsift_queue_depth",
+            "gauge",
+            "Messages waiting: complete or partial pairs in the intake plus claims in the journal.",
+        );
+        let _ = writeln!(o, "spoolsift_queue_depth {}", m.queue_depth);
+        family(
+            &mut o,
+            "spoolsift_oldest_unprocessed_age_seconds",
+            "gauge",
+            "Age of the oldest message not yet handled (0 when none).",
+        );
+        let _ = writeln!(o, "spoolsift_oldest_unprocessed_age_seconds {}", m.oldest_age_secs);
+        o
+    }
+
+    /// Write the exposition to `path` for node_exporter: a temporary file beside it, then rename,
+    /// so the collector never reads half a file.
+    pub fn write_textfile(&self, path: &Path) -> io::Result<()> {
+        let name = path.file_name().ok_or_else(|| io::Error::other("textfile path names no file"))?;
+        // node_exporter only reads `*.prom`; the temporary name must not end so.
+        let tmp = path.with_file_name(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
+        let result = std::fs::write(&tmp, self.render()).and_then(|()| std::fs::rename(&tmp, path));
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+}
+
+fn family(o: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(o, "# HELP {name} {help}");
+    let _ = writeln!(o, "# TYPE {name} {kind}");
+}
+
+/// A label value as the exposition format quotes it.
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Bind the metrics endpoint. A non-loopback address is refused unless `allow_remote`.
+pub fn bind(addr: SocketAddr, allow_remote: bool) -> io::Result<TcpListener> {
+    if !addr.ip().is_loopback() && !allow_remote {
+        return Err(io::Error::other(format!(
+            "metrics listen address {addr} is not loopback (set allow_remote = true to allow it)"
+        )));
+    }
+    TcpListener::bind(addr)
+}
+
+/// Answer `GET /metrics` on `listener` from a background thread, one request per connection, one
+/// connection at a time: a scrape is tiny, and the timeouts bound what a stalled client costs.
+pub fn serve(listener: TcpListener, metrics: Arc<Metrics>) -> io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name("metrics-http".into()).spawn(move || {
+        for conn in listener.incoming() {
+            match conn {
+                Ok(stream) => {
+                    if let Err(e) = answer(stream, &metrics) {
+                        if !matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) {
+                            eprintln!("spoolsift: metrics http: {e}");
+                        }
+                    }
+                }
+                Err(e) => {
+                    eprintln!("spoolsift: metrics http accept: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    })
+}
+
+/// The largest request head read; a scrape's is a few hundred bytes.
+const MAX_REQUEST: usize = 8192;
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn answer(mut stream: TcpStream, metrics: &Metrics) -> io::Result<()> {
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    let complete = loop {
+        if buf.windows(4).any(|w| w == b"\r\n\r\n") || buf.windows(2).any(|w| w == b"\n\n") {
+            break true;
+        }
+        if buf.len() >= MAX_REQUEST {
+            break false;
+        }
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            break false;
+        }
+        buf.extend_from_slice(&chunk[..n.min(MAX_REQUEST - buf.len())]);
+    };
+    let line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.trim_end_matches('\r').split(' ');
+    let (method, target) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+    let path = target.split('?').next().unwrap_or_default();
+    let (status, ctype, body) = if !complete || parts.next().is_none_or(|v| !v.starts_with("HTTP/")) {
+        ("400 Bad Request", "text/plain; charset=utf-8", "bad request\n".to_string())
+    } else if method == "GET" && path == "/metrics" {
+        ("200 OK", CONTENT_TYPE, metrics.render())
+    } else {
+        ("404 Not Found", "text/plain; charset=utf-8", "not found; try /metrics\n".to_string())
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body.as_bytes())?;
+    stream.flush()?;
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    // Read (a bounded amount of) whatever the client still sends before closing: closing with
+    // unread input resets the connection, which can destroy the response in flight.
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let _ = io::copy(&mut (&stream).take(64 * 1024), &mut io::sink());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handled(action: &str, stages: &[(&str, &str, u128)]) -> Handled {
+        Handled {
+            original_id: "1xXYfU-00034G-1x".into(),
+            target_id: None,
+            action: action.into(),
+            sender: String::new(),
+            recipients: Vec::new(),
+            reasons: Vec::new(),
+            stages: stages.iter().map(|(s, v, us)| (s.to_string(), v.to_string(), *us)).collect(),
+        }
+    }
+
+    #[test]
+    fn verdict_classes() {
+        for (text, class) in [
+            ("clean", "clean"),
+            ("infected (Eicar-Test-Signature)", "infected"),
+            ("blocked (sha256)", "blocked"),
+            ("spam", "spam"),
+            ("neutral", "neutral"),
+            ("auth pass", "pass"),
+            ("auth fail", "fail"),
+            ("temporary failure: connection refused", "error"),
+            ("permanent failure: too big", "error"),
+        ] {
+            assert_eq!(verdict_class(text), class, "{text}");
+        }
+    }
+
+    #[test]
+    fn empty_registry_exposition() {
+        let expected = "\
+# HELP spoolsift_messages_total Messages handled, by the action taken.
+# TYPE spoolsift_messages_total counter
+spoolsift_messages_total{action=\"defer\"} 0
+spoolsift_messages_total{action=\"deliver\"} 0
+spoolsift_messages_total{action=\"discard\"} 0
+spoolsift_messages_total{action=\"hold\"} 0
+spoolsift_messages_total{action=\"nothing-owed\"} 0
+spoolsift_messages_total{action=\"quarantine\"} 0
+spoolsift_messages_total{action=\"rejected\"} 0
+# HELP spoolsift_stage_results_total Stage results, by stage and verdict.
+# TYPE spoolsift_stage_results_total counter
+# HELP spoolsift_stage_duration_seconds Time a stage took on one message.
+# TYPE spoolsift_stage_duration_seconds histogram
+# HELP spoolsift_backend_up 1 unless the last result of the stage was a temporary failure.
+# TYPE spoolsift_backend_up gauge
+# HELP spoolsift_queue_depth Messages waiting: complete or partial pairs in the intake plus claims in the journal.
+# TYPE spoolsift_queue_depth gauge
+spoolsift_queue_depth 0
+# HELP spoolsift_oldest_unprocessed_age_seconds Age of the oldest message not yet handled (0 when none).
+# TYPE spoolsift_oldest_unprocessed_age_seconds gauge
+spoolsift_oldest_unprocessed_age_seconds 0
+";
+        assert_eq!(Metrics::new().render(), expected);
+    }
+
+    #[test]
+    fn small_registry_exposition_exact() {
+        let m = Metrics::new();
+        m.register_stage("clamav");
+        m.record(&[
+            handled("deliver", &[("clamav", "clean", 1500)]),
+            handled("quarantine", &[("clamav", "infected (Eicar)", 20_000)]),
+            handled("defer", &[("clamav", "temporary failure: connection refused", 12_000_000)]),
+            handled("rejected", &[]),
+        ]);
+        m.set_queue(3, 42);
+        let expected = "\
+# HELP spoolsift_messages_total Messages handled, by the action taken.
+# TYPE spoolsift_messages_total counter
+spoolsift_messages_total{action=\"defer\"} 1
+spoolsift_messages_total{action=\"deliver\"} 1
+spoolsift_messages_total{action=\"discard\"} 0
+spoolsift_messages_total{action=\"hold\"} 0
+spoolsift_messages_total{action=\"nothing-owed\"} 0
+spoolsift_messages_total{action=\"quarantine\"} 1
+spoolsift_messages_total{action=\"rejected\"} 1
+# HELP spoolsift_stage_results_total Stage results, by stage and verdict.
+# TYPE spoolsift_stage_results_total counter
+spoolsift_stage_results_total{stage=\"clamav\",verdict=\"clean\"} 1
+spoolsift_stage_results_total{stage=\"clamav\",verdict=\"error\"} 1
+spoolsift_stage_results_total{stage=\"clamav\",verdict=\"infected\"} 1
+# HELP spoolsift_stage_duration_seconds Time a stage took on one message.
+# TYPE spoolsift_stage_duration_seconds histogram
+spoolsift_stage_duration_seconds_bucket{stage=\"clamav\",le=\"0.001\"} 0
+spoolsift_stage_duration_seconds_bucket{stage=\"clamav\",le=\"0.0025\"} 1
+spoolsift_stage_duration_seconds_bucket{stage=\"clamav\",le=\"0.005\"} 1
+spoolsift_stage_duration_seconds_bucket{stage=\"clamav\",le=\"0.01\"} 1
+spoolsift_stage_duration_seconds_bucket{stage=\"clamav\",le=\"0.025\"} 2
+spoolsift_stage_duration_seconds_bucket{stage=\"clamav\",le=\"0.05\"} 2
+spoolsift_stage_duration_seconds_bucket{stage=\"clamav\",le=\"0.1\"} 2
+spoolsift_stage_duration_seconds_bucket{stage=\"clamav\",le=\"0.25\"} 2
+spoolsift_stage_duration_seconds_bucket{stage=\"clamav\",le=\"0.5\"} 2
+spoolsift_stage_duration_seconds_bucket{stage=\"clamav\",le=\"1\"} 2
+spoolsift_stage_duration_seconds_bucket{stage=\"clamav\",le=\"2.5\"} 2
+spoolsift_stage_duration_seconds_bucket{stage=\"clamav\",le=\"5\"} 2
+spoolsift_stage_duration_seconds_bucket{stage=\"clamav\",le=\"10\"} 2
+spoolsift_stage_duration_seconds_bucket{stage=\"clamav\",le=\"+Inf\"} 3
+spoolsift_stage_duration_seconds_sum{stage=\"clamav\"} 12.0215
+spoolsift_stage_duration_seconds_count{stage=\"clamav\"} 3
+# HELP spoolsift_backend_up 1 unless the last result of the stage was a temporary failure.
+# TYPE spoolsift_backend_up gauge
+spoolsift_backend_up{stage=\"clamav\"} 0
+# HELP spoolsift_queue_depth Messages waiting: complete or partial pairs in the intake plus claims in the journal.
+# TYPE spoolsift_queue_depth gauge
+spoolsift_queue_depth 3
+# HELP spoolsift_oldest_unprocessed_age_seconds Age of the oldest message not yet handled (0 when none).
+# TYPE spoolsift_oldest_unprocessed_age_seconds gauge
+spoolsift_oldest_unprocessed_age_seconds 42
+";
+        assert_eq!(m.render(), expected);
+        // The backend comes back with its next good answer.
+        m.record(&[handled("deliver", &[("clamav", "clean", 10)])]);
+        assert!(m.render().contains("spoolsift_backend_up{stage=\"clamav\"} 1\n"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let m = Metrics::new();
+        m.register_stage("a\"b\\c\nd");
+        assert!(m.render().contains("spoolsift_backend_up{stage=\"a\\\"b\\\\c\\nd\"} 1\n"));
+    }
+
+    #[test]
+    fn non_loopback_refused_without_allow_remote() {
+        let e = bind("0.0.0.0:0".parse().unwrap(), false).unwrap_err();
+        assert!(e.to_string().contains("allow_remote"), "{e}");
+        assert!(bind("127.0.0.1:0".parse().unwrap(), false).is_ok());
+    }
+
+    fn get(addr: SocketAddr, request: &str) -> String {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn http_endpoint() {
+        let l = bind("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        let addr = l.local_addr().unwrap();
+        let m = Arc::new(Metrics::new());
+        serve(l, Arc::clone(&m)).unwrap();
+        let r = get(addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+        let body = m.render();
+        assert_eq!(
+            r,
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: {CONTENT_TYPE}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+        );
+        assert!(get(addr, "GET / HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404 "));
+        assert!(get(addr, "POST /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404 "));
+        assert!(get(addr, "garbage\r\n\r\n").starts_with("HTTP/1.1 400 "));
+        // Oversized heads are refused, not buffered.
+        let big = format!("GET /metrics HTTP/1.1\r\nX: {}", "a".repeat(MAX_REQUEST - 26));
+        assert_eq!(big.len(), MAX_REQUEST);
+        assert!(get(addr, &big).starts_with("HTTP/1.1 400 "));
+    }
+
+    #[test]
+    fn textfile_is_replaced_atomically() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("spoolsift.prom");
+        let m = Metrics::new();
+        m.set_queue(7, 1);
+        m.write_textfile(&p).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), m.render());
+        let names: Vec<_> = std::fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("spoolsift.prom")]);
+    }
+}
