@@ -52,7 +52,10 @@ fn check_config_names_file_line_and_reason() {
     let o = spoolsift(&["check-config", p.to_str().unwrap()]);
     assert_eq!(
         stderr(&o),
-        format!("invalid: {}:4: [stages.clamav]: clamav server \"bogus\": expected unix:/path or tcp:host:port\n", p.display())
+        format!(
+            "invalid: {}:4: [stages.clamav]: clamav server \"bogus\": expected unix:/path or tcp:host:port\n",
+            p.display()
+        )
     );
 }
 
