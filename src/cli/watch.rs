@@ -314,5 +314,8 @@ fn serve(args: &Args) -> Result<(), String> {
         }
     }
     notify_systemd("STOPPING=1");
+    if let Some(k) = &engine.kicker {
+        k.wait_all();
+    }
     Ok(())
 }

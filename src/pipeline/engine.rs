@@ -494,7 +494,7 @@ impl<'e> Engine<'e> {
         let keys: Vec<&str> = done_keys.iter().map(String::as_str).collect();
         self.db.remove(&keys).map_err(io::Error::other)?;
         if let Some(k) = &self.kicker {
-            if let Err(e) = k.kick(&kick) {
+            if let Err(e) = k.kick_in_background(&kick) {
                 // Nothing is lost: the messages stay queued for the next queue run.
                 eprintln!("spoolsift: delivery kick failed: {e}");
             }
