@@ -18,15 +18,13 @@
 //! of connections (a counting semaphore), so a slow clamd slows only this stage, not the host.
 
 use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
+use super::net::{Conn, Endpoint};
 use super::{Stage, StageError, StageResult, Verdict};
 use crate::spool::MessageView;
 
@@ -77,78 +75,6 @@ impl Default for ClamavConfig {
     }
 }
 
-/// Where a clamd listens.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Addr {
-    Unix(PathBuf),
-    /// `host:port`, resolved at connect time.
-    Tcp(String),
-}
-
-impl Addr {
-    fn parse(s: &str) -> Result<Addr, String> {
-        if let Some(path) = s.strip_prefix("unix:") {
-            if !path.starts_with('/') {
-                return Err(format!("clamav server {s:?}: the socket path must be absolute"));
-            }
-            Ok(Addr::Unix(PathBuf::from(path)))
-        } else if let Some(hp) = s.strip_prefix("tcp:") {
-            match hp.rsplit_once(':') {
-                Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
-                    Ok(Addr::Tcp(hp.to_string()))
-                }
-                _ => Err(format!("clamav server {s:?}: expected tcp:host:port")),
-            }
-        } else {
-            Err(format!("clamav server {s:?}: expected unix:/path or tcp:host:port"))
-        }
-    }
-}
-
-/// A connected socket of either kind, with the timeouts we need.
-enum Conn {
-    Unix(UnixStream),
-    Tcp(TcpStream),
-}
-
-impl Conn {
-    fn set_read_timeout(&self, d: Duration) -> io::Result<()> {
-        match self {
-            Conn::Unix(s) => s.set_read_timeout(Some(d)),
-            Conn::Tcp(s) => s.set_read_timeout(Some(d)),
-        }
-    }
-
-    fn set_write_timeout(&self, d: Duration) -> io::Result<()> {
-        match self {
-            Conn::Unix(s) => s.set_write_timeout(Some(d)),
-            Conn::Tcp(s) => s.set_write_timeout(Some(d)),
-        }
-    }
-}
-
-impl Read for Conn {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Conn::Unix(s) => s.read(buf),
-            Conn::Tcp(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Conn {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Conn::Unix(s) => s.write(buf),
-            Conn::Tcp(s) => s.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// A counting semaphore: at most `max` permits out at a time.
 struct Semaphore {
     free: Mutex<usize>,
@@ -184,7 +110,7 @@ impl Semaphore {
 
 struct Server {
     label: String,
-    addr: Addr,
+    addr: Endpoint,
     slots: Semaphore,
     /// `Some(t)`: marked down; not used before `t`, and then only after a successful `PING`.
     down_until: Mutex<Option<Instant>>,
@@ -224,7 +150,7 @@ impl ClamavStage {
             .map(|s| {
                 Ok(Server {
                     label: s.clone(),
-                    addr: Addr::parse(s)?,
+                    addr: Endpoint::parse(s).map_err(|why| format!("clamav server {s:?}: {why}"))?,
                     slots: Semaphore::new(config.max_connections_per_server),
                     down_until: Mutex::new(None),
                 })
@@ -237,24 +163,8 @@ impl ClamavStage {
         Duration::from_millis(ms.max(1))
     }
 
-    fn connect(&self, addr: &Addr) -> io::Result<Conn> {
-        let conn = match addr {
-            Addr::Unix(path) => Conn::Unix(UnixStream::connect(path)?),
-            Addr::Tcp(hp) => {
-                let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
-                let mut found = None;
-                for sa in hp.to_socket_addrs()? {
-                    match TcpStream::connect_timeout(&sa, Self::ms(self.config.connect_timeout_ms)) {
-                        Ok(s) => {
-                            found = Some(s);
-                            break;
-                        }
-                        Err(e) => last = e,
-                    }
-                }
-                Conn::Tcp(found.ok_or(last)?)
-            }
-        };
+    fn connect(&self, addr: &Endpoint) -> io::Result<Conn> {
+        let conn = addr.connect(Self::ms(self.config.connect_timeout_ms))?;
         conn.set_write_timeout(Self::ms(self.config.write_timeout_ms))?;
         conn.set_read_timeout(Self::ms(self.config.read_timeout_ms))?;
         Ok(conn)
@@ -298,7 +208,7 @@ impl ClamavStage {
     }
 
     /// `zPING` → `PONG`.
-    fn ping(&self, addr: &Addr) -> Result<(), String> {
+    fn ping(&self, addr: &Endpoint) -> Result<(), String> {
         let mut conn = self.connect(addr).map_err(|e| format!("connect: {e}"))?;
         conn.write_all(b"zPING\0").map_err(|e| format!("sending PING: {e}"))?;
         match self.read_reply(&mut conn)? {
@@ -308,7 +218,7 @@ impl ClamavStage {
     }
 
     /// Stream the message with `zINSTREAM` and read the reply.
-    fn instream(&self, addr: &Addr, view: &MessageView<'_>) -> Outcome {
+    fn instream(&self, addr: &Endpoint, view: &MessageView<'_>) -> Outcome {
         let max = self.config.stream_max_length;
         let mut conn = match self.connect(addr) {
             Ok(c) => c,
@@ -506,12 +416,6 @@ mod tests {
 
     #[test]
     fn addresses_and_config() {
-        assert_eq!(Addr::parse("unix:/run/c.sock"), Ok(Addr::Unix("/run/c.sock".into())));
-        assert_eq!(Addr::parse("tcp:127.0.0.1:3310"), Ok(Addr::Tcp("127.0.0.1:3310".into())));
-        assert_eq!(Addr::parse("tcp:[::1]:3310"), Ok(Addr::Tcp("[::1]:3310".into())));
-        for bad in ["unix:rel", "tcp:host", "tcp::3310", "tcp:h:0", "tcp:h:x", "/path", ""] {
-            assert!(Addr::parse(bad).is_err(), "{bad}");
-        }
         let c: ClamavConfig = toml::from_str("servers = [\"tcp:localhost:3310\"]\nread_timeout_ms = 5").unwrap();
         assert_eq!(c.read_timeout_ms, 5);
         assert_eq!(c.stream_max_length, 25 * 1024 * 1024);

@@ -48,14 +48,13 @@
 //! [`Stage::timeout`] covers that case.
 
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Shutdown, TcpStream, ToSocketAddrs};
-use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
 use super::inject::sanitize;
+use super::net::{Conn, Endpoint};
 use super::{Stage, StageError, StageResult, Verdict};
 use crate::spool::{AclScope, MessageView, SpoolHeader};
 
@@ -120,16 +119,10 @@ pub enum DccConfigError {
     Zero(&'static str),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Address {
-    Unix(PathBuf),
-    Tcp(String),
-}
-
 /// The `dcc` stage.
 #[derive(Debug, Clone)]
 pub struct DccStage {
-    address: Address,
+    address: Endpoint,
     options: String,
     connect_timeout: Duration,
     timeout: Duration,
@@ -138,21 +131,7 @@ pub struct DccStage {
 
 impl DccStage {
     pub fn new(config: DccConfig) -> Result<DccStage, DccConfigError> {
-        let address = if let Some(path) = config.address.strip_prefix("unix:") {
-            if path.is_empty() {
-                return Err(DccConfigError::Address(config.address));
-            }
-            Address::Unix(PathBuf::from(path))
-        } else if let Some(hp) = config.address.strip_prefix("tcp:") {
-            match hp.rsplit_once(':') {
-                Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0) => {
-                    Address::Tcp(hp.to_string())
-                }
-                _ => return Err(DccConfigError::Address(config.address)),
-            }
-        } else {
-            return Err(DccConfigError::Address(config.address));
-        };
+        let address = Endpoint::parse(&config.address).map_err(|_| DccConfigError::Address(config.address.clone()))?;
         let mut words = Vec::new();
         for word in config.options.split_ascii_whitespace() {
             if !KNOWN_OPTIONS.iter().any(|k| k.eq_ignore_ascii_case(word)) {
@@ -202,27 +181,9 @@ impl DccStage {
     }
 
     fn connect(&self) -> Result<Conn, StageError> {
-        let fail = |e: io::Error| StageError::Temporary(format!("dccifd connect to {}: {e}", self.describe()));
-        match &self.address {
-            Address::Unix(path) => UnixStream::connect(path).map(Conn::Unix).map_err(fail),
-            Address::Tcp(hp) => {
-                let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
-                for addr in hp.to_socket_addrs().map_err(fail)? {
-                    match TcpStream::connect_timeout(&addr, self.connect_timeout) {
-                        Ok(s) => return Ok(Conn::Tcp(s)),
-                        Err(e) => last = e,
-                    }
-                }
-                Err(fail(last))
-            }
-        }
-    }
-
-    fn describe(&self) -> String {
-        match &self.address {
-            Address::Unix(p) => format!("unix:{}", p.display()),
-            Address::Tcp(hp) => format!("tcp:{hp}"),
-        }
+        self.address
+            .connect(self.connect_timeout)
+            .map_err(|e| StageError::Temporary(format!("dccifd connect to {}: {e}", self.address)))
     }
 
     /// Send the request and read the whole reply.
@@ -238,7 +199,7 @@ impl DccStage {
         };
         let timed_out = || StageError::Temporary(format!("dccifd: timed out after {} ms", self.timeout.as_millis()));
 
-        conn.write_all_by(&self.envelope(message.header), deadline).map_err(|e| io_err("write", e))?;
+        write_all_by(&mut conn, &self.envelope(message.header), deadline).map_err(|e| io_err("write", e))?;
         let mut reader = message.reader();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -248,7 +209,7 @@ impl DccStage {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(StageError::Temporary(format!("reading the message: {e}"))),
             };
-            conn.write_all_by(&buf[..n], deadline).map_err(|e| io_err("write", e))?;
+            write_all_by(&mut conn, &buf[..n], deadline).map_err(|e| io_err("write", e))?;
         }
         conn.shutdown_write().map_err(|e| io_err("shutdown", e))?;
 
@@ -425,59 +386,20 @@ pub fn parse_host_address(value: &[u8]) -> Option<IpAddr> {
     ip.parse().ok()
 }
 
-enum Conn {
-    Unix(UnixStream),
-    Tcp(TcpStream),
-}
-
-impl Conn {
-    fn set_read_timeout(&self, t: Duration) -> io::Result<()> {
-        match self {
-            Conn::Unix(s) => s.set_read_timeout(Some(t)),
-            Conn::Tcp(s) => s.set_read_timeout(Some(t)),
+/// Write everything before the deadline (each write gets the time that is left).
+fn write_all_by(conn: &mut Conn, mut data: &[u8], deadline: Instant) -> io::Result<()> {
+    while !data.is_empty() {
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| io::Error::from(io::ErrorKind::TimedOut))?;
+        conn.set_write_timeout(left)?;
+        match conn.write(data) {
+            Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
-
-    fn set_write_timeout(&self, t: Duration) -> io::Result<()> {
-        match self {
-            Conn::Unix(s) => s.set_write_timeout(Some(t)),
-            Conn::Tcp(s) => s.set_write_timeout(Some(t)),
-        }
-    }
-
-    fn shutdown_write(&self) -> io::Result<()> {
-        match self {
-            Conn::Unix(s) => s.shutdown(Shutdown::Write),
-            Conn::Tcp(s) => s.shutdown(Shutdown::Write),
-        }
-    }
-
-    /// Write everything before the deadline.
-    fn write_all_by(&mut self, mut data: &[u8], deadline: Instant) -> io::Result<()> {
-        while !data.is_empty() {
-            let left = deadline
-                .checked_duration_since(Instant::now())
-                .filter(|d| !d.is_zero())
-                .ok_or_else(|| io::Error::from(io::ErrorKind::TimedOut))?;
-            self.set_write_timeout(left)?;
-            let n = match self {
-                Conn::Unix(s) => s.write(data),
-                Conn::Tcp(s) => s.write(data),
-            };
-            match n {
-                Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
-                Ok(n) => data = &data[n..],
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Conn::Unix(s) => s.read(buf),
-            Conn::Tcp(s) => s.read(buf),
-        }
-    }
+    Ok(())
 }

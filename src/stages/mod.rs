@@ -89,3 +89,4 @@ pub mod clamav;
 pub mod content;
 pub mod dcc;
 pub mod inject;
+pub mod net;

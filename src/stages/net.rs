@@ -1,0 +1,137 @@
+//! Sockets to scanning services, shared by the clamd and dccifd stages: an endpoint written
+//! `unix:/path` or `tcp:host:port`, and a connection of either kind with the timeouts the stages
+//! set on every read and write.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where a service listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    Unix(PathBuf),
+    /// `host:port`, resolved at connect time.
+    Tcp(String),
+}
+
+impl Endpoint {
+    /// Parse `unix:/absolute/path` or `tcp:host:port`; the error says what is wrong, for the
+    /// caller to put in its own words.
+    pub fn parse(s: &str) -> Result<Endpoint, &'static str> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if !path.starts_with('/') {
+                return Err("the socket path must be absolute");
+            }
+            Ok(Endpoint::Unix(PathBuf::from(path)))
+        } else if let Some(hp) = s.strip_prefix("tcp:") {
+            match hp.rsplit_once(':') {
+                Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+                    Ok(Endpoint::Tcp(hp.to_string()))
+                }
+                _ => Err("expected tcp:host:port"),
+            }
+        } else {
+            Err("expected unix:/path or tcp:host:port")
+        }
+    }
+
+    /// Connect; a TCP name is tried address by address, each within `timeout`. (std has no
+    /// connect timeout for unix sockets; that connect only blocks when the listen backlog is
+    /// full, and the read and write timeouts bound everything after it.)
+    pub fn connect(&self, timeout: Duration) -> io::Result<Conn> {
+        match self {
+            Endpoint::Unix(path) => UnixStream::connect(path).map(Conn::Unix),
+            Endpoint::Tcp(hp) => {
+                let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+                for sa in hp.to_socket_addrs()? {
+                    match TcpStream::connect_timeout(&sa, timeout) {
+                        Ok(s) => return Ok(Conn::Tcp(s)),
+                        Err(e) => last = e,
+                    }
+                }
+                Err(last)
+            }
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Unix(p) => write!(f, "unix:{}", p.display()),
+            Endpoint::Tcp(hp) => write!(f, "tcp:{hp}"),
+        }
+    }
+}
+
+/// A connected socket of either kind.
+pub enum Conn {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Conn {
+    pub fn set_read_timeout(&self, d: Duration) -> io::Result<()> {
+        match self {
+            Conn::Unix(s) => s.set_read_timeout(Some(d)),
+            Conn::Tcp(s) => s.set_read_timeout(Some(d)),
+        }
+    }
+
+    pub fn set_write_timeout(&self, d: Duration) -> io::Result<()> {
+        match self {
+            Conn::Unix(s) => s.set_write_timeout(Some(d)),
+            Conn::Tcp(s) => s.set_write_timeout(Some(d)),
+        }
+    }
+
+    /// Half-close: the peer sees EOF and answers (dccifd waits for it).
+    pub fn shutdown_write(&self) -> io::Result<()> {
+        match self {
+            Conn::Unix(s) => s.shutdown(Shutdown::Write),
+            Conn::Tcp(s) => s.shutdown(Shutdown::Write),
+        }
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Unix(s) => s.read(buf),
+            Conn::Tcp(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Conn::Unix(s) => s.write(buf),
+            Conn::Tcp(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(Endpoint::parse("unix:/run/c.sock"), Ok(Endpoint::Unix("/run/c.sock".into())));
+        assert_eq!(Endpoint::parse("tcp:127.0.0.1:3310"), Ok(Endpoint::Tcp("127.0.0.1:3310".into())));
+        assert_eq!(Endpoint::parse("tcp:[::1]:3310"), Ok(Endpoint::Tcp("[::1]:3310".into())));
+        assert_eq!(Endpoint::parse("unix:rel"), Err("the socket path must be absolute"));
+        for bad in ["tcp:host", "tcp::3310", "tcp:h:0", "tcp:h:x", "/path", ""] {
+            assert!(Endpoint::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(Endpoint::parse("tcp:h:1").unwrap().to_string(), "tcp:h:1");
+    }
+}
