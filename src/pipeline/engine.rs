@@ -216,6 +216,7 @@ impl<'e> Engine<'e> {
                 not_before: 0,
                 target_id: None,
                 handing_on: Vec::new(),
+                verdict: None,
             })
             .collect();
         self.db.put(&records).map_err(io::Error::other)?;
@@ -404,6 +405,7 @@ impl<'e> Engine<'e> {
                             rec.state = ClaimState::Committing;
                             rec.target_id = Some(header.id.to_string());
                             rec.handing_on = owed.clone();
+                            rec.verdict = Some((handled.action.clone(), verdict_of(&handled)));
                             committing.push((rec, header, owed, handled));
                         }
                     }
@@ -482,7 +484,7 @@ impl<'e> Engine<'e> {
                     original_id: h.original_id.clone(),
                     requeued_id: h.target_id.clone(),
                     action: h.action.clone(),
-                    verdict: if h.reasons.is_empty() { "clean".into() } else { h.reasons.join("; ") },
+                    verdict: verdict_of(h),
                     expires: now + retention,
                 })
                 .collect();
@@ -525,6 +527,15 @@ impl<'e> Engine<'e> {
         requeue::sync_dir(&dir)?;
         requeue::sync_dir(&self.dirs.rejected)?;
         requeue::sync_dir(&self.dirs.work)
+    }
+}
+
+/// A message's verdict in words, for the verdict database.
+pub fn verdict_of(h: &Handled) -> String {
+    if h.reasons.is_empty() {
+        "clean".into()
+    } else {
+        h.reasons.join("; ")
     }
 }
 
