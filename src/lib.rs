@@ -4,6 +4,7 @@
 //! back into an Exim spool).
 
 pub mod cli;
+pub mod dns;
 pub mod intake;
 pub mod metrics;
 pub mod pipeline;
