@@ -4,7 +4,7 @@
 #
 #   scripts/exim-test.sh start --series bookworm|trixie --dir DIR --port N [--split]
 #                              [--queuefile-dir QF] [--mode queuefile|plain|queue-only]
-#                              [--queue-interval TIME|none] [--wireformat]
+#                              [--queue-interval TIME|none] [--wireformat] [--verdict-db FILE]
 #   scripts/exim-test.sh stop --dir DIR
 #
 # start writes DIR/configure (root 0644, registered in the build's trusted_configs so that
@@ -37,6 +37,8 @@
 #                                           a spool option) and adds X-ACL-Added: yes
 #   header X-Remove-Me:                     removed by the ACL (stays on the spool flagged `*`)
 # --wireformat sets spool_wireformat (CHUNKING receptions keep CRLF in -D).
+# --verdict-db FILE makes the local_user router add X-Spoolsift-Verdict from spoolsift's verdict
+# database, read with Exim's own lmdb lookup.
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "$0")" && pwd)
@@ -206,6 +208,14 @@ local_user:
   domains = +local_domains
   local_parts = lsearch;$D/users
   transport = local_maildir
+EOF
+    if [[ -n $opt_verdict_db ]]; then
+      # A router that uses spoolsift's verdict database through Exim's own lmdb lookup.
+      cat <<EOF
+  headers_add = X-Spoolsift-Verdict: \${extract{verdict}{\${lookup{\$message_exim_id}lmdb{$opt_verdict_db}}}}
+EOF
+    fi
+    cat <<EOF
 
 begin transports
 
@@ -365,7 +375,7 @@ cmd_stop() {
 [[ $# -ge 1 ]] || usage
 action=$1
 shift
-opt_series='' opt_dir='' opt_port='' opt_split=0 opt_qf='' opt_mode=queuefile opt_qinterval=1m opt_wireformat=0
+opt_series='' opt_dir='' opt_port='' opt_split=0 opt_qf='' opt_mode=queuefile opt_qinterval=1m opt_wireformat=0 opt_verdict_db=''
 while [[ $# -gt 0 ]]; do
   case $1 in
     --series) opt_series=${2:?}; shift 2 ;;
@@ -376,6 +386,7 @@ while [[ $# -gt 0 ]]; do
     --mode) opt_mode=${2:?}; shift 2 ;;
     --queue-interval) opt_qinterval=${2:?}; shift 2 ;;
     --wireformat) opt_wireformat=1; shift ;;
+    --verdict-db) opt_verdict_db=${2:?}; shift 2 ;;
     -h | --help) usage ;;
     *) die "unknown argument $1" ;;
   esac

@@ -185,10 +185,9 @@ fn serve(args: &Args) -> Result<(), String> {
     let verdicts_cfg = cfg.verdicts.clone();
     // Bound once at start: a reload (SIGHUP) does not move the endpoint or the file.
     let metrics_cfg = cfg.metrics.clone();
-    let verdict_env = match &verdicts_cfg {
+    let verdict_db = match &verdicts_cfg {
         Some(v) => {
-            let env =
-                crate::state::verdicts::open_env(&v.database).map_err(|e| format!("{}: {e}", v.database.display()))?;
+            let db = crate::state::verdicts::VerdictDb::open(&v.database)?;
             // Exim reads it as the spool's owner (its delivery processes run as the Exim user).
             if let Some((uid, gid)) = target.owner {
                 let lock = std::path::PathBuf::from(format!("{}-lock", v.database.display()));
@@ -196,15 +195,12 @@ fn serve(args: &Args) -> Result<(), String> {
                     let _ = std::os::unix::fs::chown(p, Some(uid), Some(gid));
                 }
             }
-            Some(env)
+            Some((db, v.retention_secs))
         }
         None => None,
     };
     let mut engine = Engine::new(cfg, stages, db, dirs, intake, target);
-    if let (Some(env), Some(v)) = (&verdict_env, &verdicts_cfg) {
-        let vdb = crate::state::verdicts::VerdictDb::new(env).map_err(|e| e.to_string())?;
-        engine.verdicts = Some((vdb, v.retention_secs));
-    }
+    engine.verdicts = verdict_db;
     engine.transform = Transform { marker, ..Transform::default() };
     engine.kicker = rq.kick.then_some(kicker);
     engine.retention_secs = rq.dedupe_retention_secs;

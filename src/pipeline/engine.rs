@@ -138,7 +138,7 @@ pub struct Engine<'e> {
     pub retention_secs: u64,
     pub quarantine: QuarantineStore,
     /// Where verdicts go for Exim's `lmdb` lookup, and for how long.
-    pub verdicts: Option<(VerdictDb<'e>, u64)>,
+    pub verdicts: Option<(VerdictDb, u64)>,
 }
 
 fn text(b: &[u8]) -> String {
@@ -216,7 +216,6 @@ impl<'e> Engine<'e> {
                 not_before: 0,
                 target_id: None,
                 handing_on: Vec::new(),
-                verdict: None,
             })
             .collect();
         self.db.put(&records).map_err(io::Error::other)?;
@@ -405,7 +404,6 @@ impl<'e> Engine<'e> {
                             rec.state = ClaimState::Committing;
                             rec.target_id = Some(header.id.to_string());
                             rec.handing_on = owed.clone();
-                            rec.verdict = Some((handled.action.clone(), verdict_of(&handled)));
                             committing.push((rec, header, owed, handled));
                         }
                     }
@@ -414,6 +412,11 @@ impl<'e> Engine<'e> {
         }
         journal_updates.extend(committing.iter().map(|c| c.0.clone()));
         self.db.put(&journal_updates).map_err(io::Error::other)?;
+        // Before the commit point, so that Exim never delivers a re-queued message whose verdict
+        // it cannot look up. A commit that rolls back is processed again and recorded again.
+        let requeuing: Vec<Handled> =
+            committing.iter().map(|(rec, _, _, h)| Handled { target_id: rec.target_id.clone(), ..h.clone() }).collect();
+        self.record_verdicts(requeuing.iter(), now);
 
         // Step 2: every -D, then one sync per directory.
         let mut dirs = std::collections::BTreeSet::new();
@@ -474,25 +477,8 @@ impl<'e> Engine<'e> {
             handled_all.push(handled);
         }
         requeue::sync_dir(&self.dirs.work)?;
-        if let Some((db, retention)) = &self.verdicts {
-            let entries: Vec<VerdictEntry> = handled_all
-                .iter()
-                // A deferral is not a verdict yet, and a copy that owed nothing must not overwrite
-                // the verdict of the copy that delivered.
-                .filter(|h| h.action != "defer" && h.action != "nothing-owed")
-                .map(|h| VerdictEntry {
-                    original_id: h.original_id.clone(),
-                    requeued_id: h.target_id.clone(),
-                    action: h.action.clone(),
-                    verdict: verdict_of(h),
-                    expires: now + retention,
-                })
-                .collect();
-            // The verdicts are for Exim's convenience; failing to record one loses no mail.
-            if let Err(e) = db.record(&entries) {
-                eprintln!("spoolsift: verdict database: {e}");
-            }
-        }
+        // The re-queued ones were recorded before their commit point; these are the rest.
+        self.record_verdicts(handled_all.iter().filter(|h| h.target_id.is_none()), now);
         let keys: Vec<&str> = done_keys.iter().map(String::as_str).collect();
         self.db.remove(&keys).map_err(io::Error::other)?;
         if let Some(k) = &self.kicker {
@@ -502,6 +488,29 @@ impl<'e> Engine<'e> {
             }
         }
         Ok(handled_all)
+    }
+
+    /// Record verdicts for Exim's lookup. A deferral is not a verdict yet, and a copy that owed
+    /// nothing must not overwrite the verdict of the copy that delivered. Failing to record one
+    /// loses no mail, so it is reported, not fatal.
+    fn record_verdicts<'h>(&self, handled: impl Iterator<Item = &'h Handled>, now: u64) {
+        let Some((db, retention)) = &self.verdicts else { return };
+        let entries: Vec<VerdictEntry> = handled
+            .filter(|h| h.action != "defer" && h.action != "nothing-owed")
+            .map(|h| VerdictEntry {
+                original_id: h.original_id.clone(),
+                requeued_id: h.target_id.clone(),
+                action: h.action.clone(),
+                verdict: verdict_of(h),
+                expires: now + retention,
+            })
+            .collect();
+        if entries.is_empty() {
+            return;
+        }
+        if let Err(e) = db.record(&entries) {
+            eprintln!("spoolsift: verdict database: {e}");
+        }
     }
 
     fn back_to_claimed(&self, mut rec: ClaimRecord, why: &str) -> io::Result<()> {

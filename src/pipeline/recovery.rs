@@ -106,18 +106,6 @@ impl Engine<'_> {
             rec.state = ClaimState::Committed;
             let expires = crate::state::journal::now_secs() + self.retention_secs;
             self.db.commit_with_dedupe(std::slice::from_ref(&rec), expires).map_err(io::Error::other)?;
-            if let (Some((db, retention)), Some((action, verdict))) = (&self.verdicts, &rec.verdict) {
-                let entry = crate::state::verdicts::VerdictEntry {
-                    original_id: rec.original_id.clone(),
-                    requeued_id: rec.target_id.clone(),
-                    action: action.clone(),
-                    verdict: verdict.clone(),
-                    expires: crate::state::journal::now_secs() + retention,
-                };
-                if let Err(e) = db.record(&[entry]) {
-                    eprintln!("spoolsift: verdict database: {e}");
-                }
-            }
             remove_pair(&wh, &wd)?;
             self.db.remove(&[&rec.key]).map_err(io::Error::other)?;
             Ok(Some(format!(

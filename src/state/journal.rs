@@ -47,9 +47,6 @@ pub struct ClaimRecord {
     /// that a crash after the commit point still remembers them (dedupe).
     #[serde(default)]
     pub handing_on: Vec<Vec<u8>>,
-    /// The action and verdict being committed, so recovery can still record them for Exim.
-    #[serde(default)]
-    pub verdict: Option<(String, String)>,
 }
 
 pub fn now_secs() -> u64 {
@@ -187,7 +184,6 @@ mod tests {
             not_before: 0,
             target_id: None,
             handing_on: Vec::new(),
-            verdict: None,
         }
     }
 

@@ -5,6 +5,7 @@
 //! that makes a batch's progress durable at once.
 
 pub mod journal;
+mod system_lmdb;
 pub mod verdicts;
 
 pub use journal::{open_env, ClaimRecord, ClaimState, StateDb};

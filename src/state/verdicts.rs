@@ -12,17 +12,7 @@
 
 use std::path::Path;
 
-use heed::types::Bytes;
-use heed::{CommitOrAbort, Database, Env, EnvFlags, EnvOpenOptions};
-
-/// Open (creating) the verdict file at `path` (`path-lock` beside it).
-pub fn open_env(path: &Path) -> heed::Result<Env> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    // SAFETY: opened once per process (heed checks), and Exim only ever reads it.
-    unsafe { EnvOpenOptions::new().map_size(256 << 20).flags(EnvFlags::NO_SUB_DIR).open(path) }
-}
+use super::system_lmdb::SystemLmdb;
 
 /// One message's verdict as Exim will see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,61 +38,46 @@ impl VerdictEntry {
     }
 }
 
-pub struct VerdictDb<'e> {
-    env: &'e Env,
-    db: Database<'e, Bytes, Bytes>,
+/// The verdict file, written through the system's LMDB library (see [`super::system_lmdb`] for
+/// why not heed).
+pub struct VerdictDb {
+    db: SystemLmdb,
 }
 
-impl<'e> VerdictDb<'e> {
-    pub fn new(env: &'e Env) -> heed::Result<VerdictDb<'e>> {
-        let wtxn = env.write_txn()?;
-        let db = env
-            .create_databases_and_commit(wtxn, |dbo, wtxn| {
-                Ok::<_, heed::Error>(CommitOrAbort::<_, ()>::Commit(dbo.create_database(wtxn, None)?))
-            })?
-            .unwrap_commit();
-        Ok(VerdictDb { env, db })
+impl VerdictDb {
+    /// Open (creating) the verdict file at `path` (`path-lock` beside it).
+    pub fn open(path: &Path) -> Result<VerdictDb, String> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+        let db = SystemLmdb::open(path, 256 << 20).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(VerdictDb { db })
     }
 
     /// Record verdicts, in one transaction, under both ids of each message.
-    pub fn record(&self, entries: &[VerdictEntry]) -> heed::Result<()> {
-        let mut w = self.env.write_txn()?;
-        for e in entries {
-            let v = e.value();
-            self.db.put(&mut w, e.original_id.as_bytes(), v.as_bytes())?;
+    pub fn record(&self, entries: &[VerdictEntry]) -> Result<(), String> {
+        let values: Vec<String> = entries.iter().map(VerdictEntry::value).collect();
+        let mut pairs: Vec<(&[u8], &[u8])> = Vec::with_capacity(entries.len() * 2);
+        for (e, v) in entries.iter().zip(&values) {
+            pairs.push((e.original_id.as_bytes(), v.as_bytes()));
             if let Some(r) = &e.requeued_id {
-                self.db.put(&mut w, r.as_bytes(), v.as_bytes())?;
+                pairs.push((r.as_bytes(), v.as_bytes()));
             }
         }
-        w.commit()
+        self.db.put_all(&pairs)
     }
 
-    pub fn get(&self, id: &str) -> heed::Result<Option<String>> {
-        let r = self.env.read_txn()?;
-        let v = self.db.get(&r, id.as_bytes())?.map(|b| String::from_utf8_lossy(b).into_owned());
-        Ok(v)
+    pub fn get(&self, id: &str) -> Result<Option<String>, String> {
+        Ok(self.db.get(id.as_bytes())?.map(|b| String::from_utf8_lossy(&b).into_owned()))
     }
 
     /// Remove entries whose `expires=` has passed; returns how many.
-    pub fn expire(&self, now: u64) -> heed::Result<usize> {
-        let mut w = self.env.write_txn()?;
-        let stale: Vec<Vec<u8>> = self
-            .db
-            .iter(&w)?
-            .filter_map(|kv| kv.ok())
-            .filter(|(_, v)| {
-                let text = String::from_utf8_lossy(v);
-                let exp =
-                    text.rsplit_once("expires=").and_then(|(_, e)| e.split_whitespace().next()?.parse::<u64>().ok());
-                exp.is_some_and(|e| e <= now)
-            })
-            .map(|(k, _)| k.to_vec())
-            .collect();
-        for k in &stale {
-            self.db.delete(&mut w, k)?;
-        }
-        w.commit()?;
-        Ok(stale.len())
+    pub fn expire(&self, now: u64) -> Result<usize, String> {
+        self.db.delete_where(|_, v| {
+            let text = String::from_utf8_lossy(v);
+            let exp = text.rsplit_once("expires=").and_then(|(_, e)| e.split_whitespace().next()?.parse::<u64>().ok());
+            exp.is_some_and(|e| e <= now)
+        })
     }
 }
 
@@ -113,8 +88,7 @@ mod tests {
     #[test]
     fn both_ids_map_to_the_verdict_and_entries_expire() {
         let dir = tempfile::tempdir().unwrap();
-        let env = open_env(&dir.path().join("verdicts.mdb")).unwrap();
-        let db = VerdictDb::new(&env).unwrap();
+        let db = VerdictDb::open(&dir.path().join("verdicts.mdb")).unwrap();
         let e = VerdictEntry {
             original_id: "1xXOQD-0004A8-22".into(),
             requeued_id: Some("1xXOQE-0004A8-22".into()),

@@ -56,6 +56,11 @@ pub struct Exim {
 
 impl Exim {
     pub fn start(opts: EximOptions) -> Exim {
+        Exim::start_with(opts, &[])
+    }
+
+    /// Start with extra `exim-test.sh start` arguments (e.g. `--verdict-db FILE`).
+    pub fn start_with(opts: EximOptions, extra: &[&str]) -> Exim {
         let dir = tempfile::Builder::new().prefix("spoolsift-exim.").tempdir().unwrap();
         // Exim's delivery processes run as the Exim user and must reach the spool and maildirs.
         std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -73,6 +78,7 @@ impl Exim {
         if opts.split {
             cmd.arg("--split");
         }
+        cmd.args(extra);
         let out = cmd.output().unwrap();
         assert!(
             out.status.success(),
