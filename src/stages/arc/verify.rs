@@ -476,3 +476,50 @@ pub fn verify(headers: &[&[u8]], body: &mut dyn Read, dns: &dyn TxtLookup, now: 
         dns_temporary: false,
     })
 }
+
+/// Split a raw RFC 5322 message (LF or CRLF) into its header fields, each with its continuation
+/// lines and line end, and its body (after the empty line; empty if there is none).
+pub fn split_message(raw: &[u8]) -> (Vec<&[u8]>, &[u8]) {
+    let mut ranges: Vec<(usize, usize)> = Vec::new();
+    let mut pos = 0;
+    let mut body = &raw[raw.len()..];
+    while pos < raw.len() {
+        let end = raw[pos..].iter().position(|&b| b == b'\n').map_or(raw.len(), |p| pos + p + 1);
+        let line = &raw[pos..end];
+        if line == b"\n" || line == b"\r\n" {
+            body = &raw[end..];
+            break;
+        }
+        match (line.first(), ranges.last_mut()) {
+            (Some(b' ' | b'\t'), Some(last)) => last.1 = end,
+            _ => ranges.push((pos, end)),
+        }
+        pos = end;
+    }
+    (ranges.into_iter().map(|(a, b)| &raw[a..b]).collect(), body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_raw_messages() {
+        let (h, b) = split_message(b"A: 1\r\n\tcont\r\nB: 2\r\n\r\nbody\r\n");
+        assert_eq!(h, [&b"A: 1\r\n\tcont\r\n"[..], b"B: 2\r\n"]);
+        assert_eq!(b, b"body\r\n");
+        let (h, b) = split_message(b"A: 1\nB: 2\n");
+        assert_eq!((h.len(), b), (2, &b""[..]));
+    }
+
+    #[test]
+    fn instances() {
+        assert_eq!(parse_instance(b"1"), Ok(1));
+        assert_eq!(parse_instance(b"50"), Ok(50));
+        assert_eq!(parse_instance(b"51").unwrap_err(), "instance i=51 above 50");
+        assert_eq!(parse_instance(b"0").unwrap_err(), "invalid instance i=0");
+        assert_eq!(parse_instance(b"").unwrap_err(), "invalid instance i=");
+        assert_eq!(parse_instance(b"x1").unwrap_err(), "invalid instance i=x1");
+        assert_eq!(parse_instance(b"9999").unwrap_err(), "invalid instance i=9999");
+    }
+}
