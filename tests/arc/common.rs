@@ -251,3 +251,30 @@ pub fn failed(n: u32, reason: &str, domains: &[&str]) -> ArcResult {
         dns_temporary: false,
     }
 }
+
+/// A spool header carrying `msg`'s header fields (envelope from the spec example, client
+/// 192.0.2.10), and the body.
+pub fn spool_message(msg: &[u8]) -> (spoolsift::spool::SpoolHeader, Vec<u8>) {
+    use spoolsift::spool::{HeaderFlag, HeaderLine, HeaderSection, OptionLine, SpoolHeader};
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/spec-example/1xXORz-0000000058C-2p8L-H");
+    let mut h = SpoolHeader::read(Path::new(fixture)).unwrap();
+    let (fields, body) = split_message(msg);
+    let mut have_id = false;
+    let lines = fields
+        .iter()
+        .map(|t| {
+            let text = String::from_utf8_lossy(t).replace("\r\n", "\n");
+            let name = &text[..text.find(':').unwrap()];
+            let flag = HeaderFlag::for_name(name.as_bytes(), have_id);
+            have_id |= flag == HeaderFlag::MessageId;
+            HeaderLine::from_text(flag, text.as_bytes()).unwrap()
+        })
+        .collect();
+    h.headers = HeaderSection::new(lines);
+    let body = body.to_vec();
+    h.options.set(OptionLine::with_value(
+        "body_linecount",
+        body.iter().filter(|&&b| b == b'\n').count().to_string().as_bytes(),
+    ));
+    (h, body)
+}
