@@ -3,6 +3,7 @@
 #[path = "arc/common.rs"]
 mod common;
 
+use std::path::Path;
 use std::process::{Command, Output};
 
 use common::*;
@@ -93,6 +94,46 @@ fn usage_errors() {
         format!(
             "spoolsift arc-verify: {}: the top level must be a JSON object (name → TXT value)\n",
             records.display()
+        )
+    );
+}
+
+#[test]
+fn check_config_reads_the_seal_key() {
+    let mut w = World::new();
+    let key = w.rsa_key("cfg.example", "k", 2048);
+    let small = Key::rsa(w.path(), "small", 1024);
+    let p = w.path().join("arc.toml");
+    let write = |key_file: &Path| {
+        let text = format!(
+            "name = \"arc\"\n[stages.arc]\ntxt_records = \"{}\"\n\n[stages.arc.seal]\ndomain = \"cfg.example\"\nselector = \"k\"\nkey_file = \"{}\"\n",
+            w.records.display(),
+            key_file.display()
+        );
+        std::fs::write(&p, text).unwrap();
+    };
+    write(&key.pkcs8);
+    let o = spoolsift(&["check-config", p.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    write(&small.pkcs8);
+    let o = spoolsift(&["check-config", p.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8(o.stderr).unwrap(),
+        format!(
+            "invalid: {}:5: [stages.arc.seal]: {}: RSA sealing keys must have at least 2048 bits\n",
+            p.display(),
+            small.pkcs8.display()
+        )
+    );
+    write(&w.path().join("absent.pem"));
+    let o = spoolsift(&["check-config", p.to_str().unwrap()]);
+    assert_eq!(
+        String::from_utf8(o.stderr).unwrap(),
+        format!(
+            "invalid: {}:5: [stages.arc.seal]: key_file {}: No such file or directory (os error 2)\n",
+            p.display(),
+            w.path().join("absent.pem").display()
         )
     );
 }

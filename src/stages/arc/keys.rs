@@ -136,11 +136,12 @@ impl PrivateKey {
         let end = start + text[start..].find("-----END PRIVATE KEY-----").ok_or("unterminated PEM block")?;
         let b64: String = text[start..end].chars().filter(|c| !c.is_whitespace()).collect();
         let der = base64::engine::general_purpose::STANDARD.decode(b64).map_err(|_| "PEM body is not base64")?;
-        if let Ok(k) = signature::RsaKeyPair::from_pkcs8(&der) {
-            if k.public().modulus_len() * 8 < 2048 {
-                return Err("RSA sealing keys must have at least 2048 bits".into());
-            }
-            return Ok(PrivateKey::Rsa(k));
+        match signature::RsaKeyPair::from_pkcs8(&der) {
+            Ok(k) if k.public().modulus_len() * 8 >= 2048 => return Ok(PrivateKey::Rsa(k)),
+            // ring refuses to sign with smaller RSA keys, which is right for new signatures.
+            Ok(_) => return Err("RSA sealing keys must have at least 2048 bits".into()),
+            Err(e) if e.to_string() == "TooSmall" => return Err("RSA sealing keys must have at least 2048 bits".into()),
+            Err(_) => {}
         }
         signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der)
             .map(PrivateKey::Ed25519)
