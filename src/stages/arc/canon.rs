@@ -73,6 +73,9 @@ pub fn header(canon: Canon, text: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Canonical bytes are collected into pieces of this size before they are hashed.
+const BUF: usize = 8192;
+
 /// The body hash of one `(canonicalization, l=)` pair, fed the CRLF body in chunks of any size.
 pub struct BodyHasher {
     canon: Canon,
@@ -94,7 +97,7 @@ impl BodyHasher {
             limit,
             emitted: 0,
             context: digest::Context::new(&digest::SHA256),
-            buf: Vec::with_capacity(8192),
+            buf: Vec::with_capacity(BUF),
             empty_lines: 0,
             line_has_content: false,
             pending_space: false,
@@ -106,10 +109,14 @@ impl BodyHasher {
         let room = self.limit.map_or(bytes.len() as u64, |l| l.saturating_sub(self.emitted));
         let take = &bytes[..bytes.len().min(usize::try_from(room).unwrap_or(usize::MAX))];
         self.emitted += take.len() as u64;
-        self.buf.extend_from_slice(take);
-        if self.buf.len() >= 8192 {
+        if self.buf.len() + take.len() > BUF {
             self.context.update(&self.buf);
             self.buf.clear();
+        }
+        if take.len() >= BUF {
+            self.context.update(take);
+        } else {
+            self.buf.extend_from_slice(take);
         }
     }
 
@@ -141,19 +148,36 @@ impl BodyHasher {
     }
 
     pub fn update(&mut self, chunk: &[u8]) {
-        for &b in chunk {
-            if std::mem::take(&mut self.pending_cr) {
-                if b == b'\n' {
-                    self.end_line();
+        let mut i = 0;
+        while i < chunk.len() {
+            // Inside a line, with nothing pending, a run of ordinary bytes goes out as it is.
+            if self.line_has_content && !self.pending_space && !self.pending_cr {
+                let relaxed = self.canon == Canon::Relaxed;
+                let run =
+                    chunk[i..].iter().position(|&b| b == b'\r' || (relaxed && is_wsp(b))).unwrap_or(chunk.len() - i);
+                if run > 0 {
+                    self.emit(&chunk[i..i + run]);
+                    i += run;
                     continue;
                 }
-                self.content(b'\r');
             }
-            if b == b'\r' {
-                self.pending_cr = true;
-            } else {
-                self.content(b);
+            self.byte(chunk[i]);
+            i += 1;
+        }
+    }
+
+    fn byte(&mut self, b: u8) {
+        if std::mem::take(&mut self.pending_cr) {
+            if b == b'\n' {
+                self.end_line();
+                return;
             }
+            self.content(b'\r');
+        }
+        if b == b'\r' {
+            self.pending_cr = true;
+        } else {
+            self.content(b);
         }
     }
 
@@ -242,5 +266,62 @@ mod tests {
         assert_eq!(parse_c(Some(b"simple/relaxed")), Ok((Canon::Simple, Canon::Relaxed)));
         assert!(parse_c(Some(b"relaxed/")).is_err());
         assert!(parse_c(Some(b"Relaxed")).is_err());
+    }
+
+    /// RFC 6376 §3.4.3/§3.4.4 written the obvious way, over whole lines, to check the streaming
+    /// state machine against.
+    fn reference(canon: Canon, body: &[u8]) -> Vec<u8> {
+        let mut lines: Vec<Vec<u8>> = Vec::new();
+        let mut rest = body;
+        while !rest.is_empty() {
+            match rest.windows(2).position(|w| w == b"\r\n") {
+                Some(p) => {
+                    lines.push(rest[..p].to_vec());
+                    rest = &rest[p + 2..];
+                }
+                None => {
+                    lines.push(rest.to_vec());
+                    rest = &[];
+                }
+            }
+        }
+        if canon == Canon::Relaxed {
+            for l in &mut lines {
+                let mut out = Vec::new();
+                let mut ws = false;
+                for &b in l.iter() {
+                    if b == b' ' || b == b'\t' {
+                        ws = true;
+                    } else {
+                        if ws {
+                            out.push(b' ');
+                        }
+                        ws = false;
+                        out.push(b);
+                    }
+                }
+                *l = out;
+            }
+        }
+        while lines.last().is_some_and(|l| l.is_empty()) {
+            lines.pop();
+        }
+        let mut out: Vec<u8> = lines.iter().flat_map(|l| l.iter().copied().chain(*b"\r\n")).collect();
+        if canon == Canon::Simple && out.is_empty() {
+            out.extend_from_slice(b"\r\n");
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn streaming_matches_the_reference(
+            body in proptest::collection::vec(proptest::sample::select(&b"ab \t\r\n"[..]), 0..64),
+            chunk in 1usize..9,
+        ) {
+            for canon in [Canon::Simple, Canon::Relaxed] {
+                proptest::prop_assert_eq!(super::tests::body(canon, &body, chunk), sha(&reference(canon, &body)));
+            }
+        }
     }
 }
