@@ -6,7 +6,11 @@
 #   * swaks (SMTP client for fixtures) and lmdb-utils (mdb_stat/mdb_dump to inspect state stores),
 #   * clamav-daemon (clamd) for the ClamAV stage's tests; they run their own clamd with a
 #     signature DB written at run time (scripts/clamd-test.sh), so no freshclam download;
-#     clamdscan for its --ping, which clamd-test.sh uses to wait until clamd answers.
+#     clamdscan for its --ping, which clamd-test.sh uses to wait until clamd answers,
+#   * python3-dkim (dkimpy; its ARC code needs python3-authres, Ed25519 python3-nacl) to sign and
+#     verify ARC chains against our implementation, and
+#     dnsmasq as a real DNS server on a loopback port for the ARC key lookups (the tests start
+#     their own; the package's service is not needed).
 # Must run as root. Safe to run again: nothing is installed or created twice, and the package
 # lists are refreshed only when a wanted package has no install candidate.
 #
@@ -26,6 +30,7 @@ PACKAGES=(
   libidn-dev libidn2-dev
   swaks lmdb-utils adduser
   clamav-daemon clamdscan
+  python3-dkim python3-authres python3-nacl dnsmasq
 )
 
 if [[ $(id -u) -ne 0 ]]; then

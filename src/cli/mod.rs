@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod arc_verify;
 pub mod check_config;
 pub mod inspect;
 pub mod quarantine;
@@ -23,6 +24,8 @@ enum Command {
     Scan(scan::Args),
     /// The daemon: take messages from a queuefile directory, scan, act, re-queue.
     Watch(watch::Args),
+    /// Validate the ARC chain (RFC 8617) of raw messages or spool -H files.
+    ArcVerify(arc_verify::Args),
     /// Validate pipeline definitions.
     CheckConfig(check_config::Args),
     /// List, show, release or delete quarantined messages.
@@ -50,6 +53,7 @@ pub fn run() -> i32 {
         Command::Inspect(a) => inspect::run(&a),
         Command::Scan(a) => scan::run(&a),
         Command::Watch(a) => watch::run(&a),
+        Command::ArcVerify(a) => arc_verify::run(&a),
         Command::CheckConfig(a) => check_config::run(&a),
         Command::Quarantine(a) => quarantine::run(&a),
     }

@@ -74,7 +74,9 @@ fn lock_work_dir(root: &Path) -> std::io::Result<std::fs::File> {
     }
 }
 
-fn load(args: &Args) -> Result<(PipelineConfig, Vec<Box<dyn crate::stages::Stage>>), String> {
+type Loaded = (PipelineConfig, Vec<Box<dyn crate::stages::Stage>>, Option<crate::stages::arc::Sealer>);
+
+fn load(args: &Args) -> Result<Loaded, String> {
     let mut cfg = match &args.pipeline {
         Some(path) => PipelineConfig::load(path).map_err(|e| e.to_string())?,
         None => PipelineConfig::embedded(),
@@ -119,7 +121,8 @@ fn load(args: &Args) -> Result<(PipelineConfig, Vec<Box<dyn crate::stages::Stage
             "watch needs [intake] and [requeue] sections (or --queuefile-dir, --work-dir and --spool-dir)".into()
         );
     }
-    Ok((cfg, stages))
+    let sealer = pipeline::build::arc_sealer(&cfg).map_err(|e| e.to_string())?;
+    Ok((cfg, stages, sealer))
 }
 
 /// The backlog gauges: pairs in the intake plus claims in the journal (deferred, or interrupted),
@@ -157,7 +160,7 @@ pub fn run(args: &Args) -> i32 {
 }
 
 fn serve(args: &Args) -> Result<(), String> {
-    let (cfg, stages) = load(args)?;
+    let (cfg, stages, sealer) = load(args)?;
     let intake_cfg = cfg.intake.clone().expect("checked by load");
     let rq = cfg.requeue.clone().expect("checked by load");
     let _lock = lock_work_dir(&intake_cfg.work_directory).map_err(|e| e.to_string())?;
@@ -203,6 +206,7 @@ fn serve(args: &Args) -> Result<(), String> {
     engine.verdicts = verdict_db;
     engine.transform = Transform { marker, ..Transform::default() };
     engine.kicker = rq.kick.then_some(kicker);
+    engine.sealer = sealer;
     engine.retention_secs = rq.dedupe_retention_secs;
     for note in engine.recover().map_err(|e| format!("recovery: {e}"))? {
         eprintln!("spoolsift: recovery: {note}");
@@ -261,9 +265,10 @@ fn serve(args: &Args) -> Result<(), String> {
     while !stop.load(Ordering::Relaxed) {
         if reload.swap(false, Ordering::Relaxed) {
             match load(args) {
-                Ok((cfg, stages)) => {
+                Ok((cfg, stages, sealer)) => {
                     engine.pipeline = cfg;
                     engine.stages = stages;
+                    engine.sealer = sealer;
                     engine.stages.iter().for_each(|s| metrics.register_stage(s.name()));
                     eprintln!("spoolsift: reloaded the pipeline");
                 }

@@ -6,6 +6,10 @@
 
 use std::collections::BTreeMap;
 
+pub mod resolver;
+
+pub use resolver::{DnsTxt, ResolverSettings};
+
 /// Why a TXT lookup gave no records.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "error", content = "reason", rename_all = "snake_case")]

@@ -3,6 +3,8 @@
 use serde::de::DeserializeOwned;
 
 use super::config::{ConfigError, PipelineConfig};
+use crate::dns::{DnsTxt, ResolverSettings, StaticTxt, TxtLookup};
+use crate::stages::arc::{ArcConfig, ArcStage, Sealer};
 use crate::stages::clamav::ClamavStage;
 use crate::stages::content::ContentScanner;
 use crate::stages::dcc::DccStage;
@@ -30,10 +32,45 @@ pub fn stages(cfg: &PipelineConfig) -> Result<Vec<Box<dyn Stage>>, ConfigError> 
         let stage: Box<dyn Stage> = match name.as_str() {
             "content" => Box::new(ContentScanner::new(settings(cfg, name, table)?).map_err(|e| fail(e.to_string()))?),
             "clamav" => Box::new(ClamavStage::new(settings(cfg, name, table)?).map_err(fail)?),
+            "arc" => {
+                let config: ArcConfig = settings(cfg, name, table)?;
+                arc_sealer(cfg)?;
+                Box::new(arc_stage(&config).map_err(fail)?)
+            }
             "dcc" => Box::new(DccStage::new(settings(cfg, name, table)?).map_err(|e| fail(e.to_string()))?),
             other => return Err(cfg.error(&section, format!("unknown stage [stages.{other}]"))),
         };
         out.push(stage);
     }
     Ok(out)
+}
+
+/// The ARC stage: key records from the configured records file, or DNS through hickory.
+fn arc_stage(config: &ArcConfig) -> Result<ArcStage, String> {
+    let dns: Box<dyn TxtLookup> = match &config.txt_records {
+        Some(path) => {
+            let bytes = std::fs::read(path).map_err(|e| format!("txt_records {}: {e}", path.display()))?;
+            Box::new(StaticTxt::from_json(&bytes).map_err(|e| format!("txt_records {}: {e}", path.display()))?)
+        }
+        None => Box::new(DnsTxt::new(&ResolverSettings {
+            nameservers: config.nameserver_addrs()?,
+            timeout: config.dns_timeout(),
+            attempts: config.dns_attempts,
+        })?),
+    };
+    // Every key lookup may take its full timeout on each attempt; a few lookups per message.
+    let budget = config.dns_timeout() * (config.dns_attempts.max(1) as u32) * 4 + std::time::Duration::from_secs(5);
+    Ok(ArcStage::new(dns, config.on_dns_failure, budget))
+}
+
+/// The ARC sealer of `[stages.arc.seal]`, if the arc stage is on and has one. Reads the key file.
+pub fn arc_sealer(cfg: &PipelineConfig) -> Result<Option<Sealer>, ConfigError> {
+    let Some(table) = cfg.stages.get("arc").filter(|t| PipelineConfig::stage_enabled(t)) else {
+        return Ok(None);
+    };
+    let config: ArcConfig = settings(cfg, "arc", table)?;
+    let Some(seal) = config.seal else { return Ok(None) };
+    let fail = |e: String| cfg.error("[stages.arc.seal]", format!("[stages.arc.seal]: {e}"));
+    let pem = std::fs::read(&seal.key_file).map_err(|e| fail(format!("key_file {}: {e}", seal.key_file.display())))?;
+    Sealer::new(&seal, &pem).map(Some).map_err(fail)
 }

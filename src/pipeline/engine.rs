@@ -24,6 +24,7 @@ use crate::intake::queuefile::QueuefileDir;
 use crate::requeue::{self, BodyPlan, Decision as IdDecision, Kicker, TargetSpool, Transform};
 use crate::sinks::quarantine::QuarantineStore;
 use crate::spool::{DataFile, IdMinter, MessageId, MessageView, OptionLine, SpoolError, SpoolHeader};
+use crate::stages::arc::{cv_of, Sealer};
 use crate::stages::Stage;
 use crate::state::journal::now_secs;
 use crate::state::verdicts::{VerdictDb, VerdictEntry};
@@ -139,6 +140,8 @@ pub struct Engine<'e> {
     pub quarantine: QuarantineStore,
     /// Where verdicts go for Exim's `lmdb` lookup, and for how long.
     pub verdicts: Option<(VerdictDb, u64)>,
+    /// Adds our ARC set to each re-queued message, after every other change (`[stages.arc.seal]`).
+    pub sealer: Option<Sealer>,
 }
 
 fn text(b: &[u8]) -> String {
@@ -169,6 +172,7 @@ impl<'e> Engine<'e> {
             kicker: None,
             retention_secs: 7 * 86400,
             verdicts: None,
+            sealer: None,
         }
     }
 
@@ -281,7 +285,7 @@ impl<'e> Engine<'e> {
         handled.stages = outcomes.iter().map(|o| (o.stage.clone(), outcome_word(o), o.elapsed.as_micros())).collect();
         Ok(match decision.action {
             Action::Deliver | Action::Hold => {
-                let header = self.annotate(header, &outcomes, &decision, &pending, &owed)?;
+                let header = self.annotate(header, &data, &outcomes, &decision, &pending, &owed)?;
                 Plan::Requeue { header: Box::new(header), owed, handled }
             }
             Action::Quarantine => {
@@ -305,6 +309,7 @@ impl<'e> Engine<'e> {
     fn annotate(
         &self,
         mut h: SpoolHeader,
+        body: &DataFile,
         outcomes: &[StageOutcome],
         decision: &Decision,
         pending: &[Vec<u8>],
@@ -315,6 +320,19 @@ impl<'e> Engine<'e> {
             .headers
             .apply(&mut h, &self.pipeline.authserv_id, outcomes, decision)
             .map_err(|e| SpoolError::whole_file(crate::spool::Reason::Io(e.to_string())))?;
+        if let Some(sealer) = &self.sealer {
+            // The seal covers the message as it leaves us, so it comes last; `cv` is what the arc
+            // stage found on the message as received. Without that stage's answer there is no cv.
+            let arc = outcomes.iter().find(|o| o.stage == "arc").and_then(|o| o.result.as_ref().ok());
+            let sealed = match arc {
+                Some(r) => sealer.seal_spool(&mut h, body, cv_of(&r.verdict), &self.pipeline.authserv_id),
+                None => Err("not sealed: no result from the arc stage".into()),
+            };
+            // An unsealed message is still a good message; say why and deliver it.
+            if let Err(why) = sealed {
+                eprintln!("spoolsift: {}: ARC {why}", h.id);
+            }
+        }
         for r in pending.iter().filter(|r| !owed.contains(r)) {
             h.non_recipients.insert(r);
         }

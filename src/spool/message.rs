@@ -67,6 +67,11 @@ impl<'a> MessageView<'a> {
         CrlfReader::new(self.reader())
     }
 
+    /// The body alone in wire form (bare LF as CRLF), streamed.
+    pub fn body_wire_reader(&self) -> CrlfReader<MessageReader<'a>> {
+        CrlfReader::new(MessageReader { head: Vec::new(), head_pos: 0, body: self.body, body_pos: 0 })
+    }
+
     /// Total length of `reader()`'s output.
     pub fn len(&self) -> u64 {
         self.header.headers.live_len() as u64 + 1 + self.body.body_len()

@@ -85,6 +85,7 @@ pub trait Stage: Send + Sync {
     }
 }
 
+pub mod arc;
 pub mod clamav;
 pub mod content;
 pub mod dcc;

@@ -1,0 +1,128 @@
+//! The arc stage inside the engine: a message arriving with a passing chain gets our
+//! Authentication-Results with `arc=pass`, and with sealing on, the re-queued `-H` carries our new
+//! set on top, which dkimpy and our verifier both accept.
+
+#[path = "arc/common.rs"]
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use spoolsift::intake::queuefile::QueuefileDir;
+use spoolsift::pipeline::engine::{Engine, WorkDirs};
+use spoolsift::pipeline::{build, PipelineConfig};
+use spoolsift::requeue::TargetSpool;
+use spoolsift::spool::{DataFile, MessageView, SpoolHeader};
+use spoolsift::state::{open_env, StateDb};
+
+/// Run the engine once over `qf` with `pipeline`, re-queueing into `spool/input`.
+fn run_engine(root: &Path, pipeline: &str) -> Vec<String> {
+    let cfg = PipelineConfig::parse(pipeline, Path::new("arc.toml")).unwrap();
+    let stages = build::stages(&cfg).unwrap();
+    let sealer = build::arc_sealer(&cfg).unwrap();
+    let dirs = WorkDirs::new(&root.join("work"));
+    dirs.create().unwrap();
+    let env = open_env(&dirs.state).unwrap();
+    let target = TargetSpool::new(&root.join("spool"), None).unwrap();
+    let intake = QueuefileDir::new(&root.join("qf"), Some(&target.input), Duration::from_secs(900));
+    let mut engine = Engine::new(cfg, stages, StateDb::new(&env).unwrap(), dirs, intake, target);
+    engine.sealer = sealer;
+    let batch = engine.claim_batch().unwrap();
+    assert_eq!(batch.len(), 1);
+    engine.process(batch).unwrap().iter().map(|h| h.log_line()).collect()
+}
+
+/// The one re-queued message: its header and its RFC 5322 bytes.
+fn requeued(root: &Path) -> (SpoolHeader, Vec<u8>) {
+    let input = root.join("spool/input");
+    let h_name = std::fs::read_dir(&input)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .find(|n| n.ends_with("-H"))
+        .expect("a re-queued -H");
+    let header = SpoolHeader::read(&input.join(&h_name)).unwrap();
+    let data = DataFile::open(&input.join(h_name.replace("-H", "-D")), &header.id).unwrap();
+    let bytes = MessageView::new(&header, &data).to_vec().unwrap();
+    (header, bytes)
+}
+
+fn drop_pair(root: &Path, msg: &[u8]) {
+    let (header, body) = spool_message(msg);
+    let qf = root.join("qf");
+    std::fs::create_dir_all(&qf).unwrap();
+    std::fs::create_dir_all(root.join("spool/input")).unwrap();
+    let mut data = format!("{}-D\n", header.id).into_bytes();
+    data.extend_from_slice(&body);
+    std::fs::write(qf.join(format!("{}-D", header.id)), data).unwrap();
+    std::fs::write(qf.join(format!("{}-H", header.id)), header.to_bytes()).unwrap();
+}
+
+fn value_of(h: &SpoolHeader, name: &str) -> Vec<String> {
+    h.headers.get(name.as_bytes()).map(|l| String::from_utf8(l.value()).unwrap()).collect()
+}
+
+#[test]
+fn passing_chain_is_reported_and_sealed() {
+    require_dkimpy();
+    let mut w = World::new();
+    let hop1 = w.rsa_key("hop1.example", "arc", 2048);
+    let ours = w.rsa_key("seal.example", "mx", 2048);
+    let incoming = w.dkimpy_sign(&message(), &hop1, "hop1.example", "arc", "mx.hop1.example", "none");
+    let root = w.path().join("engine");
+    drop_pair(&root, &incoming);
+    let pipeline = format!(
+        r#"
+name = "arc-engine"
+authserv_id = "mx.test.example"
+[stages.arc]
+txt_records = "{}"
+[stages.arc.seal]
+domain = "seal.example"
+selector = "mx"
+key_file = "{}"
+timestamp = {T}
+"#,
+        w.records.display(),
+        ours.pkcs8.display()
+    );
+    let lines = run_engine(&root, &pipeline);
+    assert_eq!(lines.len(), 1);
+    assert!(lines[0].contains("action=deliver stages=[arc=auth pass/"), "{}", lines[0]);
+
+    let (header, bytes) = requeued(&root);
+    let ours_ar = "mx.test.example; arc=pass (i=1) header.oldest-pass=0 smtp.remote-ip=192.0.2.10";
+    assert_eq!(value_of(&header, "Authentication-Results"), [ours_ar, "mx.hop1.example; none"]);
+    assert_eq!(value_of(&header, "ARC-Authentication-Results")[0], format!("i=2; {ours_ar}"));
+    // Prepended in the order AAR, AMS, AS: the seal ends on top.
+    let top: Vec<String> =
+        header.headers.live().take(4).map(|l| String::from_utf8_lossy(l.name()).into_owned()).collect();
+    assert_eq!(top, ["ARC-Seal", "ARC-Message-Signature", "ARC-Authentication-Results", "Authentication-Results"]);
+    assert!(value_of(&header, "ARC-Seal")[0]
+        .starts_with("i=2; a=rsa-sha256; cv=pass; d=seal.example; s=mx; t=1750000000; b="));
+
+    assert_eq!(w.ours(&bytes), pass(2, 0, &["hop1.example", "seal.example"]));
+    assert_eq!(w.dkimpy_verify(&bytes), (Some("pass".into()), "success".into()));
+}
+
+#[test]
+fn verify_only_reports_without_sealing() {
+    require_dkimpy();
+    let mut w = World::new();
+    let hop1 = w.rsa_key("hop1.example", "arc", 2048);
+    let incoming = w.dkimpy_sign(&message(), &hop1, "hop1.example", "arc", "mx.hop1.example", "none");
+    let root = w.path().join("engine");
+    drop_pair(&root, &replace_once(&incoming, "Hello Bob", "Hello Eve"));
+    let pipeline = format!(
+        "name = \"arc-engine\"\nauthserv_id = \"mx.test.example\"\n[stages.arc]\ntxt_records = \"{}\"\n",
+        w.records.display()
+    );
+    let lines = run_engine(&root, &pipeline);
+    assert!(lines[0].contains("action=deliver stages=[arc=auth fail/"), "{}", lines[0]);
+    let (header, _) = requeued(&root);
+    assert_eq!(
+        value_of(&header, "Authentication-Results")[0],
+        "mx.test.example; arc=fail (i=1 AMS body hash mismatch) smtp.remote-ip=192.0.2.10"
+    );
+    assert_eq!(value_of(&header, "ARC-Seal").len(), 1, "no new seal without [stages.arc.seal]");
+}
