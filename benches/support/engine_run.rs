@@ -5,8 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use spoolsift::intake::queuefile::QueuefileDir;
@@ -22,6 +21,15 @@ pub fn rss_kib(field: &str) -> u64 {
         .lines()
         .find_map(|l| l.strip_prefix(field).map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0)))
         .unwrap_or(0)
+}
+
+/// What the feeder and the engine loop share.
+#[derive(Default)]
+struct Feed {
+    /// When each message was dropped, by id.
+    dropped: HashMap<String, Instant>,
+    processed: usize,
+    feeding: bool,
 }
 
 pub struct EngineRun {
@@ -53,48 +61,57 @@ pub fn run_engine(
     let intake = QueuefileDir::new(&qf, Some(&target.input), Duration::from_secs(900));
     let mut engine = Engine::new(pipeline, stages, StateDb::new(&env).unwrap(), dirs, intake, target);
 
-    let dropped: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let processed = Arc::new(AtomicUsize::new(0));
-    let feeding = Arc::new(AtomicBool::new(true));
+    let feed: Arc<(Mutex<Feed>, Condvar)> = Arc::default();
+    feed.0.lock().unwrap().feeding = true;
     let feeder = {
-        let (dropped, processed, feeding) = (Arc::clone(&dropped), Arc::clone(&processed), Arc::clone(&feeding));
+        let feed = Arc::clone(&feed);
         let (corpus, qf, ids) = (corpus.to_path_buf(), qf.clone(), ids.to_vec());
         std::thread::spawn(move || {
+            let (lock, cv) = &*feed;
             for (i, (id, _)) in ids.iter().enumerate() {
-                // Keep a bounded backlog, as a real queue would have.
-                while i - processed.load(Ordering::Relaxed) > 1024 {
-                    std::thread::yield_now();
-                }
+                // Keep a bounded backlog, as a real queue would have. Waiting on the condition
+                // variable, not spinning: a spinning feeder takes a core from the engine and clamd.
+                drop(cv.wait_while(lock.lock().unwrap(), |f| i - f.processed > 1024).unwrap());
                 std::fs::hard_link(corpus.join(format!("{id}-H")), qf.join(format!("{id}-H"))).unwrap();
                 std::fs::hard_link(corpus.join(format!("{id}-D")), qf.join(format!("{id}-D"))).unwrap();
-                dropped.lock().unwrap().insert(id.to_string(), Instant::now());
+                let mut f = lock.lock().unwrap();
+                f.dropped.insert(id.to_string(), Instant::now());
+                cv.notify_all();
             }
-            feeding.store(false, Ordering::Relaxed);
+            lock.lock().unwrap().feeding = false;
+            cv.notify_all();
         })
     };
+    let (lock, cv) = &*feed;
     let start = Instant::now();
     let mut latencies = Vec::with_capacity(ids.len());
     let (mut rss_a, mut rss_b) = (0, 0);
-    while processed.load(Ordering::Relaxed) < ids.len() {
+    let mut processed = 0;
+    while processed < ids.len() {
         let batch = engine.claim_batch().unwrap();
         if batch.is_empty() {
-            if !feeding.load(Ordering::Relaxed) && processed.load(Ordering::Relaxed) < ids.len() {
-                panic!("feeder done but only {} of {} processed", processed.load(Ordering::Relaxed), ids.len());
+            let f = lock.lock().unwrap();
+            if !f.feeding && f.dropped.len() == processed {
+                panic!("feeder done but only {processed} of {} processed", ids.len());
             }
-            std::thread::yield_now();
+            // Until the feeder drops something new; the timeout re-polls the directory in case
+            // a dropped pair was not complete yet when it was last listed.
+            drop(cv.wait_timeout_while(f, Duration::from_millis(10), |f| f.dropped.len() == processed).unwrap());
             continue;
         }
         let handled = engine.process(batch).unwrap();
         let now = Instant::now();
-        let drops = dropped.lock().unwrap();
+        let mut f = lock.lock().unwrap();
         for h in &handled {
-            latencies.push(now - drops[&h.original_id]);
+            latencies.push(now - f.dropped[&h.original_id]);
             on_handled(h);
         }
-        drop(drops);
-        let done = processed.fetch_add(handled.len(), Ordering::Relaxed) + handled.len();
+        f.processed += handled.len();
+        processed = f.processed;
+        cv.notify_all();
+        drop(f);
         let rss = rss_kib("VmRSS:");
-        if done < ids.len() / 2 {
+        if processed < ids.len() / 2 {
             rss_a = rss_a.max(rss);
         } else {
             rss_b = rss_b.max(rss);
