@@ -167,15 +167,37 @@ fn stage_alone(stage: &dyn Stage, messages: &[Message], threads: usize) -> Timed
     })
 }
 
-fn row(what: &str, threads: &str, rate: Option<f64>, p50: f64, p99: f64) {
+/// CPU seconds (user + system) a process has used so far: `self` or a pid.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which is in parentheses and may hold blanks.
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
+    // SAFETY: sysconf has no preconditions.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// CPU used by this process and by clamd during `f`.
+fn with_cpu<T>(clamd_pid: Option<&str>, f: impl FnOnce() -> T) -> (T, f64, Option<f64>) {
+    let (own, theirs) = (cpu_seconds("self"), clamd_pid.map(cpu_seconds));
+    let out = f();
+    (out, cpu_seconds("self") - own, clamd_pid.map(cpu_seconds).zip(theirs).map(|(b, a)| b - a))
+}
+
+fn row(what: &str, threads: &str, rate: Option<f64>, p50: f64, p99: f64, cpu: Option<(f64, Option<f64>)>) {
     let rate = rate.map_or("-".to_string(), |r| format!("{r:.0}"));
-    println!("{what:<34} {threads:>6} {rate:>9} {p50:>9.2} {p99:>9.2}");
+    let (own, clamd) = match cpu {
+        Some((own, clamd)) => (format!("{own:.1}"), clamd.map_or("-".to_string(), |c| format!("{c:.1}"))),
+        None => ("-".to_string(), "-".to_string()),
+    };
+    println!("{what:<34} {threads:>6} {rate:>9} {p50:>9.2} {p99:>9.2} {own:>8} {clamd:>8}");
 }
 
 fn main() {
     let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
     let mut n = 2_000;
     let mut clamd: Option<String> = None;
+    let mut clamd_pid: Option<String> = None;
     let mut base = PathBuf::from("/dev/shm");
     let mut connections = ClamavConfig::default().max_connections_per_server;
     while let Some(a) = args.next() {
@@ -183,9 +205,10 @@ fn main() {
             "--messages" => n = args.next().and_then(|v| v.parse().ok()).expect("--messages N"),
             "--clamd" => clamd = Some(args.next().expect("--clamd unix:/path or tcp:host:port")),
             "--dir" => base = PathBuf::from(args.next().expect("--dir PATH")),
+            "--clamd-pid" => clamd_pid = Some(args.next().expect("--clamd-pid PID")),
             "--connections" => connections = args.next().and_then(|v| v.parse().ok()).expect("--connections N"),
             "--help" | "-h" => {
-                println!("stages --clamd unix:/path|tcp:host:port [--messages N] [--dir PATH] [--connections N]");
+                println!("stages --clamd unix:/path|tcp:host:port [--clamd-pid PID] [--messages N] [--dir PATH] [--connections N]");
                 println!("  (defaults: 2000 messages, /dev/shm, the clamav stage's connections per server)");
                 return;
             }
@@ -212,27 +235,34 @@ fn main() {
          {}, clamd {clamd}, {connections} connections per server, dccifd double, {cores} cores",
         base.display()
     );
-    println!("{:<34} {:>6} {:>9} {:>9} {:>9}", "run", "conc", "msg/s", "p50 ms", "p99 ms");
+    println!("CPU: seconds used during the run by this process (stages, engine, dccifd double) and by clamd");
+    println!(
+        "{:<34} {:>6} {:>9} {:>9} {:>9} {:>8} {:>8}",
+        "run", "conc", "msg/s", "p50 ms", "p99 ms", "own CPU", "clamd CPU"
+    );
+    let pid = clamd_pid.as_deref();
 
     let config = pipeline(&clamd, connections, &dccifd.address);
     for stage in spoolsift::pipeline::build::stages(&config).unwrap() {
-        let t = stage_alone(stage.as_ref(), &messages, connections);
+        let (t, own, clamd) = with_cpu(pid, || stage_alone(stage.as_ref(), &messages, connections));
         row(
             &format!("{} stage alone", stage.name()),
             &connections.to_string(),
             Some(t.rate),
             t.percentile_ms(50),
             t.percentile_ms(99),
+            Some((own, clamd)),
         );
     }
 
-    let alone = drive(connections, n, |i| instream(&clamd_endpoint, &wire[i]));
+    let (alone, own, clamd) = with_cpu(pid, || drive(connections, n, |i| instream(&clamd_endpoint, &wire[i])));
     row(
         "clamd alone (zINSTREAM loop)",
         &connections.to_string(),
         Some(alone.rate),
         alone.percentile_ms(50),
         alone.percentile_ms(99),
+        Some((own, clamd)),
     );
 
     let mut in_engine: BTreeMap<String, Vec<Duration>> = BTreeMap::new();
@@ -243,13 +273,15 @@ fn main() {
             in_engine.entry(stage.clone()).or_default().push(Duration::from_micros(*us as u64));
         }
     };
-    let run = engine_run::run_engine(&corpus_dir, &ids, &root.path().join("engine"), config, &mut check);
+    let (run, own, clamd) =
+        with_cpu(pid, || engine_run::run_engine(&corpus_dir, &ids, &root.path().join("engine"), config, &mut check));
     row(
         "engine, all stages (drop→re-queue)",
         "-",
         Some(run.rate),
         run.p50.as_secs_f64() * 1e3,
         run.p99.as_secs_f64() * 1e3,
+        Some((own, clamd)),
     );
     for (stage, mut latencies) in in_engine {
         latencies.sort();
@@ -259,6 +291,7 @@ fn main() {
             None,
             percentile_ms(&latencies, 50),
             percentile_ms(&latencies, 99),
+            None,
         );
     }
     println!(
