@@ -20,4 +20,5 @@ trap stop_clamd EXIT
 # The Rust build first, so clamd does not sit idle (and no compile competes with the bench).
 cargo bench --bench stages --no-run
 bash scripts/clamd-test.sh start --dir "$clamd_dir" >/dev/null
-cargo bench --bench stages -- --messages "${2:-2000}" --clamd "unix:$clamd_dir/clamd.sock"
+cargo bench --bench stages -- --messages "${2:-2000}" --clamd "unix:$clamd_dir/clamd.sock" \
+  --clamd-pid "$(cat "$clamd_dir/clamd.pid")"
