@@ -201,6 +201,7 @@ fn main() {
     let mut base = PathBuf::from("/dev/shm");
     let mut connections = ClamavConfig::default().max_connections_per_server;
     let mut engine_only = false;
+    let mut batch = spoolsift::pipeline::config::BatchConfig::default().max_messages;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--messages" => n = args.next().and_then(|v| v.parse().ok()).expect("--messages N"),
@@ -209,12 +210,14 @@ fn main() {
             "--clamd-pid" => clamd_pid = Some(args.next().expect("--clamd-pid PID")),
             "--connections" => connections = args.next().and_then(|v| v.parse().ok()).expect("--connections N"),
             "--engine-only" => engine_only = true,
+            "--batch" => batch = args.next().and_then(|v| v.parse().ok()).expect("--batch N"),
             "--help" | "-h" => {
                 println!(
                     "stages --clamd unix:/path|tcp:host:port [--clamd-pid PID] [--messages N] [--dir PATH] \
-                     [--connections N] [--engine-only]"
+                     [--connections N] [--batch N] [--engine-only]"
                 );
-                println!("  (defaults: 2000 messages, /dev/shm, the clamav stage's connections per server;");
+                println!("  (defaults: 2000 messages, /dev/shm, the clamav stage's connections per server, the");
+                println!("  pipeline's default batch size;");
                 println!("  --engine-only skips the runs without the engine, e.g. to profile the engine alone)");
                 return;
             }
@@ -238,7 +241,7 @@ fn main() {
 
     println!(
         "stages: {n} messages (default 2000, since clamd is slow), mixed corpus ({wire_mib:.0} MiB in wire form), \
-         {}, clamd {clamd}, {connections} connections per server, dccifd double, {cores} cores",
+         {}, clamd {clamd}, {connections} connections per server, dccifd double, engine batches of {batch}, {cores} cores",
         base.display()
     );
     println!("CPU: seconds used during the run by this process (stages, engine, dccifd double) and by clamd");
@@ -248,7 +251,8 @@ fn main() {
     );
     let pid = clamd_pid.as_deref();
 
-    let config = pipeline(&clamd, connections, &dccifd.address);
+    let mut config = pipeline(&clamd, connections, &dccifd.address);
+    config.batch.max_messages = batch;
     let stages = if engine_only { Vec::new() } else { spoolsift::pipeline::build::stages(&config).unwrap() };
     for stage in stages {
         let (t, own, clamd) = with_cpu(pid, || stage_alone(stage.as_ref(), &messages, connections));
