@@ -3,7 +3,7 @@
 //! the same corpus. Run with `scripts/bench.sh`, which starts the clamd (or `cargo bench --bench
 //! stages -- --clamd unix:/path/clamd.sock`).
 //!
-//! Rows of the table:
+//! Rows of the table (after one untimed pass that warms clamd up):
 //! * each stage alone: its `check` over the corpus from as many threads as clamav has connections
 //!   per server;
 //! * clamd alone: a plain zINSTREAM loop over the corpus in wire form (held in memory), with the
@@ -250,6 +250,18 @@ fn main() {
         "run", "conc", "msg/s", "p50 ms", "p99 ms", "own CPU", "clamd CPU"
     );
     let pid = clamd_pid.as_deref();
+
+    // A freshly started clamd scans its first pass over the corpus at a third of its later rate
+    // (and several times the CPU), whichever run comes first; so one pass before any timed run.
+    let (warm, own, clamd_cpu) = with_cpu(pid, || drive(connections, n, |i| instream(&clamd_endpoint, &wire[i])));
+    row(
+        "clamd warm-up (not compared)",
+        &connections.to_string(),
+        Some(warm.rate),
+        warm.percentile_ms(50),
+        warm.percentile_ms(99),
+        Some((own, clamd_cpu)),
+    );
 
     let mut config = pipeline(&clamd, connections, &dccifd.address);
     config.batch.max_messages = batch;
