@@ -1,9 +1,26 @@
 #!/usr/bin/env bash
 # Benchmarks, printed as tables (never timed assertions in tests):
-#   the engine with the built-in scanner on tmpfs and on the real disk, next to the disk's raw rate
-#   for the same write pattern. Usage: scripts/bench.sh [MESSAGES]   (default 10000);
-#   ARC verification time per message (1 and 3 RSA-2048 sets, 2 KB and 100 KB bodies).
+#   1. the engine with the built-in scanner on tmpfs and on the real disk, next to the disk's raw
+#      rate for the same write pattern;
+#   2. the network stages: per-stage latency with a real clamd (started here, with the test
+#      signature DB, and stopped at the end) and the dccifd double, and the engine's rate with
+#      every stage on next to clamd's own rate on the same corpus;
+#   3. ARC verification time per message (1 and 3 RSA-2048 sets, 2 KB and 100 KB bodies).
+# Usage: scripts/bench.sh [MESSAGES] [STAGE_MESSAGES]   (defaults 10000 and 2000; clamd is slow)
+# Needs clamd and clamdscan (scripts/install-test-deps.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo bench --bench engine -- --messages "${1:-10000}" --dir tmpfs=/dev/shm --dir disk=target
 cargo bench --bench arc
+
+clamd_dir=$(mktemp -d "${TMPDIR:-/tmp}/spoolsift-bench-clamd.XXXXXX")
+stop_clamd() {
+  bash scripts/clamd-test.sh stop --dir "$clamd_dir" || true
+  rm -rf "$clamd_dir"
+}
+trap stop_clamd EXIT
+# The Rust build first, so clamd does not sit idle (and no compile competes with the bench).
+cargo bench --bench stages --no-run
+bash scripts/clamd-test.sh start --dir "$clamd_dir" >/dev/null
+cargo bench --bench stages -- --messages "${2:-2000}" --clamd "unix:$clamd_dir/clamd.sock" \
+  --clamd-pid "$(cat "$clamd_dir/clamd.pid")"

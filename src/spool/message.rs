@@ -146,9 +146,23 @@ impl<R: Read> Read for CrlfReader<R> {
                 return Ok(0);
             }
         }
+        // Copy up to the next LF in one go: the bytes between line ends are most of a message, and
+        // a byte-at-a-time loop here cost as much CPU as sending the message to clamd.
         while n < out.len() && self.start < self.end {
-            let b = self.buf[self.start];
-            if b == b'\n' && !self.prev_cr {
+            let src = &self.buf[self.start..self.end.min(self.start + out.len() - n)];
+            let run = memchr::memchr(b'\n', src).unwrap_or(src.len());
+            out[n..n + run].copy_from_slice(&src[..run]);
+            if run > 0 {
+                self.prev_cr = src[run - 1] == b'\r';
+            }
+            n += run;
+            self.start += run;
+            if run == src.len() {
+                // Out of room or out of buffered input.
+                break;
+            }
+            // self.buf[self.start] is a LF.
+            if !self.prev_cr {
                 out[n] = b'\r';
                 n += 1;
                 if n == out.len() {
@@ -158,9 +172,9 @@ impl<R: Read> Read for CrlfReader<R> {
                     return Ok(n);
                 }
             }
-            out[n] = b;
+            out[n] = b'\n';
             n += 1;
-            self.prev_cr = b == b'\r';
+            self.prev_cr = false;
             self.start += 1;
         }
         Ok(n)
@@ -183,6 +197,55 @@ mod tests {
             all.extend_from_slice(&buf[..n]);
         }
         all
+    }
+
+    /// Hands out at most `step` bytes per read, so the adaptor refills mid-line and between a CR
+    /// and its LF.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.step).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    /// Every bare LF becomes CRLF, one byte at a time: what the adaptor must produce.
+    fn reference(input: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (i, &b) in input.iter().enumerate() {
+            if b == b'\n' && (i == 0 || input[i - 1] != b'\r') {
+                out.push(b'\r');
+            }
+            out.push(b);
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn crlf_adaptor_matches_the_bytewise_reference(
+            input in proptest::collection::vec(proptest::sample::select(vec![b'a', b'\r', b'\n']), 0..300),
+            step in 1usize..40,
+            out_chunk in 1usize..40,
+        ) {
+            let mut r = CrlfReader::new(Trickle { data: &input, step });
+            let mut all = Vec::new();
+            let mut buf = vec![0; out_chunk];
+            loop {
+                let n = r.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                all.extend_from_slice(&buf[..n]);
+            }
+            proptest::prop_assert_eq!(all, reference(&input));
+        }
     }
 
     #[test]

@@ -1,0 +1,345 @@
+//! Network-stage benchmark: per-stage latency of the content, clamav (a real clamd) and dcc (the
+//! dccifd test double) stages, and the engine's rate with all three on next to clamd's own rate on
+//! the same corpus. Run with `scripts/bench.sh`, which starts the clamd (or `cargo bench --bench
+//! stages -- --clamd unix:/path/clamd.sock`).
+//!
+//! Rows of the table (after one untimed pass that warms clamd up):
+//! * each stage alone: its `check` over the corpus from as many threads as clamav has connections
+//!   per server;
+//! * clamd alone: a plain zINSTREAM loop over the corpus in wire form (held in memory), with the
+//!   same number of connections: what clamd itself can do, the ceiling for the engine;
+//! * the real engine on tmpfs with all three stages (support/engine_run.rs), its drop-to-re-queue
+//!   latency, and each stage's latency inside it as the engine measured it;
+//! * the ratio of the engine's rate to clamd alone (the target is 0.95 or more).
+//!
+//! Every stage must answer clean for every message (the corpus has no test virus): an error or
+//! another verdict stops the bench, since a rate over failed scans would mean nothing.
+
+#[path = "support/corpus.rs"]
+mod corpus;
+// The dccifd double of the dcc stage's tests; the bench uses only its plain-reply mode.
+#[allow(dead_code)]
+#[path = "../tests/dcc/double.rs"]
+mod double;
+#[path = "support/engine_run.rs"]
+mod engine_run;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use spoolsift::pipeline::PipelineConfig;
+use spoolsift::spool::{DataFile, MessageId, MessageView, SpoolHeader};
+use spoolsift::stages::clamav::ClamavConfig;
+use spoolsift::stages::net::Endpoint;
+use spoolsift::stages::{Stage, Verdict};
+
+const DCC_REPLY: &str = "A\nA\nX-DCC-Bench-Metrics: bench 1; Body=1 Fuz1=1 Fuz2=1\n\n";
+
+/// Bytes per INSTREAM chunk in the plain loop: the clamav stage's default.
+fn chunk_size() -> usize {
+    ClamavConfig::default().chunk_size
+}
+
+/// Rate and sorted per-message latencies of one run.
+struct Timed {
+    rate: f64,
+    latencies: Vec<Duration>,
+}
+
+impl Timed {
+    fn percentile_ms(&self, p: usize) -> f64 {
+        percentile_ms(&self.latencies, p)
+    }
+}
+
+fn percentile_ms(sorted: &[Duration], p: usize) -> f64 {
+    sorted.get(sorted.len() * p / 100).or(sorted.last()).map_or(0.0, |d| d.as_secs_f64() * 1e3)
+}
+
+/// Run `work` once per message index from `threads` threads, each taking the next index.
+fn drive(threads: usize, n: usize, work: impl Fn(usize) + Sync) -> Timed {
+    let next = AtomicUsize::new(0);
+    let start = Instant::now();
+    let mut latencies: Vec<Duration> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= n {
+                            return mine;
+                        }
+                        let t = Instant::now();
+                        work(i);
+                        mine.push(t.elapsed());
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    latencies.sort();
+    Timed { rate, latencies }
+}
+
+/// One corpus message: its parsed `-H` and where its `-D` is.
+struct Message {
+    id: MessageId,
+    header: SpoolHeader,
+    data: PathBuf,
+}
+
+fn load(corpus: &Path, ids: &[(MessageId, u64)]) -> Vec<Message> {
+    ids.iter()
+        .map(|(id, _)| {
+            let bytes = std::fs::read(corpus.join(format!("{id}-H"))).unwrap();
+            let header = SpoolHeader::parse(&bytes, Some(id)).unwrap();
+            Message { id: id.clone(), header, data: corpus.join(format!("{id}-D")) }
+        })
+        .collect()
+}
+
+/// The message as clamd receives it from the clamav stage (headers, blank line, body; CRLF).
+fn wire_form(m: &Message) -> Vec<u8> {
+    let data = DataFile::open(&m.data, &m.id).unwrap();
+    let mut out = Vec::new();
+    MessageView::new(&m.header, &data).wire_reader().read_to_end(&mut out).unwrap();
+    out
+}
+
+/// One plain zINSTREAM exchange; panics unless clamd answers clean.
+fn instream(clamd: &Endpoint, message: &[u8]) {
+    let mut conn = clamd.connect(Duration::from_secs(5)).unwrap();
+    conn.set_read_timeout(Duration::from_secs(60)).unwrap();
+    conn.write_all(b"zINSTREAM\0").unwrap();
+    for chunk in message.chunks(chunk_size()) {
+        conn.write_all(&(chunk.len() as u32).to_be_bytes()).unwrap();
+        conn.write_all(chunk).unwrap();
+    }
+    conn.write_all(&0u32.to_be_bytes()).unwrap();
+    let mut reply = Vec::new();
+    let mut byte = [0u8; 1];
+    while conn.read(&mut byte).unwrap() == 1 && byte[0] != 0 {
+        reply.push(byte[0]);
+    }
+    assert_eq!(reply, b"stream: OK", "clamd: {}", String::from_utf8_lossy(&reply));
+}
+
+/// The pipeline under test: every stage on, the policy of the embedded pipeline.
+fn pipeline(clamd: &str, connections: usize, dccifd: &str) -> PipelineConfig {
+    let text = format!(
+        r#"name = "stage-bench"
+authserv_id = "bench.localhost"
+
+[stages.content]
+
+[stages.clamav]
+servers = ["{clamd}"]
+max_connections_per_server = {connections}
+
+[stages.dcc]
+address = "{dccifd}"
+
+[policy]
+clean = "deliver"
+infected = "quarantine"
+blocked = "quarantine"
+temporary_failure = "defer"
+permanent_failure = "hold"
+"#
+    );
+    PipelineConfig::parse(&text, Path::new("stage-bench.toml")).unwrap()
+}
+
+fn stage_alone(stage: &dyn Stage, messages: &[Message], threads: usize) -> Timed {
+    drive(threads, messages.len(), |i| {
+        let m = &messages[i];
+        let data = DataFile::open(&m.data, &m.id).unwrap();
+        match stage.check(&MessageView::new(&m.header, &data)) {
+            Ok(r) if r.verdict == Verdict::Clean => {}
+            other => panic!("{} on {}: {other:?}", stage.name(), m.id),
+        }
+    })
+}
+
+/// CPU seconds (user + system) a process has used so far: `self` or a pid.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which is in parentheses and may hold blanks.
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
+    // SAFETY: sysconf has no preconditions.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// CPU used by this process and by clamd during `f`.
+fn with_cpu<T>(clamd_pid: Option<&str>, f: impl FnOnce() -> T) -> (T, f64, Option<f64>) {
+    let (own, theirs) = (cpu_seconds("self"), clamd_pid.map(cpu_seconds));
+    let out = f();
+    (out, cpu_seconds("self") - own, clamd_pid.map(cpu_seconds).zip(theirs).map(|(b, a)| b - a))
+}
+
+fn row(what: &str, threads: &str, rate: Option<f64>, p50: f64, p99: f64, cpu: Option<(f64, Option<f64>)>) {
+    let rate = rate.map_or("-".to_string(), |r| format!("{r:.0}"));
+    let (own, clamd) = match cpu {
+        Some((own, clamd)) => (format!("{own:.1}"), clamd.map_or("-".to_string(), |c| format!("{c:.1}"))),
+        None => ("-".to_string(), "-".to_string()),
+    };
+    println!("{what:<34} {threads:>6} {rate:>9} {p50:>9.2} {p99:>9.2} {own:>8} {clamd:>8}");
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
+    let mut n = 2_000;
+    let mut clamd: Option<String> = None;
+    let mut clamd_pid: Option<String> = None;
+    let mut base = PathBuf::from("/dev/shm");
+    let mut connections = ClamavConfig::default().max_connections_per_server;
+    let mut engine_only = false;
+    let mut batch = spoolsift::pipeline::config::BatchConfig::default().max_messages;
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--messages" => n = args.next().and_then(|v| v.parse().ok()).expect("--messages N"),
+            "--clamd" => clamd = Some(args.next().expect("--clamd unix:/path or tcp:host:port")),
+            "--dir" => base = PathBuf::from(args.next().expect("--dir PATH")),
+            "--clamd-pid" => clamd_pid = Some(args.next().expect("--clamd-pid PID")),
+            "--connections" => connections = args.next().and_then(|v| v.parse().ok()).expect("--connections N"),
+            "--engine-only" => engine_only = true,
+            "--batch" => batch = args.next().and_then(|v| v.parse().ok()).expect("--batch N"),
+            "--help" | "-h" => {
+                println!(
+                    "stages --clamd unix:/path|tcp:host:port [--clamd-pid PID] [--messages N] [--dir PATH] \
+                     [--connections N] [--batch N] [--engine-only]"
+                );
+                println!("  (defaults: 2000 messages, /dev/shm, the clamav stage's connections per server, the");
+                println!("  pipeline's default batch size;");
+                println!("  --engine-only skips the runs without the engine, e.g. to profile the engine alone)");
+                return;
+            }
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    let Some(clamd) = clamd else {
+        eprintln!("stages: needs --clamd unix:/path/clamd.sock (scripts/bench.sh starts a clamd and passes it)");
+        std::process::exit(2);
+    };
+    let clamd_endpoint = Endpoint::parse(&clamd).expect("--clamd unix:/path or tcp:host:port");
+    let dccifd = double::Double::unix(double::Reply::text(DCC_REPLY));
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+
+    let root = tempfile::Builder::new().prefix("spoolsift-stagebench.").tempdir_in(&base).unwrap();
+    let corpus_dir = root.path().join("corpus");
+    let ids = corpus::generate(&corpus_dir, n, false);
+    let messages = load(&corpus_dir, &ids);
+    let wire: Vec<Vec<u8>> = messages.iter().map(wire_form).collect();
+    let wire_mib = wire.iter().map(|w| w.len()).sum::<usize>() as f64 / (1 << 20) as f64;
+
+    println!(
+        "stages: {n} messages (default 2000, since clamd is slow), mixed corpus ({wire_mib:.0} MiB in wire form), \
+         {}, clamd {clamd}, {connections} connections per server, dccifd double, engine batches of {batch}, {cores} cores",
+        base.display()
+    );
+    println!("CPU: seconds used during the run by this process (stages, engine, dccifd double) and by clamd");
+    println!(
+        "{:<34} {:>6} {:>9} {:>9} {:>9} {:>8} {:>8}",
+        "run", "conc", "msg/s", "p50 ms", "p99 ms", "own CPU", "clamd CPU"
+    );
+    let pid = clamd_pid.as_deref();
+
+    // A freshly started clamd scans its first pass over the corpus at a third of its later rate
+    // (and several times the CPU), whichever run comes first; so one pass before any timed run.
+    let (warm, own, clamd_cpu) = with_cpu(pid, || drive(connections, n, |i| instream(&clamd_endpoint, &wire[i])));
+    row(
+        "clamd warm-up (not compared)",
+        &connections.to_string(),
+        Some(warm.rate),
+        warm.percentile_ms(50),
+        warm.percentile_ms(99),
+        Some((own, clamd_cpu)),
+    );
+
+    let mut config = pipeline(&clamd, connections, &dccifd.address);
+    config.batch.max_messages = batch;
+    let stages = if engine_only { Vec::new() } else { spoolsift::pipeline::build::stages(&config).unwrap() };
+    for stage in stages {
+        let (t, own, clamd) = with_cpu(pid, || stage_alone(stage.as_ref(), &messages, connections));
+        row(
+            &format!("{} stage alone", stage.name()),
+            &connections.to_string(),
+            Some(t.rate),
+            t.percentile_ms(50),
+            t.percentile_ms(99),
+            Some((own, clamd)),
+        );
+    }
+
+    // clamd alone before and after the engine, the ratio against their mean: on a shared machine
+    // the rate drifts with the other load.
+    let clamd_alone = |when: &str| {
+        let (alone, own, clamd) = with_cpu(pid, || drive(connections, n, |i| instream(&clamd_endpoint, &wire[i])));
+        row(
+            &format!("clamd alone, {when} (zINSTREAM)"),
+            &connections.to_string(),
+            Some(alone.rate),
+            alone.percentile_ms(50),
+            alone.percentile_ms(99),
+            Some((own, clamd)),
+        );
+        alone.rate
+    };
+    let before = if engine_only { None } else { Some(clamd_alone("before")) };
+
+    let mut in_engine: BTreeMap<String, Vec<Duration>> = BTreeMap::new();
+    let mut check = |h: &spoolsift::pipeline::engine::Handled| {
+        assert_eq!(h.action, "deliver", "{}: {:?}", h.original_id, h);
+        for (stage, word, us) in &h.stages {
+            assert_eq!(word, "clean", "{}: stage {stage}", h.original_id);
+            in_engine.entry(stage.clone()).or_default().push(Duration::from_micros(*us as u64));
+        }
+    };
+    let (run, own, clamd) =
+        with_cpu(pid, || engine_run::run_engine(&corpus_dir, &ids, &root.path().join("engine"), config, &mut check));
+    row(
+        "engine, all stages (drop→re-queue)",
+        "-",
+        Some(run.rate),
+        run.p50.as_secs_f64() * 1e3,
+        run.p99.as_secs_f64() * 1e3,
+        Some((own, clamd)),
+    );
+    for (stage, mut latencies) in in_engine {
+        latencies.sort();
+        row(
+            &format!("  {stage} stage in the engine"),
+            "-",
+            None,
+            percentile_ms(&latencies, 50),
+            percentile_ms(&latencies, 99),
+            None,
+        );
+    }
+    // Not the engine's alone: the corpus in wire form and the double's copies of every request
+    // live in this process too (the engine bench measures the engine's memory).
+    let rss = run.rss_first_half.max(run.rss_second_half) as f64 / 1024.0;
+    match before {
+        Some(before) => {
+            let after = clamd_alone("after");
+            let ratio = run.rate / ((before + after) / 2.0);
+            println!("engine / clamd alone (mean of before and after): {ratio:.2} (target >= 0.95); process RSS peak {rss:.1} MiB");
+        }
+        None => println!("process RSS peak {rss:.1} MiB"),
+    }
+    // When the cores are shared, the engine's rate is bounded by the CPU both sides need per
+    // message, whatever the overlap; these two figures say how close to clamd alone it can get.
+    let per_message = |cpu: f64| cpu * 1e3 / n as f64;
+    println!(
+        "CPU per message in the engine run: this process {:.2} ms, clamd {} ms",
+        per_message(own),
+        clamd.map_or("-".to_string(), |c| format!("{:.2}", per_message(c)))
+    );
+}
