@@ -5,12 +5,14 @@
 #   2. the network stages: per-stage latency with a real clamd (started here, with the test
 #      signature DB, and stopped at the end) and the dccifd double, and the engine's rate with
 #      every stage on next to clamd's own rate on the same corpus;
-#   3. ARC verification time per message (1 and 3 RSA-2048 sets, 2 KB and 100 KB bodies).
+#   3. `spoolsift scan` over the same-sized corpus, cold and warm page cache, with its peak RSS;
+#   4. ARC verification time per message (1 and 3 RSA-2048 sets, 2 KB and 100 KB bodies).
 # Usage: scripts/bench.sh [MESSAGES] [STAGE_MESSAGES]   (defaults 10000 and 2000; clamd is slow)
 # Needs clamd and clamdscan (scripts/install-test-deps.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo bench --bench engine -- --messages "${1:-10000}" --dir tmpfs=/dev/shm --dir disk=target
+cargo bench --bench scan -- --messages "${1:-10000}" --dir disk=target
 cargo bench --bench arc
 
 clamd_dir=$(mktemp -d "${TMPDIR:-/tmp}/spoolsift-bench-clamd.XXXXXX")
