@@ -34,6 +34,8 @@ struct ScanRun {
 /// Run `spoolsift scan DIR` and take its peak RSS from the kernel's accounting of the child.
 fn scan(dir: &Path, jobs: usize) -> ScanRun {
     let start = Instant::now();
+    // Reaped by the wait4 below, which also gives the child's resource usage.
+    #[allow(clippy::zombie_processes)]
     let child = Command::new(env!("CARGO_BIN_EXE_spoolsift"))
         .arg("scan")
         .arg(dir)
