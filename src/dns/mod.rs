@@ -6,6 +6,9 @@
 
 use std::collections::BTreeMap;
 
+pub mod recorded;
+pub use recorded::{RecordingTxt, ReplayingTxt, TxtAnswer, TxtAnswers};
+
 /// Why a TXT lookup gave no records.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "error", content = "reason", rename_all = "snake_case")]

@@ -56,6 +56,7 @@ use serde::Deserialize;
 use super::inject::sanitize;
 use super::net::{Conn, Endpoint};
 use super::{Stage, StageError, StageResult, Verdict};
+use crate::outside::{Answer, Outside, RequestHasher};
 use crate::spool::{AclScope, MessageView, SpoolHeader};
 
 /// Option words dccifd knows (dccif.h). `body` is left out on purpose: it makes dccifd send the
@@ -127,6 +128,7 @@ pub struct DccStage {
     connect_timeout: Duration,
     timeout: Duration,
     max_header_bytes: usize,
+    outside: Outside,
 }
 
 impl DccStage {
@@ -154,7 +156,14 @@ impl DccStage {
             connect_timeout: Duration::from_millis(config.connect_timeout_ms),
             timeout: Duration::from_millis(config.timeout_ms),
             max_header_bytes: config.max_header_bytes,
+            outside: Outside::default(),
         })
+    }
+
+    /// Record or replay dccifd's answers.
+    pub fn with_outside(mut self, outside: Outside) -> DccStage {
+        self.outside = outside;
+        self
     }
 
     /// The request's envelope part: everything before the message bytes.
@@ -239,7 +248,29 @@ impl Stage for DccStage {
     }
 
     fn check(&self, message: &MessageView<'_>) -> Result<StageResult, StageError> {
-        let reply = self.exchange(message)?;
+        // Recording or replaying: the request is exactly what we send, envelope then message.
+        let request = match self.outside.answers.is_live() {
+            true => None,
+            false => {
+                let mut h = RequestHasher::default();
+                h.update(&self.envelope(message.header));
+                h.read_from(message.reader())
+                    .map_err(|e| StageError::Temporary(format!("reading the message: {e}")))?;
+                Some(h.finish().0)
+            }
+        };
+        let live = || match self.exchange(message) {
+            Ok(bytes) => Ok(Answer::Reply { from: self.address.to_string(), bytes }),
+            // Every error but reading our own copy is the service's (or the network's) doing.
+            Err(StageError::Temporary(why)) if !why.starts_with("reading the message") => {
+                Ok(Answer::Failed { reason: why })
+            }
+            Err(e) => Err(e),
+        };
+        let reply = match self.outside.answers.exchange(self.name(), message.header.id.as_str(), request, live)? {
+            Answer::Reply { bytes, .. } => bytes,
+            Answer::Failed { reason } => return Err(StageError::Temporary(reason)),
+        };
         let expected = message.header.pending_recipients().count();
         interpret(&reply, expected, self.max_header_bytes)
     }
