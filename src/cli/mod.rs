@@ -2,9 +2,12 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod capture;
 pub mod check_config;
 pub mod inspect;
 pub mod quarantine;
+pub mod replay;
+pub mod replay_diff;
 pub mod scan;
 pub mod watch;
 
@@ -23,6 +26,11 @@ enum Command {
     Scan(scan::Args),
     /// The daemon: take messages from a queuefile directory, scan, act, re-queue.
     Watch(watch::Args),
+    /// Copy a live queue's complete pairs without disturbing it, with a manifest; with
+    /// --pipeline, also record what the services answered.
+    Capture(capture::Args),
+    /// Run a pipeline over a capture with its recorded answers and a fixed clock, deterministically.
+    Replay(replay::Args),
     /// Validate pipeline definitions.
     CheckConfig(check_config::Args),
     /// List, show, release or delete quarantined messages.
@@ -50,6 +58,8 @@ pub fn run() -> i32 {
         Command::Inspect(a) => inspect::run(&a),
         Command::Scan(a) => scan::run(&a),
         Command::Watch(a) => watch::run(&a),
+        Command::Capture(a) => capture::run(&a),
+        Command::Replay(a) => replay::run(&a),
         Command::CheckConfig(a) => check_config::run(&a),
         Command::Quarantine(a) => quarantine::run(&a),
     }
