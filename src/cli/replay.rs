@@ -95,8 +95,9 @@ fn replay(args: &Args) -> Result<i32, String> {
     let mut text = serde_json::to_vec_pretty(&entries).map_err(|e| e.to_string())?;
     text.push(b'\n');
     capture::write_atomically(&args.out.join(ACTIONS), &text).map_err(|e| format!("{}: {e}", args.out.display()))?;
+    // Standard output is kept for the comparison.
     for h in &handled {
-        println!("{}", h.log_line());
+        eprintln!("{}", h.log_line());
     }
 
     let mut code = exit::OK;

@@ -1,0 +1,288 @@
+//! `spoolsift capture` and `spoolsift replay` as a user runs them: a capture of the bundled
+//! fixtures plus an EICAR message (built at run time) with a real clamd (scripts/clamd-test.sh)
+//! and the dccifd double answering; then, with both gone, two replays that must write identical
+//! bytes, `--expect` against an unchanged and a changed pipeline, and a capture with one recorded
+//! answer removed.
+
+// Only part of the double is used here.
+#[allow(dead_code)]
+#[path = "dcc/double.rs"]
+mod double;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use double::{Double, Reply};
+use spoolsift::stages::content::eicar;
+
+const EICAR_ID: &str = "1xXOQD-0004A8-22";
+/// A clean fixture whose re-queued headers the tests look at.
+const CLEAN_ID: &str = "1xXYfY-0003Lh-1j";
+const DCC_REPLY: &str = "A\nA\nX-DCC-Test-Metrics: host 1; Body=1 Fuz1=2 Fuz2=many\n\n";
+
+fn spoolsift(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_spoolsift")).args(args).output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A private clamd (scripts/clamd-test.sh); stopped on drop.
+struct Clamd {
+    dir: tempfile::TempDir,
+    running: bool,
+}
+
+impl Clamd {
+    fn start() -> Clamd {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("bash")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/clamd-test.sh"))
+            .args(["start", "--dir", s(dir.path())])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "clamd-test.sh start: {}", text(&out.stderr));
+        Clamd { dir, running: true }
+    }
+
+    fn address(&self) -> String {
+        format!("unix:{}", self.dir.path().join("clamd.sock").display())
+    }
+
+    fn stop(&mut self) {
+        if self.running {
+            let out = Command::new("bash")
+                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/clamd-test.sh"))
+                .args(["stop", "--dir", s(self.dir.path())])
+                .output()
+                .unwrap();
+            self.running = false;
+            assert!(out.status.success(), "clamd-test.sh stop: {}", text(&out.stderr));
+        }
+    }
+}
+
+impl Drop for Clamd {
+    fn drop(&mut self) {
+        if self.running {
+            let _ = Command::new("bash")
+                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/clamd-test.sh"))
+                .args(["stop", "--dir", s(self.dir.path())])
+                .output();
+        }
+    }
+}
+
+/// A queuefile-style directory: every fixture pair, plus (when asked) the EICAR message.
+fn queue(dir: &Path, fixtures: bool, with_eicar: bool) {
+    std::fs::create_dir_all(dir).unwrap();
+    if fixtures {
+        for e in std::fs::read_dir("spool-fixtures").unwrap() {
+            let d = e.unwrap().path();
+            if !d.is_dir() {
+                continue;
+            }
+            for f in std::fs::read_dir(&d).unwrap() {
+                let f = f.unwrap().path();
+                let name = f.file_name().unwrap().to_str().unwrap().to_string();
+                if name.ends_with("-H") || name.ends_with("-D") {
+                    std::fs::copy(&f, dir.join(name)).unwrap();
+                }
+            }
+        }
+    }
+    if with_eicar {
+        let sig = text(&eicar::signature());
+        std::fs::write(
+            dir.join(format!("{EICAR_ID}-H")),
+            format!(
+                "{EICAR_ID}-H\nroot 0 0\n<a@b.example>\n1795895471 0\n-body_linecount 1\nXX\n1\nx@y.example\n\n\
+                 014  Subject: test\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(dir.join(format!("{EICAR_ID}-D")), format!("{EICAR_ID}-D\n{sig}\n")).unwrap();
+    }
+}
+
+fn pipeline(dir: &Path, name: &str, clamd: &str, dcc: &str, extra: &str) -> PathBuf {
+    let p = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &p,
+        format!(
+            "name = \"{name}\"\nauthserv_id = \"mx.example.org\"\n\n[stages.content]\n\n[stages.clamav]\n\
+             servers = [\"{clamd}\"]\nread_timeout_ms = 10000\n\n[stages.dcc]\naddress = \"{dcc}\"\n\n[policy]\n\
+             clean = \"deliver\"\ninfected = \"quarantine\"\nblocked = \"quarantine\"\nspam = \"deliver\"\n\
+             temporary_failure = \"defer\"\npermanent_failure = \"hold\"\n{extra}"
+        ),
+    )
+    .unwrap();
+    p
+}
+
+/// Every file under `root` by relative path: its bytes (and, with `meta`, mode and mtime).
+fn tree(root: &Path, meta: bool) -> BTreeMap<String, (Vec<u8>, Option<(u32, i64, i64)>)> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            if p.is_dir() {
+                out.insert(format!("{rel}/"), (Vec::new(), None));
+                stack.push(p);
+            } else {
+                let m = std::fs::metadata(&p).unwrap();
+                out.insert(rel, (std::fs::read(&p).unwrap(), meta.then(|| (m.mode(), m.mtime(), m.mtime_nsec()))));
+            }
+        }
+    }
+    out
+}
+
+fn actions(out: &Path) -> Vec<serde_json::Value> {
+    serde_json::from_slice(&std::fs::read(out.join("actions.json")).unwrap()).unwrap()
+}
+
+fn action_of(out: &Path, id: &str) -> String {
+    actions(out).iter().find(|a| a["id"] == id).unwrap()["action"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn capture_replay_twice_identical_and_expect_shows_a_pipeline_change() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("queuefile");
+    queue(&src, true, true);
+    let messages = std::fs::read_dir(&src).unwrap().count() / 2;
+    let mut clamd = Clamd::start();
+    let dcc = Double::unix(Reply::text(DCC_REPLY));
+    let pipe = pipeline(tmp.path(), "replay", &clamd.address(), &dcc.address, "");
+
+    let before = tree(&src, true);
+    let cap = tmp.path().join("capture");
+    let o = spoolsift(&["capture", s(&src), s(&cap), "--pipeline", s(&pipe)]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(tree(&src, true), before, "capture changed the queue it copied");
+    assert_eq!(dcc.requests().len(), messages, "dccifd asked once per message");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cap.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["messages"].as_array().unwrap().len(), messages);
+    assert_eq!(manifest["tool"], format!("spoolsift {}", env!("CARGO_PKG_VERSION")));
+    let answers: serde_json::Value = serde_json::from_slice(&std::fs::read(cap.join("answers.json")).unwrap()).unwrap();
+    assert_eq!(answers["clock"], manifest["captured_at"]);
+    assert_eq!(answers["services"]["clamav"].as_object().unwrap().len(), messages);
+    assert_eq!(answers["services"]["dcc"].as_object().unwrap().len(), messages);
+
+    // The outside world goes away: the replays must not need it.
+    clamd.stop();
+    let dcc_address = dcc.address.clone();
+    drop(dcc);
+    let cap_before = tree(&cap, true);
+    let (r1, r2) = (tmp.path().join("r1"), tmp.path().join("r2"));
+    for r in [&r1, &r2] {
+        let o = spoolsift(&["replay", s(&cap), "--pipeline", s(&pipe), "--out", s(r)]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+        assert_eq!(text(&o.stdout), "");
+    }
+    assert_eq!(tree(&cap, true), cap_before, "replay changed the capture");
+    let (t1, t2) = (tree(&r1, false), tree(&r2, false));
+    assert_eq!(t1.keys().collect::<Vec<_>>(), t2.keys().collect::<Vec<_>>());
+    for (k, v) in &t1 {
+        assert!(t2[k] == *v, "{k} differs between two replays");
+    }
+    assert_eq!(t1.keys().filter(|k| k.starts_with("input/") && !k.ends_with('/')).count(), 2 * (messages - 1));
+
+    // The EICAR message: quarantined, with both scanners' verdicts, at the capture's time.
+    assert_eq!(action_of(&r1, EICAR_ID), "quarantine");
+    let q: Vec<&String> = t1.keys().filter(|k| k.starts_with("quarantine/") && k.ends_with("/verdict.json")).collect();
+    assert_eq!(q.len(), 1, "{q:?}");
+    let verdict: serde_json::Value = serde_json::from_slice(&t1[q[0]].0).unwrap();
+    assert_eq!(verdict["id"], EICAR_ID);
+    assert_eq!(verdict["quarantined_at"], manifest["captured_at"]);
+    assert_eq!(
+        verdict["reasons"],
+        serde_json::json!([
+            "clamav: infected (Spoolsift.Test.Eicar.UNOFFICIAL)",
+            "content: infected (Eicar-Test-Signature)"
+        ])
+    );
+    assert!(t1.contains_key(&q[0].replace("verdict.json", &format!("{EICAR_ID}-H"))));
+
+    // A clean message: re-queued under its id with our headers and dccifd's.
+    assert_eq!(action_of(&r1, CLEAN_ID), "deliver");
+    let h = text(&t1[&format!("input/{CLEAN_ID}-H")].0);
+    assert!(h.contains("  X-DCC-Test-Metrics: host 1; Body=1 Fuz1=2 Fuz2=many\n"), "{h}");
+    // (Folded by the header writer at its line length.)
+    let status = format!(
+        "  X-Spoolsift-Status: clean (clamav=clean content=clean dcc=clean) spoolsift\n {}\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(h.contains(&status), "{h}");
+
+    // --expect with the same pipeline: no difference.
+    let o =
+        spoolsift(&["replay", s(&cap), "--pipeline", s(&pipe), "--out", s(&tmp.path().join("r3")), "--expect", s(&r1)]);
+    assert_eq!((o.status.code(), text(&o.stdout).as_str()), (Some(0), ""), "{}", text(&o.stderr));
+
+    // A changed pipeline: infected mail held instead of quarantined, and another status template.
+    let changed = pipeline(
+        tmp.path(),
+        "changed",
+        &clamd.address(),
+        &dcc_address,
+        "\n[headers]\nstatus_template = \"{verdict} spoolsift\"\n",
+    );
+    let changed = {
+        let t = std::fs::read_to_string(&changed).unwrap().replace("infected = \"quarantine\"", "infected = \"hold\"");
+        std::fs::write(&changed, t).unwrap();
+        changed
+    };
+    let o = spoolsift(&[
+        "replay",
+        s(&cap),
+        "--pipeline",
+        s(&changed),
+        "--out",
+        s(&tmp.path().join("r4")),
+        "--expect",
+        s(&r1),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    let diff = text(&o.stdout);
+    let block = |id: &str| -> String {
+        let start = diff.find(&format!("--- expected {id}\n")).unwrap_or_else(|| panic!("no diff for {id}:\n{diff}"));
+        let end = diff[start + 4..].find("--- expected ").map_or(diff.len(), |e| start + 4 + e);
+        diff[start..end].to_string()
+    };
+    assert_eq!(
+        block(CLEAN_ID),
+        "--- expected 1xXYfY-0003Lh-1j\n+++ replayed 1xXYfY-0003Lh-1j\n@@ -14,3 +14,3 @@\n \
+         header [ ] Date: Sun, 29 Nov 2026 06:45:52 +0000\n \
+         header [ ] X-DCC-Test-Metrics: host 1; Body=1 Fuz1=2 Fuz2=many\n\
+         -header [ ] X-Spoolsift-Status: clean (clamav=clean content=clean dcc=clean) spoolsift\\n 0.1.0\n\
+         +header [ ] X-Spoolsift-Status: clean spoolsift\n"
+    );
+    // Held instead of quarantined: re-queued, so it now carries our headers.
+    assert_eq!(
+        block(EICAR_ID),
+        "--- expected 1xXOQD-0004A8-22\n+++ replayed 1xXOQD-0004A8-22\n@@ -1,5 +1,9 @@\n\
+         -action: quarantine\n\
+         +action: hold\n \
+         reason: clamav: infected (Spoolsift.Test.Eicar.UNOFFICIAL)\n \
+         reason: content: infected (Eicar-Test-Signature)\n \
+         recipient: x@y.example\n\
+         +header [ ] Authentication-Results: mx.example.org; none\n \
+         header [ ] Subject: test\n\
+         +header [ ] X-DCC-Test-Metrics: host 1; Body=1 Fuz1=2 Fuz2=many\n\
+         +header [ ] X-Spoolsift-Status: infected (Spoolsift.Test.Eicar.UNOFFICIAL) spoolsift\n\
+         +header [ ] X-Spoolsift-Virus: Spoolsift.Test.Eicar.UNOFFICIAL, Eicar-Test-Signature\n"
+    );
+    assert_eq!(diff.matches("--- expected ").count(), messages, "every message's status header changed");
+}
