@@ -127,8 +127,11 @@ fn pipeline(dir: &Path, name: &str, clamd: &str, dcc: &str, extra: &str) -> Path
     p
 }
 
-/// Every file under `root` by relative path: its bytes (and, with `meta`, mode and mtime).
-fn tree(root: &Path, meta: bool) -> BTreeMap<String, (Vec<u8>, Option<(u32, i64, i64)>)> {
+/// A file's bytes and, when asked, its mode and mtime (seconds, nanoseconds).
+type FileState = (Vec<u8>, Option<(u32, i64, i64)>);
+
+/// Every file under `root` by relative path (directories end in `/`).
+fn tree(root: &Path, meta: bool) -> BTreeMap<String, FileState> {
     let mut out = BTreeMap::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -285,4 +288,85 @@ fn capture_replay_twice_identical_and_expect_shows_a_pipeline_change() {
          +header [ ] X-Spoolsift-Virus: Spoolsift.Test.Eicar.UNOFFICIAL, Eicar-Test-Signature\n"
     );
     assert_eq!(diff.matches("--- expected ").count(), messages, "every message's status header changed");
+}
+
+#[test]
+fn a_missing_recorded_answer_is_named_and_nothing_is_made_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("queuefile");
+    std::fs::create_dir_all(&src).unwrap();
+    for suffix in ["H", "D"] {
+        let name = format!("{CLEAN_ID}-{suffix}");
+        std::fs::copy(Path::new("spool-fixtures/b496-bounce").join(&name), src.join(&name)).unwrap();
+    }
+    let mut clamd = Clamd::start();
+    let dcc = Double::unix(Reply::text(DCC_REPLY));
+    let pipe = pipeline(tmp.path(), "replay", &clamd.address(), &dcc.address, "");
+    let cap = tmp.path().join("capture");
+    let o = spoolsift(&["capture", s(&src), s(&cap), "--pipeline", s(&pipe)]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    clamd.stop();
+    drop(dcc);
+
+    let path = cap.join("answers.json");
+    let mut answers: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let dcc_answers = answers["services"]["dcc"].as_object_mut().unwrap();
+    assert_eq!(dcc_answers.len(), 1);
+    let key = dcc_answers.keys().next().unwrap().clone();
+    dcc_answers.remove(&key);
+    std::fs::write(&path, serde_json::to_vec_pretty(&answers).unwrap()).unwrap();
+
+    let out = tmp.path().join("out");
+    let o = spoolsift(&["replay", s(&cap), "--pipeline", s(&pipe), "--out", s(&out)]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+    let stderr = text(&o.stderr);
+    let missing: Vec<&str> = stderr.lines().filter(|l| l.contains("missing answer")).collect();
+    assert_eq!(
+        missing,
+        [format!("spoolsift replay: missing answer: stage dcc message {CLEAN_ID} request sha256 {key}")]
+    );
+    // Undecided: deferred, so neither re-queued nor quarantined.
+    let a = actions(&out);
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0]["action"], "defer");
+    assert_eq!(
+        a[0]["stages"][2]["verdict"],
+        format!("temporary failure: replay: no recorded dcc answer for message {CLEAN_ID} (request sha256 {key})")
+    );
+    assert_eq!(std::fs::read_dir(out.join("input")).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(out.join("quarantine")).unwrap().count(), 0);
+    let names: Vec<String> =
+        std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert_eq!(names.len(), 3, "no work area left behind: {names:?}");
+}
+
+#[test]
+fn replay_refuses_a_capture_that_changed_and_a_non_empty_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("queuefile");
+    queue(&src, false, true);
+    let cap = tmp.path().join("capture");
+    let o = spoolsift(&["capture", s(&src), s(&cap)]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let pipe = Path::new("pipelines/audit.toml");
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("x"), b"").unwrap();
+    let o = spoolsift(&["replay", s(&cap), "--pipeline", s(pipe), "--out", s(&out)]);
+    assert_eq!(
+        (o.status.code(), text(&o.stderr)),
+        (Some(2), format!("spoolsift replay: {}: not empty\n", out.display()))
+    );
+    let data = cap.join("queue").join(format!("{EICAR_ID}-D"));
+    std::fs::write(&data, format!("{EICAR_ID}-D\nchanged\n")).unwrap();
+    let o = spoolsift(&["replay", s(&cap), "--pipeline", s(pipe), "--out", s(&tmp.path().join("o2"))]);
+    assert_eq!(
+        (o.status.code(), text(&o.stderr)),
+        (Some(2), format!("spoolsift replay: {}: differs from the manifest\n", data.display()))
+    );
+    let o = spoolsift(&["capture", s(&src), s(&cap)]);
+    assert_eq!(
+        (o.status.code(), text(&o.stderr)),
+        (Some(2), format!("spoolsift capture: {}: not empty\n", cap.display()))
+    );
 }
