@@ -2,7 +2,7 @@
 //! time, stage timings in reports, minted ids). A replay runs on a fixed clock so that two replays
 //! of one capture write the same bytes.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::spool::IdClock;
 
@@ -20,7 +20,7 @@ impl Clock {
     /// Seconds since the epoch.
     pub fn now_secs(&self) -> u64 {
         match self {
-            Clock::System => crate::state::journal::now_secs(),
+            Clock::System => SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
             Clock::Fixed(secs) => *secs,
         }
     }
