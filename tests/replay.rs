@@ -370,3 +370,38 @@ fn replay_refuses_a_capture_that_changed_and_a_non_empty_output() {
         (Some(2), format!("spoolsift capture: {}: not empty\n", cap.display()))
     );
 }
+
+#[test]
+fn a_recorded_transport_failure_replays_as_the_same_failure() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("queuefile");
+    queue(&src, false, true);
+    let socket = tmp.path().join("no-dccifd-here");
+    let pipe = tmp.path().join("p.toml");
+    std::fs::write(
+        &pipe,
+        format!(
+            "name = \"p\"\n[stages.dcc]\naddress = \"unix:{}\"\n[policy]\nclean = \"deliver\"\n\
+             temporary_failure = \"defer\"\npermanent_failure = \"hold\"\n",
+            socket.display()
+        ),
+    )
+    .unwrap();
+    let cap = tmp.path().join("capture");
+    let o = spoolsift(&["capture", s(&src), s(&cap), "--pipeline", s(&pipe)]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let refused = format!("dccifd connect to unix:{}: No such file or directory (os error 2)", socket.display());
+    let answers: serde_json::Value = serde_json::from_slice(&std::fs::read(cap.join("answers.json")).unwrap()).unwrap();
+    let recorded: Vec<&serde_json::Value> = answers["services"]["dcc"].as_object().unwrap().values().collect();
+    assert_eq!(recorded, [&serde_json::json!({ "failed": refused })]);
+    // A dccifd now listening there must not be asked: the replay gives the recorded refusal.
+    let dcc = Double::unix(Reply::text(DCC_REPLY));
+    std::os::unix::fs::symlink(dcc.address.strip_prefix("unix:").unwrap(), &socket).unwrap();
+    let out = tmp.path().join("out");
+    let o = spoolsift(&["replay", s(&cap), "--pipeline", s(&pipe), "--out", s(&out)]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(dcc.requests().len(), 0);
+    let a = actions(&out);
+    assert_eq!(a[0]["action"], "defer");
+    assert_eq!(a[0]["stages"][0]["verdict"], format!("temporary failure: {refused}"));
+}
