@@ -405,3 +405,32 @@ fn a_recorded_transport_failure_replays_as_the_same_failure() {
     assert_eq!(a[0]["action"], "defer");
     assert_eq!(a[0]["stages"][0]["verdict"], format!("temporary failure: {refused}"));
 }
+
+#[test]
+fn an_unreadable_pair_is_reported_alike_by_two_replays() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("queuefile");
+    std::fs::create_dir_all(&src).unwrap();
+    let fixture = Path::new("spool-fixtures/b496-bounce");
+    let h = std::fs::read_to_string(fixture.join(format!("{CLEAN_ID}-H"))).unwrap();
+    assert!(h.contains("\n-body_linecount 42\n"));
+    std::fs::write(src.join(format!("{CLEAN_ID}-H")), h.replace("\n-body_linecount 42\n", "\n-body_linecount 042\n"))
+        .unwrap();
+    std::fs::copy(fixture.join(format!("{CLEAN_ID}-D")), src.join(format!("{CLEAN_ID}-D"))).unwrap();
+    let cap = tmp.path().join("capture");
+    let o = spoolsift(&["capture", s(&src), s(&cap), "--pipeline", "pipelines/audit.toml"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stderr).lines().filter(|l| l.contains("not scanned")).count(), 1, "{}", text(&o.stderr));
+    let (r1, r2) = (tmp.path().join("r1"), tmp.path().join("r2"));
+    for r in [&r1, &r2] {
+        let o = spoolsift(&["replay", s(&cap), "--pipeline", "pipelines/audit.toml", "--out", s(r)]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    }
+    assert_eq!(tree(&r1, false), tree(&r2, false));
+    let a = actions(&r1);
+    assert_eq!(a[0]["action"], "rejected");
+    assert_eq!(
+        a[0]["reasons"],
+        serde_json::json!([format!("queue/{CLEAN_ID}-H:9 (byte 169): option line: this option needs a decimal value")])
+    );
+}

@@ -89,7 +89,7 @@ fn replay(args: &Args) -> Result<i32, String> {
     let _ = std::fs::remove_dir_all(&work);
     let handled = result?;
 
-    let mut entries: Vec<_> = handled.iter().map(action_entry).collect();
+    let mut entries: Vec<_> = handled.iter().map(|h| action_entry(h, &work.join("work"))).collect();
     entries
         .sort_by(|a, b| (a["id"].as_str(), a["target_id"].as_str()).cmp(&(b["id"].as_str(), b["target_id"].as_str())));
     let mut text = serde_json::to_vec_pretty(&entries).map_err(|e| e.to_string())?;
@@ -180,14 +180,48 @@ fn run_engine(
     Ok(handled)
 }
 
-/// One message's line in `actions.json`: no timings, so two replays agree.
-fn action_entry(h: &Handled) -> serde_json::Value {
+/// One message's line in `actions.json`: no timings, and no paths of the work area, so two
+/// replays agree.
+fn action_entry(h: &Handled, work: &Path) -> serde_json::Value {
     json!({
         "id": h.original_id,
         "target_id": h.target_id,
         "action": h.action,
         "recipients": h.recipients,
-        "reasons": h.reasons,
+        "reasons": h.reasons.iter().map(|r| capture_path(r, work)).collect::<Vec<_>>(),
         "stages": h.stages.iter().map(|(stage, verdict, _)| json!({ "stage": stage, "verdict": verdict })).collect::<Vec<_>>(),
     })
+}
+
+/// A reason naming a work file (`<work>/000000000007.<id>-H:9 ...`, from a pair that cannot be
+/// read) names the capture's file instead (`queue/<id>-H:9 ...`): the work area's path and the
+/// claim's sequence number differ from one replay to the next.
+fn capture_path(reason: &str, work: &Path) -> String {
+    let prefix = format!("{}/", work.display());
+    let (mut out, mut rest) = (String::new(), reason);
+    while let Some(at) = rest.find(&prefix) {
+        out.push_str(&rest[..at]);
+        out.push_str(capture::QUEUE);
+        out.push('/');
+        rest = &rest[at + prefix.len()..];
+        let b = rest.as_bytes();
+        if b.len() > 13 && b[..12].iter().all(u8::is_ascii_digit) && b[12] == b'.' {
+            rest = &rest[13..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn work_paths_become_capture_paths() {
+        let work = std::path::Path::new("/srv/out/.replay-work/work");
+        assert_eq!(
+            super::capture_path("/srv/out/.replay-work/work/000000000012.1xXYfY-0003Lh-1j-H:9 (byte 169): bad", work),
+            "queue/1xXYfY-0003Lh-1j-H:9 (byte 169): bad"
+        );
+        assert_eq!(super::capture_path("content: infected (X)", work), "content: infected (X)");
+    }
 }
