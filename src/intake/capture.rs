@@ -87,18 +87,29 @@ pub fn snapshot(source: &Path, out: &Path, now: u64) -> io::Result<Snapshot> {
     Ok(snap)
 }
 
-/// Copy one pair; `Ok(Err(why))` when it is not complete.
+/// Copy one pair; `Ok(Err(why))` when it is not complete, or went while it was being copied
+/// (on a live queuefile directory the daemon takes pairs away at any moment).
 fn copy_pair(pair: &SpoolPair, queue: &Path, now: u64) -> io::Result<Result<Captured, String>> {
     let id = &pair.id;
-    if DataLock::peek(&pair.data_path(), id.first_line_len() as u64)? == LockProbe::Locked {
-        return Ok(Err("-D locked (Exim is receiving or delivering it)".into()));
+    let gone = || Ok(Err("taken away while being copied".to_string()));
+    match DataLock::peek(&pair.data_path(), id.first_line_len() as u64)? {
+        LockProbe::Locked => return Ok(Err("-D locked (Exim is receiving or delivering it)".into())),
+        LockProbe::Absent => return gone(),
+        LockProbe::Unlocked => {}
     }
-    let mut data = std::fs::File::open(pair.data_path())?;
+    let mut data = match std::fs::File::open(pair.data_path()) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return gone(),
+        other => other?,
+    };
     let before = data.metadata()?;
-    let header = std::fs::read(pair.header_path())?;
+    let header = match std::fs::read(pair.header_path()) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return gone(),
+        other => other?,
+    };
     let data_tmp = queue.join(format!(".{id}-D.tmp"));
     let (data_size, data_sha256, first_line) = copy_hashing(&mut data, &data_tmp)?;
-    let after = std::fs::metadata(pair.data_path())?;
+    // Through the open file: a rename away meanwhile changes nothing we copied.
+    let after = data.metadata()?;
     let why = if (before.len(), before.mtime(), before.mtime_nsec()) != (after.len(), after.mtime(), after.mtime_nsec())
         || data_size != before.len()
     {
@@ -252,6 +263,11 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names.len(), 4, "no temporary files left: {names:?}");
+        let vanished = SpoolPair::new(&input, MessageId::parse(b"1xXOQG-0004A8-22").unwrap());
+        assert_eq!(
+            copy_pair(&vanished, &out.path().join("queue"), 7).unwrap(),
+            Err("taken away while being copied".into())
+        );
         let m = Manifest {
             format: FORMAT,
             tool: "spoolsift test".into(),
