@@ -41,7 +41,7 @@ const REPLAY_PID: u64 = 1;
 pub struct Args {
     /// A directory written by `spoolsift capture`.
     capture: PathBuf,
-    /// The pipeline to replay ([intake] and [requeue] sections, if any, are not used).
+    /// The pipeline to replay ([intake] is not used; of [requeue], only the marker variable).
     #[arg(long)]
     pipeline: PathBuf,
     /// Where the output spool goes; must not exist, or be empty.
