@@ -23,6 +23,7 @@ fn every_bundled_pipeline_is_valid() {
         .collect();
     files.sort();
     assert!(files.len() >= 2, "{files:?}");
+    assert!(files.contains(&"pipelines/replay.toml".to_string()), "{files:?}");
     let mut args = vec!["check-config"];
     args.extend(files.iter().map(String::as_str));
     let o = spoolsift(&args);

@@ -3,9 +3,12 @@
 use clap::{Parser, Subcommand};
 
 pub mod arc_verify;
+pub mod capture;
 pub mod check_config;
 pub mod inspect;
 pub mod quarantine;
+pub mod replay;
+pub mod replay_diff;
 pub mod scan;
 pub mod watch;
 
@@ -26,6 +29,11 @@ enum Command {
     Watch(watch::Args),
     /// Validate the ARC chain (RFC 8617) of raw messages or spool -H files.
     ArcVerify(arc_verify::Args),
+    /// Copy a live queue's complete pairs without disturbing it, with a manifest; with
+    /// --pipeline, also record what the services answered.
+    Capture(capture::Args),
+    /// Run a pipeline over a capture with its recorded answers and a fixed clock, deterministically.
+    Replay(replay::Args),
     /// Validate pipeline definitions.
     CheckConfig(check_config::Args),
     /// List, show, release or delete quarantined messages.
@@ -54,6 +62,8 @@ pub fn run() -> i32 {
         Command::Scan(a) => scan::run(&a),
         Command::Watch(a) => watch::run(&a),
         Command::ArcVerify(a) => arc_verify::run(&a),
+        Command::Capture(a) => capture::run(&a),
+        Command::Replay(a) => replay::run(&a),
         Command::CheckConfig(a) => check_config::run(&a),
         Command::Quarantine(a) => quarantine::run(&a),
     }

@@ -6,8 +6,10 @@
 
 use std::collections::BTreeMap;
 
+pub mod recorded;
 pub mod resolver;
 
+pub use recorded::{RecordingTxt, ReplayingTxt, TxtAnswer, TxtAnswers};
 pub use resolver::{DnsTxt, ResolverSettings};
 
 /// Why a TXT lookup gave no records.

@@ -2,4 +2,5 @@
 //! spool files, or a captured queue. This module finds pairs; it does not scan them.
 
 pub mod archive;
+pub mod capture;
 pub mod queuefile;

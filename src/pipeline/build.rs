@@ -3,7 +3,10 @@
 use serde::de::DeserializeOwned;
 
 use super::config::{ConfigError, PipelineConfig};
+use std::sync::Arc;
+
 use crate::dns::{DnsTxt, ResolverSettings, StaticTxt, TxtLookup};
+use crate::outside::Outside;
 use crate::stages::arc::{ArcConfig, ArcStage, Sealer};
 use crate::stages::clamav::ClamavStage;
 use crate::stages::content::ContentScanner;
@@ -22,6 +25,12 @@ fn settings<T: DeserializeOwned>(cfg: &PipelineConfig, name: &str, table: &toml:
 /// Build the enabled stages, in name order (they run in parallel; the order only shows in
 /// reports). An unknown stage name is an error, not ignored: a typo must not turn a check off.
 pub fn stages(cfg: &PipelineConfig) -> Result<Vec<Box<dyn Stage>>, ConfigError> {
+    stages_with(cfg, &Outside::default())
+}
+
+/// [`stages`], with the stages that talk to services recording or replaying their answers and
+/// taking time from `outside`'s clock (capture and replay).
+pub fn stages_with(cfg: &PipelineConfig, outside: &Outside) -> Result<Vec<Box<dyn Stage>>, ConfigError> {
     let mut out: Vec<Box<dyn Stage>> = Vec::new();
     for (name, table) in &cfg.stages {
         if !PipelineConfig::stage_enabled(table) {
@@ -31,13 +40,19 @@ pub fn stages(cfg: &PipelineConfig) -> Result<Vec<Box<dyn Stage>>, ConfigError> 
         let fail = |e: String| cfg.error(&section, format!("{section}: {e}"));
         let stage: Box<dyn Stage> = match name.as_str() {
             "content" => Box::new(ContentScanner::new(settings(cfg, name, table)?).map_err(|e| fail(e.to_string()))?),
-            "clamav" => Box::new(ClamavStage::new(settings(cfg, name, table)?).map_err(fail)?),
+            "clamav" => {
+                Box::new(ClamavStage::new(settings(cfg, name, table)?).map_err(fail)?.with_outside(outside.clone()))
+            }
+            "dcc" => Box::new(
+                DccStage::new(settings(cfg, name, table)?)
+                    .map_err(|e| fail(e.to_string()))?
+                    .with_outside(outside.clone()),
+            ),
             "arc" => {
                 let config: ArcConfig = settings(cfg, name, table)?;
                 arc_sealer(cfg)?;
-                Box::new(arc_stage(&config).map_err(fail)?)
+                Box::new(arc_stage(&config, outside).map_err(fail)?)
             }
-            "dcc" => Box::new(DccStage::new(settings(cfg, name, table)?).map_err(|e| fail(e.to_string()))?),
             other => return Err(cfg.error(&section, format!("unknown stage [stages.{other}]"))),
         };
         out.push(stage);
@@ -45,14 +60,15 @@ pub fn stages(cfg: &PipelineConfig) -> Result<Vec<Box<dyn Stage>>, ConfigError> 
     Ok(out)
 }
 
-/// The ARC stage: key records from the configured records file, or DNS through hickory.
-fn arc_stage(config: &ArcConfig) -> Result<ArcStage, String> {
-    let dns: Box<dyn TxtLookup> = match &config.txt_records {
+/// The ARC stage: key records from the configured records file, or DNS through hickory; either
+/// recorded or replayed by `outside`.
+fn arc_stage(config: &ArcConfig, outside: &Outside) -> Result<ArcStage, String> {
+    let live: Arc<dyn TxtLookup> = match &config.txt_records {
         Some(path) => {
             let bytes = std::fs::read(path).map_err(|e| format!("txt_records {}: {e}", path.display()))?;
-            Box::new(StaticTxt::from_json(&bytes).map_err(|e| format!("txt_records {}: {e}", path.display()))?)
+            Arc::new(StaticTxt::from_json(&bytes).map_err(|e| format!("txt_records {}: {e}", path.display()))?)
         }
-        None => Box::new(DnsTxt::new(&ResolverSettings {
+        None => Arc::new(DnsTxt::new(&ResolverSettings {
             nameservers: config.nameserver_addrs()?,
             timeout: config.dns_timeout(),
             attempts: config.dns_attempts,
@@ -60,7 +76,8 @@ fn arc_stage(config: &ArcConfig) -> Result<ArcStage, String> {
     };
     // Every key lookup may take its full timeout on each attempt; a few lookups per message.
     let budget = config.dns_timeout() * (config.dns_attempts.max(1) as u32) * 4 + std::time::Duration::from_secs(5);
-    Ok(ArcStage::new(dns, config.on_dns_failure, budget))
+    let dns = outside.answers.txt_lookup(live);
+    Ok(ArcStage::new(dns, config.on_dns_failure, budget).with_clock(outside.clock))
 }
 
 /// The ARC sealer of `[stages.arc.seal]`, if the arc stage is on and has one. Reads the key file.

@@ -19,14 +19,14 @@ use serde_json::json;
 
 use super::config::PipelineConfig;
 use super::policy::{Action, Decision};
-use super::run::{run_stages, StageOutcome};
+use super::run::{run_stages_timed, StageOutcome};
 use crate::intake::queuefile::QueuefileDir;
+use crate::outside::Clock;
 use crate::requeue::{self, BodyPlan, Decision as IdDecision, Kicker, TargetSpool, Transform};
 use crate::sinks::quarantine::QuarantineStore;
 use crate::spool::{DataFile, IdMinter, MessageId, MessageView, OptionLine, SpoolError, SpoolHeader};
 use crate::stages::arc::{cv_of, Sealer};
 use crate::stages::Stage;
-use crate::state::journal::now_secs;
 use crate::state::verdicts::{VerdictDb, VerdictEntry};
 use crate::state::{ClaimRecord, ClaimState, StateDb};
 
@@ -142,6 +142,9 @@ pub struct Engine<'e> {
     pub verdicts: Option<(VerdictDb, u64)>,
     /// Adds our ARC set to each re-queued message, after every other change (`[stages.arc.seal]`).
     pub sealer: Option<Sealer>,
+    /// "Now" for claims, deferrals, frozen times, verdicts and stage timings: the system clock,
+    /// or a fixed one for a replay (whose minters then take a fixed clock too).
+    pub clock: Clock,
 }
 
 fn text(b: &[u8]) -> String {
@@ -173,12 +176,13 @@ impl<'e> Engine<'e> {
             retention_secs: 7 * 86400,
             verdicts: None,
             sealer: None,
+            clock: Clock::System,
         }
     }
 
     /// Take up to a batch of complete pairs from the intake, plus deferred claims that are due.
     pub fn claim_batch(&mut self) -> io::Result<Vec<ClaimRecord>> {
-        let now = now_secs();
+        let now = self.clock.now_secs();
         let batch = &self.pipeline.batch;
         let mut out: Vec<ClaimRecord> = self
             .db
@@ -256,7 +260,7 @@ impl<'e> Engine<'e> {
         let bytes = std::fs::read(&hp).map_err(|e| SpoolError::io(&hp, &e))?;
         let header = SpoolHeader::parse(&bytes, Some(&id)).map_err(|e| e.in_file(&hp))?;
         let data = DataFile::open(&dp, &id)?;
-        let now = now_secs();
+        let now = self.clock.now_secs();
         let pending: Vec<Vec<u8>> = header.pending_recipients().map(|(_, r)| r.address().to_vec()).collect();
         let owed: Vec<Vec<u8>> =
             pending.iter().filter(|r| !self.db.handed_on(&rec.original_id, r, now).unwrap_or(false)).cloned().collect();
@@ -274,7 +278,7 @@ impl<'e> Engine<'e> {
             return Ok(Plan::NothingOwed { handled });
         }
         let view = MessageView::new(&header, &data);
-        let outcomes = run_stages(&self.stages, &view);
+        let outcomes = run_stages_timed(&self.stages, &view, self.clock);
         let mut decision = self.pipeline.policy.decide(&outcomes);
         if decision.action == Action::Defer && now.saturating_sub(rec.claimed_at) >= self.pipeline.defer.max_age_secs {
             decision.action = Action::Hold;
@@ -325,7 +329,13 @@ impl<'e> Engine<'e> {
             // stage found on the message as received. Without that stage's answer there is no cv.
             let arc = outcomes.iter().find(|o| o.stage == "arc").and_then(|o| o.result.as_ref().ok());
             let sealed = match arc {
-                Some(r) => sealer.seal_spool(&mut h, body, cv_of(&r.verdict), &self.pipeline.authserv_id),
+                Some(r) => sealer.seal_spool(
+                    &mut h,
+                    body,
+                    cv_of(&r.verdict),
+                    &self.pipeline.authserv_id,
+                    self.clock.now_secs(),
+                ),
                 None => Err("not sealed: no result from the arc stage".into()),
             };
             // An unsealed message is still a good message; say why and deliver it.
@@ -337,7 +347,7 @@ impl<'e> Engine<'e> {
             h.non_recipients.insert(r);
         }
         if decision.action == Action::Hold {
-            h.options.set(OptionLine::with_value("frozen", now_secs().to_string().as_bytes()));
+            h.options.set(OptionLine::with_value("frozen", self.clock.now_secs().to_string().as_bytes()));
         }
         Ok(h)
     }
@@ -345,7 +355,7 @@ impl<'e> Engine<'e> {
     /// Scan and act on a batch. Returns what happened to each message.
     pub fn process(&mut self, batch: Vec<ClaimRecord>) -> io::Result<Vec<Handled>> {
         let plans: Vec<Plan> = batch.par_iter().map(|r| self.evaluate(r)).collect();
-        let now = now_secs();
+        let now = self.clock.now_secs();
         let mut done_keys: Vec<String> = Vec::new();
         let mut journal_updates: Vec<ClaimRecord> = Vec::new();
         let mut committing: Vec<(ClaimRecord, SpoolHeader, Vec<Vec<u8>>, Handled)> = Vec::new();
@@ -535,7 +545,7 @@ impl<'e> Engine<'e> {
         eprintln!("spoolsift: {}: re-queue failed, will retry: {why}", rec.original_id);
         rec.state = ClaimState::Claimed;
         rec.target_id = None;
-        rec.not_before = now_secs() + 5;
+        rec.not_before = self.clock.now_secs() + 5;
         self.db.put(&[rec]).map_err(io::Error::other)
     }
 

@@ -10,4 +10,4 @@ pub mod run;
 
 pub use config::{ConfigError, PipelineConfig};
 pub use policy::{Action, Decision, Policy};
-pub use run::{run_stages, StageOutcome};
+pub use run::{run_stages, run_stages_timed, StageOutcome};

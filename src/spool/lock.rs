@@ -74,6 +74,27 @@ impl DataLock {
         }
     }
 
+    /// Is the file there, and is it locked? Unlike [`DataLock::probe`] this takes no lock at all
+    /// (`F_OFD_GETLK`), not even for a moment, so it cannot make an Exim process that tries to
+    /// lock the file at that instant skip the message: for copying from a live queue.
+    pub fn peek(path: &Path, first_line_len: u64) -> io::Result<LockProbe> {
+        let file = match OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(LockProbe::Absent),
+            Err(e) => return Err(e),
+        };
+        // SAFETY: a zeroed flock is a valid value; F_OFD_GETLK reads it and writes the result back.
+        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+        fl.l_type = libc::F_WRLCK as libc::c_short;
+        fl.l_whence = libc::SEEK_SET as libc::c_short;
+        fl.l_len = first_line_len as libc::off_t;
+        // SAFETY: valid fd, valid pointer to an initialised flock for the duration of the call.
+        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(if fl.l_type == libc::F_UNLCK as libc::c_short { LockProbe::Unlocked } else { LockProbe::Locked })
+    }
+
     pub fn file(&self) -> &File {
         &self.file
     }
@@ -95,8 +116,11 @@ mod tests {
         let held = DataLock::try_acquire(&p, 11).unwrap().expect("first lock");
         assert!(DataLock::try_acquire(&p, 11).unwrap().is_none());
         assert_eq!(DataLock::probe(&p, 11).unwrap(), LockProbe::Locked);
+        assert_eq!(DataLock::peek(&p, 11).unwrap(), LockProbe::Locked);
         drop(held);
         assert_eq!(DataLock::probe(&p, 11).unwrap(), LockProbe::Unlocked);
+        assert_eq!(DataLock::peek(&p, 11).unwrap(), LockProbe::Unlocked);
+        assert_eq!(DataLock::peek(&dir.path().join("nope"), 11).unwrap(), LockProbe::Absent);
         assert_eq!(DataLock::probe(&dir.path().join("nope"), 11).unwrap(), LockProbe::Absent);
     }
 }

@@ -22,7 +22,8 @@ pub mod tags;
 pub mod verify;
 
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -33,6 +34,7 @@ use super::dcc::parse_host_address;
 use super::inject::claimed_authserv_id;
 use super::{Stage, StageError, StageResult, Verdict};
 use crate::dns::TxtLookup;
+use crate::outside::Clock;
 use crate::spool::{BodySource, HeaderFlag, HeaderLine, MessageView, Position, SpoolHeader};
 
 /// What a temporary DNS failure during validation leads to.
@@ -93,13 +95,11 @@ impl ArcConfig {
 }
 
 pub struct ArcStage {
-    dns: Box<dyn TxtLookup>,
+    dns: Arc<dyn TxtLookup>,
     on_dns_failure: OnDnsFailure,
     timeout: Duration,
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    /// "Now" for signature expiry (`x=`): fixed in a replay.
+    clock: Clock,
 }
 
 /// A comment (RFC 8601 / RFC 5322 `ccontent`): parentheses and backslashes quoted.
@@ -136,8 +136,13 @@ pub fn header_texts(h: &SpoolHeader) -> Vec<&[u8]> {
 
 impl ArcStage {
     /// `timeout` bounds one message's check (all its key lookups).
-    pub fn new(dns: Box<dyn TxtLookup>, on_dns_failure: OnDnsFailure, timeout: Duration) -> ArcStage {
-        ArcStage { dns, on_dns_failure, timeout }
+    pub fn new(dns: Arc<dyn TxtLookup>, on_dns_failure: OnDnsFailure, timeout: Duration) -> ArcStage {
+        ArcStage { dns, on_dns_failure, timeout, clock: Clock::System }
+    }
+
+    pub fn with_clock(mut self, clock: Clock) -> ArcStage {
+        self.clock = clock;
+        self
     }
 }
 
@@ -148,7 +153,7 @@ impl Stage for ArcStage {
 
     fn check(&self, message: &MessageView<'_>) -> Result<StageResult, StageError> {
         let headers = header_texts(message.header);
-        let r = verify::verify(&headers, &mut message.body_wire_reader(), self.dns.as_ref(), now_secs())
+        let r = verify::verify(&headers, &mut message.body_wire_reader(), self.dns.as_ref(), self.clock.now_secs())
             .map_err(|e| StageError::Temporary(format!("reading the body: {e}")))?;
         if r.dns_temporary && self.on_dns_failure == OnDnsFailure::Defer {
             return Err(StageError::Temporary(r.reason));
@@ -194,6 +199,7 @@ impl Sealer {
         body: &dyn BodySource,
         cv: ArcStatus,
         authserv_id: &str,
+        now: u64,
     ) -> Result<(), String> {
         let mut resinfo = Vec::new();
         for line in h.headers.get(b"Authentication-Results") {
@@ -213,7 +219,7 @@ impl Sealer {
         };
         let view = MessageView::new(h, body);
         let set = self
-            .seal(&header_texts(h), &mut view.body_wire_reader(), cv, &payload, now_secs())
+            .seal(&header_texts(h), &mut view.body_wire_reader(), cv, &payload, now)
             .map_err(|e| format!("reading the body: {e}"))??;
         for text in [&set.aar, &set.ams, &set.seal] {
             let line = HeaderLine::from_text(HeaderFlag::Plain, text).map_err(|e| e.to_string())?;

@@ -26,6 +26,7 @@ use serde::Deserialize;
 
 use super::net::{Conn, Endpoint};
 use super::{Stage, StageError, StageResult, Verdict};
+use crate::outside::{Answer, Outside, RequestHasher};
 use crate::spool::MessageView;
 
 /// The reply clamd sends when the stream is longer than its `StreamMaxLength`.
@@ -118,8 +119,8 @@ struct Server {
 
 /// What one attempt on one server came to.
 enum Outcome {
-    /// clamd answered a scan: clean, infected, or a reported error.
-    Reply(String),
+    /// clamd answered a scan (clean, infected, or a reported error): the raw reply, NUL included.
+    Reply(Vec<u8>),
     /// The transport failed (connect, I/O, timeout, a reply that is not clamd's): try elsewhere.
     Failed(String),
     /// The message is longer than `stream_max_length`; nothing more was sent.
@@ -131,6 +132,7 @@ pub struct ClamavStage {
     config: ClamavConfig,
     servers: Vec<Server>,
     next: AtomicUsize,
+    outside: Outside,
 }
 
 impl ClamavStage {
@@ -156,7 +158,13 @@ impl ClamavStage {
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
-        Ok(ClamavStage { config, servers, next: AtomicUsize::new(0) })
+        Ok(ClamavStage { config, servers, next: AtomicUsize::new(0), outside: Outside::default() })
+    }
+
+    /// Record or replay clamd's answers, and take time from this clock.
+    pub fn with_outside(mut self, outside: Outside) -> ClamavStage {
+        self.outside = outside;
+        self
     }
 
     fn ms(ms: u64) -> Duration {
@@ -170,8 +178,9 @@ impl ClamavStage {
         Ok(conn)
     }
 
-    /// Read one NUL-terminated reply, within `read_timeout_ms` overall.
-    fn read_reply(&self, conn: &mut Conn) -> Result<String, String> {
+    /// Read one NUL-terminated reply, within `read_timeout_ms` overall; the bytes as sent, up to
+    /// and including the NUL.
+    fn read_reply(&self, conn: &mut Conn) -> Result<Vec<u8>, String> {
         let deadline = Instant::now() + Self::ms(self.config.read_timeout_ms);
         let mut buf = Vec::new();
         let mut chunk = [0u8; 512];
@@ -198,8 +207,8 @@ impl ClamavStage {
             }
             buf.extend_from_slice(&chunk[..n]);
             if let Some(end) = buf.iter().position(|&b| b == 0) {
-                buf.truncate(end);
-                return String::from_utf8(buf).map_err(|e| format!("reply not UTF-8: {:?}", e.as_bytes()));
+                buf.truncate(end + 1);
+                return Ok(buf);
             }
             if buf.len() > MAX_REPLY {
                 return Err(format!("reply longer than {MAX_REPLY} bytes"));
@@ -211,7 +220,7 @@ impl ClamavStage {
     fn ping(&self, addr: &Endpoint) -> Result<(), String> {
         let mut conn = self.connect(addr).map_err(|e| format!("connect: {e}"))?;
         conn.write_all(b"zPING\0").map_err(|e| format!("sending PING: {e}"))?;
-        match self.read_reply(&mut conn)? {
+        match decode_reply(&self.read_reply(&mut conn)?)? {
             r if r == "PONG" => Ok(()),
             r => Err(format!("PING answered {r:?}")),
         }
@@ -289,6 +298,14 @@ impl ClamavStage {
     }
 }
 
+/// A raw reply (up to and including its NUL) as text.
+fn decode_reply(raw: &[u8]) -> Result<String, String> {
+    let Some(end) = raw.iter().position(|&b| b == 0) else {
+        return Err(format!("reply not NUL-terminated: {:?}", String::from_utf8_lossy(raw)));
+    };
+    String::from_utf8(raw[..end].to_vec()).map_err(|e| format!("reply not UTF-8: {:?}", e.as_bytes()))
+}
+
 /// Map a clamd reply to a verdict (protocols.md §4.3).
 fn parse_reply(reply: &str) -> Result<Verdict, StageError> {
     if reply == "stream: OK" {
@@ -328,6 +345,55 @@ impl Stage for ClamavStage {
                 view.len()
             )));
         }
+        // Recording or replaying: the request is the stream's content, hashed in a pass of its
+        // own (a live check does not pay for it). Its length settles StreamMaxLength here, so a
+        // replay reaches the same verdict without streaming.
+        let request = match self.outside.answers.is_live() {
+            true => None,
+            false => {
+                let mut h = RequestHasher::default();
+                h.read_from(view.wire_reader())
+                    .map_err(|e| StageError::Temporary(format!("reading the message: {e}")))?;
+                let (digest, len) = h.finish();
+                if len > max {
+                    return Err(too_long(max, len));
+                }
+                Some(digest)
+            }
+        };
+        let answer = self.outside.answers.exchange(self.name(), view.header.id.as_str(), request, || self.ask(view))?;
+        match answer {
+            Answer::Reply { from, bytes } => {
+                let reply = decode_reply(&bytes).map_err(|e| StageError::Temporary(format!("{from}: {e}")))?;
+                let verdict = parse_reply(&reply)?;
+                Ok(StageResult::new(verdict)
+                    .detail("server", from)
+                    .detail("reply", reply)
+                    .detail("elapsed_ms", self.outside.clock.elapsed(started).as_millis().to_string()))
+            }
+            Answer::Failed { reason } => Err(StageError::Temporary(format!("clamd unavailable: {reason}"))),
+        }
+    }
+
+    fn timeout(&self) -> Duration {
+        // One full attempt per server, plus a wait for a connection; the stage's own deadlines
+        // should fire before the executor's.
+        let c = &self.config;
+        let per = c.connect_timeout_ms + c.write_timeout_ms + c.read_timeout_ms + c.queue_timeout_ms;
+        Duration::from_millis(per.saturating_mul(self.servers.len() as u64).max(30_000))
+    }
+}
+
+fn too_long(max: u64, len: u64) -> StageError {
+    StageError::Permanent(format!(
+        "message larger than StreamMaxLength (more than {max} bytes in wire form, {len} read)"
+    ))
+}
+
+impl ClamavStage {
+    /// Ask the servers in turn until one answers the scan: its raw reply, or every failure.
+    fn ask(&self, view: &MessageView<'_>) -> Result<Answer, StageError> {
+        let max = self.config.stream_max_length;
         let n = self.servers.len();
         let first = self.next.fetch_add(1, Ordering::Relaxed) % n;
         let mut failures = Vec::new();
@@ -353,33 +419,22 @@ impl Stage for ClamavStage {
                 }
             }
             match self.instream(&server.addr, view) {
-                Outcome::Reply(reply) => {
-                    let verdict = parse_reply(&reply)?;
-                    return Ok(StageResult::new(verdict)
-                        .detail("server", server.label.clone())
-                        .detail("reply", reply)
-                        .detail("elapsed_ms", started.elapsed().as_millis().to_string()));
-                }
-                Outcome::TooLong(len) => {
-                    return Err(StageError::Permanent(format!(
-                        "message larger than StreamMaxLength (more than {max} bytes in wire form, {len} read)"
-                    )));
-                }
+                // A reply that is not text is not clamd talking: that server failed.
+                Outcome::Reply(raw) => match decode_reply(&raw) {
+                    Ok(_) => return Ok(Answer::Reply { from: server.label.clone(), bytes: raw }),
+                    Err(e) => {
+                        self.mark_down(server);
+                        failures.push(format!("{}: {e}", server.label));
+                    }
+                },
+                Outcome::TooLong(len) => return Err(too_long(max, len)),
                 Outcome::Failed(e) => {
                     self.mark_down(server);
                     failures.push(format!("{}: {e}", server.label));
                 }
             }
         }
-        Err(StageError::Temporary(format!("clamd unavailable: {}", failures.join("; "))))
-    }
-
-    fn timeout(&self) -> Duration {
-        // One full attempt per server, plus a wait for a connection; the stage's own deadlines
-        // should fire before the executor's.
-        let c = &self.config;
-        let per = c.connect_timeout_ms + c.write_timeout_ms + c.read_timeout_ms + c.queue_timeout_ms;
-        Duration::from_millis(per.saturating_mul(self.servers.len() as u64).max(30_000))
+        Ok(Answer::Failed { reason: failures.join("; ") })
     }
 }
 

@@ -56,6 +56,7 @@ use serde::Deserialize;
 use super::inject::sanitize;
 use super::net::{Conn, Endpoint};
 use super::{Stage, StageError, StageResult, Verdict};
+use crate::outside::{Answer, Outside, RequestHasher};
 use crate::spool::{AclScope, MessageView, SpoolHeader};
 
 /// Option words dccifd knows (dccif.h). `body` is left out on purpose: it makes dccifd send the
@@ -119,6 +120,14 @@ pub enum DccConfigError {
     Zero(&'static str),
 }
 
+/// Why an exchange with dccifd gave no reply.
+enum Trouble {
+    /// dccifd or the network: refused, timed out, closed early, too long. Recorded as its answer.
+    Service(String),
+    /// Our own copy of the message could not be read.
+    Local(String),
+}
+
 /// The `dcc` stage.
 #[derive(Debug, Clone)]
 pub struct DccStage {
@@ -127,6 +136,7 @@ pub struct DccStage {
     connect_timeout: Duration,
     timeout: Duration,
     max_header_bytes: usize,
+    outside: Outside,
 }
 
 impl DccStage {
@@ -154,7 +164,14 @@ impl DccStage {
             connect_timeout: Duration::from_millis(config.connect_timeout_ms),
             timeout: Duration::from_millis(config.timeout_ms),
             max_header_bytes: config.max_header_bytes,
+            outside: Outside::default(),
         })
+    }
+
+    /// Record or replay dccifd's answers.
+    pub fn with_outside(mut self, outside: Outside) -> DccStage {
+        self.outside = outside;
+        self
     }
 
     /// The request's envelope part: everything before the message bytes.
@@ -180,24 +197,34 @@ impl DccStage {
         out
     }
 
-    fn connect(&self) -> Result<Conn, StageError> {
+    fn connect(&self) -> Result<Conn, Trouble> {
         self.address
             .connect(self.connect_timeout)
-            .map_err(|e| StageError::Temporary(format!("dccifd connect to {}: {e}", self.address)))
+            .map_err(|e| Trouble::Service(format!("dccifd connect to {}: {e}", self.address)))
+    }
+
+    /// Ask dccifd: its reply, or how talking to it failed. `Err` only when our own copy of the
+    /// message could not be read (that is not dccifd's answer, and is not recorded).
+    fn ask(&self, message: &MessageView<'_>) -> Result<Answer, StageError> {
+        match self.exchange(message) {
+            Ok(bytes) => Ok(Answer::Reply { from: self.address.to_string(), bytes }),
+            Err(Trouble::Service(reason)) => Ok(Answer::Failed { reason }),
+            Err(Trouble::Local(why)) => Err(StageError::Temporary(why)),
+        }
     }
 
     /// Send the request and read the whole reply.
-    fn exchange(&self, message: &MessageView<'_>) -> Result<Vec<u8>, StageError> {
+    fn exchange(&self, message: &MessageView<'_>) -> Result<Vec<u8>, Trouble> {
         let mut conn = self.connect()?;
         let deadline = Instant::now() + self.timeout;
         let io_err = |what: &str, e: io::Error| {
             if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) {
-                StageError::Temporary(format!("dccifd {what}: timed out after {} ms", self.timeout.as_millis()))
+                Trouble::Service(format!("dccifd {what}: timed out after {} ms", self.timeout.as_millis()))
             } else {
-                StageError::Temporary(format!("dccifd {what}: {e}"))
+                Trouble::Service(format!("dccifd {what}: {e}"))
             }
         };
-        let timed_out = || StageError::Temporary(format!("dccifd: timed out after {} ms", self.timeout.as_millis()));
+        let timed_out = || Trouble::Service(format!("dccifd: timed out after {} ms", self.timeout.as_millis()));
 
         write_all_by(&mut conn, &self.envelope(message.header), deadline).map_err(|e| io_err("write", e))?;
         let mut reader = message.reader();
@@ -207,7 +234,7 @@ impl DccStage {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(StageError::Temporary(format!("reading the message: {e}"))),
+                Err(e) => return Err(Trouble::Local(format!("reading the message: {e}"))),
             };
             write_all_by(&mut conn, &buf[..n], deadline).map_err(|e| io_err("write", e))?;
         }
@@ -223,7 +250,7 @@ impl DccStage {
                 Ok(n) => {
                     reply.extend_from_slice(&buf[..n]);
                     if reply.len() > MAX_REPLY_BYTES {
-                        return Err(StageError::Temporary(format!("dccifd reply longer than {MAX_REPLY_BYTES} bytes")));
+                        return Err(Trouble::Service(format!("dccifd reply longer than {MAX_REPLY_BYTES} bytes")));
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -239,7 +266,22 @@ impl Stage for DccStage {
     }
 
     fn check(&self, message: &MessageView<'_>) -> Result<StageResult, StageError> {
-        let reply = self.exchange(message)?;
+        // Recording or replaying: the request is exactly what we send, envelope then message.
+        let request = match self.outside.answers.is_live() {
+            true => None,
+            false => {
+                let mut h = RequestHasher::default();
+                h.update(&self.envelope(message.header));
+                h.read_from(message.reader())
+                    .map_err(|e| StageError::Temporary(format!("reading the message: {e}")))?;
+                Some(h.finish().0)
+            }
+        };
+        let ask = || self.ask(message);
+        let reply = match self.outside.answers.exchange(self.name(), message.header.id.as_str(), request, ask)? {
+            Answer::Reply { bytes, .. } => bytes,
+            Answer::Failed { reason } => return Err(StageError::Temporary(reason)),
+        };
         let expected = message.header.pending_recipients().count();
         interpret(&reply, expected, self.max_header_bytes)
     }

@@ -71,6 +71,13 @@ pub enum StageError {
     Permanent(String),
 }
 
+/// A replay lacks the answer a stage needs: it cannot tell, so the message is not decided.
+impl From<crate::outside::MissingAnswer> for StageError {
+    fn from(m: crate::outside::MissingAnswer) -> StageError {
+        StageError::Temporary(format!("replay: {m}"))
+    }
+}
+
 /// The stage interface: small on purpose.
 pub trait Stage: Send + Sync {
     /// A short stable name used in configuration, logs and reports (`clamav`, `dcc`, `arc`...).
