@@ -126,3 +126,87 @@ fn verify_only_reports_without_sealing() {
     );
     assert_eq!(value_of(&header, "ARC-Seal").len(), 1, "no new seal without [stages.arc.seal]");
 }
+
+fn spoolsift(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_spoolsift")).args(args).output().unwrap()
+}
+
+/// The key lookups of a capture are recorded and a replay answers from them: the replay's arc
+/// stage has no records file and a name server nobody answers, and still sees the chain pass. A
+/// replay missing that answer names it and decides nothing.
+#[test]
+fn capture_records_the_key_lookups_and_replay_answers_from_them() {
+    require_dkimpy();
+    let mut w = World::new();
+    let hop1 = w.rsa_key("hop1.example", "arc", 2048);
+    let incoming = w.dkimpy_sign(&message(), &hop1, "hop1.example", "arc", "mx.hop1.example", "none");
+    let root = w.path().join("capture");
+    drop_pair(&root, &incoming);
+    let head = "name = \"arc-replay\"\nauthserv_id = \"mx.test.example\"\n[stages.arc]\n";
+    let capture_pipeline = root.join("capture.toml");
+    std::fs::write(&capture_pipeline, format!("{head}txt_records = \"{}\"\n", w.records.display())).unwrap();
+    // Port 9 (discard) on loopback: nothing answers DNS there, so a live lookup could only fail.
+    let replay_pipeline = root.join("replay.toml");
+    std::fs::write(
+        &replay_pipeline,
+        format!("{head}nameservers = [\"127.0.0.1:9\"]\ndns_timeout_ms = 200\ndns_attempts = 1\n"),
+    )
+    .unwrap();
+    let cap = root.join("cap");
+    let out = spoolsift(&[
+        "capture",
+        root.join("qf").to_str().unwrap(),
+        cap.to_str().unwrap(),
+        "--pipeline",
+        capture_pipeline.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let answers: serde_json::Value = serde_json::from_slice(&std::fs::read(cap.join("answers.json")).unwrap()).unwrap();
+    let recorded: Vec<&String> = answers["txt"].as_object().unwrap().keys().collect();
+    assert_eq!(recorded, ["arc._domainkey.hop1.example"]);
+
+    let replay = |out_dir: &Path| {
+        spoolsift(&[
+            "replay",
+            cap.to_str().unwrap(),
+            "--pipeline",
+            replay_pipeline.to_str().unwrap(),
+            "--out",
+            out_dir.to_str().unwrap(),
+        ])
+    };
+    let out_dir = root.join("out");
+    let out = replay(&out_dir);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let input = out_dir.join("input");
+    let h_name = support_h_name(&input);
+    let header = SpoolHeader::read(&input.join(h_name)).unwrap();
+    assert_eq!(
+        value_of(&header, "Authentication-Results")[0],
+        "mx.test.example; arc=pass (i=1) header.oldest-pass=0 smtp.remote-ip=192.0.2.10"
+    );
+
+    // Without the recorded answer: named, exit 3, and no verdict made up (the message is deferred).
+    let mut stripped = answers.clone();
+    stripped["txt"] = serde_json::json!({});
+    std::fs::write(cap.join("answers.json"), serde_json::to_vec_pretty(&stripped).unwrap()).unwrap();
+    let out_dir = root.join("out-missing");
+    let out = replay(&out_dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("spoolsift replay: missing answer: DNS TXT arc._domainkey.hop1.example\n"), "{stderr}");
+    assert!(support_h_names(&out_dir.join("input")).is_empty(), "nothing re-queued on a made-up answer");
+}
+
+fn support_h_names(dir: &Path) -> Vec<String> {
+    match std::fs::read_dir(dir) {
+        Ok(rd) => rd.map(|e| e.unwrap().file_name().into_string().unwrap()).filter(|n| n.ends_with("-H")).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn support_h_name(dir: &Path) -> String {
+    let names = support_h_names(dir);
+    assert_eq!(names.len(), 1, "{names:?}");
+    names[0].clone()
+}

@@ -25,6 +25,9 @@ pub enum DnsError {
     /// Timeout, SERVFAIL, no server reachable: asking again later may give an answer.
     #[error("temporary DNS failure: {0}")]
     Temporary(String),
+    /// A replay has no recorded answer for the name: the check must not decide on it.
+    #[error("no recorded answer for TXT {0}")]
+    Unrecorded(String),
 }
 
 /// A source of TXT records.

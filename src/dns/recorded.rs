@@ -55,10 +55,9 @@ impl TxtLookup for ReplayingTxt {
         match self.recorded.get(&name) {
             Some(answer) => answer.clone(),
             None => {
-                let why = format!("no recorded answer for TXT {name}");
-                self.missing.lock().unwrap_or_else(|e| e.into_inner()).insert(name);
-                // Temporary: a check that cannot get its answer must not pass or fail the message.
-                Err(DnsError::Temporary(why))
+                self.missing.lock().unwrap_or_else(|e| e.into_inner()).insert(name.clone());
+                // A check that cannot get its answer must not pass or fail the message.
+                Err(DnsError::Unrecorded(name))
             }
         }
     }
@@ -90,7 +89,7 @@ mod tests {
         assert_eq!(replay.txt("GONE.example."), Err(DnsError::NoSuchName));
         assert_eq!(
             replay.txt("other._domainkey.example.org."),
-            Err(DnsError::Temporary("no recorded answer for TXT other._domainkey.example.org".into()))
+            Err(DnsError::Unrecorded("other._domainkey.example.org".into()))
         );
         assert_eq!(missing.lock().unwrap().iter().collect::<Vec<_>>(), ["other._domainkey.example.org"]);
     }

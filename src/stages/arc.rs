@@ -155,7 +155,7 @@ impl Stage for ArcStage {
         let headers = header_texts(message.header);
         let r = verify::verify(&headers, &mut message.body_wire_reader(), self.dns.as_ref(), self.clock.now_secs())
             .map_err(|e| StageError::Temporary(format!("reading the body: {e}")))?;
-        if r.dns_temporary && self.on_dns_failure == OnDnsFailure::Defer {
+        if r.dns_unrecorded || (r.dns_temporary && self.on_dns_failure == OnDnsFailure::Defer) {
             return Err(StageError::Temporary(r.reason));
         }
         let remote_ip = message.header.options.value("host_address").and_then(parse_host_address);

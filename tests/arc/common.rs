@@ -238,6 +238,7 @@ pub fn pass(n: u32, oldest: u32, domains: &[&str]) -> ArcResult {
         oldest_pass: oldest,
         domains: domains.iter().map(|d| d.to_string()).collect(),
         dns_temporary: false,
+        dns_unrecorded: false,
     }
 }
 
@@ -249,6 +250,7 @@ pub fn failed(n: u32, reason: &str, domains: &[&str]) -> ArcResult {
         oldest_pass: 0,
         domains: domains.iter().map(|d| d.to_string()).collect(),
         dns_temporary: false,
+        dns_unrecorded: false,
     }
 }
 

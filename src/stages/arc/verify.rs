@@ -52,6 +52,9 @@ pub struct ArcResult {
     /// The failure came from a temporary DNS error (asking later might give another answer).
     #[serde(skip)]
     pub dns_temporary: bool,
+    /// A replay had no recorded answer for a key: the result says nothing about the chain.
+    #[serde(skip)]
+    pub dns_unrecorded: bool,
 }
 
 /// The three kinds of ARC header field.
@@ -326,6 +329,7 @@ impl Verifier<'_> {
                         parsed.into_iter().find_map(Result::ok).ok_or_else(|| lookup(&first_err, false))
                     }
                     Err(DnsError::Temporary(_)) => Err(lookup("temporary DNS failure", true)),
+                    Err(DnsError::Unrecorded(_)) => Err(lookup(UNRECORDED, true)),
                     Err(e) => Err(lookup(&e.to_string(), false)),
                 }
             })
@@ -352,8 +356,12 @@ impl Verifier<'_> {
     }
 }
 
+/// The lookup reason a replay's missing answer gives (kept apart from real DNS trouble).
+const UNRECORDED: &str = "no recorded answer";
+
 fn fail(reason: String, instances: u32, domains: Vec<String>, dns_temporary: bool) -> ArcResult {
-    ArcResult { result: ArcStatus::Fail, reason, instances, oldest_pass: 0, domains, dns_temporary }
+    let dns_unrecorded = dns_temporary && reason.ends_with(UNRECORDED);
+    ArcResult { result: ArcStatus::Fail, reason, instances, oldest_pass: 0, domains, dns_temporary, dns_unrecorded }
 }
 
 /// Validate the chain of a message: its header fields in order (each as stored, LF or CRLF) and
@@ -371,6 +379,7 @@ pub fn verify(headers: &[&[u8]], body: &mut dyn Read, dns: &dyn TxtLookup, now: 
             oldest_pass: 0,
             domains: Vec::new(),
             dns_temporary: false,
+            dns_unrecorded: false,
         });
     };
     let domain_of =
@@ -474,6 +483,7 @@ pub fn verify(headers: &[&[u8]], body: &mut dyn Read, dns: &dyn TxtLookup, now: 
         oldest_pass,
         domains,
         dns_temporary: false,
+        dns_unrecorded: false,
     })
 }
 
