@@ -367,4 +367,5 @@ fn config_from_toml_and_its_errors() {
     assert_eq!(bad(DccConfig { options: "body".into(), ..config("unix:/x") }), DccConfigError::Option("body".into()));
     assert_eq!(bad(DccConfig { timeout_ms: 0, ..config("unix:/x") }), DccConfigError::Zero("timeout_ms"));
     assert_eq!(bad(DccConfig { max_header_bytes: 0, ..config("unix:/x") }), DccConfigError::Zero("max_header_bytes"));
+    assert_eq!(bad(DccConfig { max_connections: 0, ..config("unix:/x") }), DccConfigError::Zero("max_connections"));
 }

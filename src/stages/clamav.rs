@@ -19,12 +19,12 @@
 
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use super::net::{Conn, Endpoint};
+use super::net::{Conn, Endpoint, Semaphore};
 use super::{Stage, StageError, StageResult, Verdict};
 use crate::outside::{Answer, Outside, RequestHasher};
 use crate::spool::MessageView;
@@ -73,39 +73,6 @@ impl Default for ClamavConfig {
             queue_timeout_ms: 30_000,
             retry_down_after_ms: 10_000,
         }
-    }
-}
-
-/// A counting semaphore: at most `max` permits out at a time.
-struct Semaphore {
-    free: Mutex<usize>,
-    cv: Condvar,
-}
-
-struct Permit<'a>(&'a Semaphore);
-
-impl Drop for Permit<'_> {
-    fn drop(&mut self) {
-        *self.0.free.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-        self.0.cv.notify_one();
-    }
-}
-
-impl Semaphore {
-    fn new(max: usize) -> Semaphore {
-        Semaphore { free: Mutex::new(max), cv: Condvar::new() }
-    }
-
-    /// A permit, waiting at most `wait` for one.
-    fn acquire(&self, wait: Duration) -> Option<Permit<'_>> {
-        let guard = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        let (mut free, _) =
-            self.cv.wait_timeout_while(guard, wait, |free| *free == 0).unwrap_or_else(|e| e.into_inner());
-        if *free == 0 {
-            return None;
-        }
-        *free -= 1;
-        Some(Permit(self))
     }
 }
 

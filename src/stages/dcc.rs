@@ -54,7 +54,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use super::inject::sanitize;
-use super::net::{Conn, Endpoint};
+use super::net::{Conn, Endpoint, Semaphore};
 use super::{Stage, StageError, StageResult, Verdict};
 use crate::outside::{Answer, Outside, RequestHasher};
 use crate::spool::{AclScope, MessageView, SpoolHeader};
@@ -95,6 +95,9 @@ pub struct DccConfig {
     /// Longest X-DCC header value we return (Exim truncates the whole header at 120 bytes; we
     /// keep more, but bounded).
     pub max_header_bytes: usize,
+    /// Connections to dccifd at once; further checks wait (within `timeout_ms`) for one to free
+    /// up, so a slow dccifd slows this stage, not the host.
+    pub max_connections: usize,
 }
 
 impl Default for DccConfig {
@@ -105,6 +108,7 @@ impl Default for DccConfig {
             connect_timeout_ms: 5_000,
             timeout_ms: 10_000,
             max_header_bytes: 1024,
+            max_connections: 4,
         }
     }
 }
@@ -136,6 +140,8 @@ pub struct DccStage {
     connect_timeout: Duration,
     timeout: Duration,
     max_header_bytes: usize,
+    slots: std::sync::Arc<Semaphore>,
+    max_connections: usize,
     outside: Outside,
 }
 
@@ -158,12 +164,17 @@ impl DccStage {
         if config.max_header_bytes == 0 {
             return Err(DccConfigError::Zero("max_header_bytes"));
         }
+        if config.max_connections == 0 {
+            return Err(DccConfigError::Zero("max_connections"));
+        }
         Ok(DccStage {
             address,
             options: words.join(" "),
             connect_timeout: Duration::from_millis(config.connect_timeout_ms),
             timeout: Duration::from_millis(config.timeout_ms),
             max_header_bytes: config.max_header_bytes,
+            slots: std::sync::Arc::new(Semaphore::new(config.max_connections)),
+            max_connections: config.max_connections,
             outside: Outside::default(),
         })
     }
@@ -215,6 +226,14 @@ impl DccStage {
 
     /// Send the request and read the whole reply.
     fn exchange(&self, message: &MessageView<'_>) -> Result<Vec<u8>, Trouble> {
+        // Waiting for our own connection limit is not dccifd's answer: not recorded.
+        let _permit = self.slots.acquire(self.timeout).ok_or_else(|| {
+            Trouble::Local(format!(
+                "dccifd: all {} connections busy for {} ms",
+                self.max_connections,
+                self.timeout.as_millis()
+            ))
+        })?;
         let mut conn = self.connect()?;
         let deadline = Instant::now() + self.timeout;
         let io_err = |what: &str, e: io::Error| {

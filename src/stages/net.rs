@@ -7,6 +7,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
+use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 /// Where a service listens.
@@ -119,6 +120,40 @@ impl Write for Conn {
     }
 }
 
+/// A counting semaphore: at most `max` permits out at a time.
+#[derive(Debug)]
+pub struct Semaphore {
+    free: Mutex<usize>,
+    cv: Condvar,
+}
+
+pub struct Permit<'a>(&'a Semaphore);
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.0.cv.notify_one();
+    }
+}
+
+impl Semaphore {
+    pub fn new(max: usize) -> Semaphore {
+        Semaphore { free: Mutex::new(max), cv: Condvar::new() }
+    }
+
+    /// A permit, waiting at most `wait` for one.
+    pub fn acquire(&self, wait: Duration) -> Option<Permit<'_>> {
+        let guard = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut free, _) =
+            self.cv.wait_timeout_while(guard, wait, |free| *free == 0).unwrap_or_else(|e| e.into_inner());
+        if *free == 0 {
+            return None;
+        }
+        *free -= 1;
+        Some(Permit(self))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,5 +168,24 @@ mod tests {
             assert!(Endpoint::parse(bad).is_err(), "{bad}");
         }
         assert_eq!(Endpoint::parse("tcp:h:1").unwrap().to_string(), "tcp:h:1");
+    }
+
+    #[test]
+    fn permits_are_bounded_and_come_back_when_dropped() {
+        let s = Semaphore::new(2);
+        let a = s.acquire(Duration::ZERO).expect("first");
+        let _b = s.acquire(Duration::ZERO).expect("second");
+        assert!(s.acquire(Duration::from_millis(20)).is_none(), "a third while two are out");
+        drop(a);
+        assert!(s.acquire(Duration::ZERO).is_some(), "one came back");
+        // A waiter is woken by a permit coming back, well before its own deadline.
+        let s = std::sync::Arc::new(Semaphore::new(1));
+        let held = s.acquire(Duration::ZERO).unwrap();
+        let waiter = {
+            let s = std::sync::Arc::clone(&s);
+            std::thread::spawn(move || s.acquire(Duration::from_secs(30)).is_some())
+        };
+        drop(held);
+        assert!(waiter.join().unwrap());
     }
 }
