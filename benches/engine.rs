@@ -46,6 +46,7 @@ fn main() {
     let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
     let mut n = 10_000;
     let mut places: Vec<(String, PathBuf)> = Vec::new();
+    let mut corpora = vec![("mixed", false), ("small", true)];
     while let Some(a) = args.next() {
         match a.as_str() {
             "--messages" => n = args.next().and_then(|v| v.parse().ok()).expect("--messages N"),
@@ -55,8 +56,15 @@ fn main() {
                 let (label, path) = s.split_once('=').expect("--dir LABEL=PATH");
                 places.push((label.to_string(), PathBuf::from(path)));
             }
+            "--corpus" => {
+                let which = args.next().expect("--corpus mixed|small");
+                corpora.retain(|(name, _)| *name == which);
+                assert!(!corpora.is_empty(), "--corpus mixed|small");
+            }
             "--help" | "-h" => {
-                println!("engine [--messages N] [--dir LABEL=PATH]...  (default: tmpfs=/dev/shm, disk=target)");
+                println!(
+                    "engine [--messages N] [--dir LABEL=PATH]... [--corpus mixed|small]  (default: tmpfs=/dev/shm, disk=target, both corpora)"
+                );
                 return;
             }
             other => panic!("unknown argument {other}"),
@@ -72,7 +80,7 @@ fn main() {
         "where", "corpus", "msgs", "msg/s", "baseline", "ratio", "p50 ms", "p99 ms", "RSS1 MiB", "RSS2 MiB"
     );
     for (label, base) in &places {
-        for (corpus_name, small) in [("mixed", false), ("small", true)] {
+        for &(corpus_name, small) in &corpora {
             let root = tempfile::Builder::new().prefix("spoolsift-bench.").tempdir_in(base).unwrap();
             let corpus = root.path().join("corpus");
             let ids = generate(&corpus, n, small);
