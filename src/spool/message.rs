@@ -186,7 +186,11 @@ mod tests {
     use super::*;
 
     fn crlf(input: &[u8], out_chunk: usize) -> Vec<u8> {
-        let mut r = CrlfReader::new(input);
+        read_in_chunks(CrlfReader::new(input), out_chunk)
+    }
+
+    /// Everything `r` yields, read into a buffer of `out_chunk` bytes at a time.
+    fn read_in_chunks(mut r: impl Read, out_chunk: usize) -> Vec<u8> {
         let mut all = Vec::new();
         let mut buf = vec![0; out_chunk];
         loop {
@@ -234,16 +238,7 @@ mod tests {
             step in 1usize..40,
             out_chunk in 1usize..40,
         ) {
-            let mut r = CrlfReader::new(Trickle { data: &input, step });
-            let mut all = Vec::new();
-            let mut buf = vec![0; out_chunk];
-            loop {
-                let n = r.read(&mut buf).unwrap();
-                if n == 0 {
-                    break;
-                }
-                all.extend_from_slice(&buf[..n]);
-            }
+            let all = read_in_chunks(CrlfReader::new(Trickle { data: &input, step }), out_chunk);
             proptest::prop_assert_eq!(all, reference(&input));
         }
     }
