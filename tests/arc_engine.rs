@@ -139,6 +139,7 @@ fn capture_records_the_key_lookups_and_replay_answers_from_them() {
     require_dkimpy();
     let mut w = World::new();
     let hop1 = w.rsa_key("hop1.example", "arc", 2048);
+    let ours = w.rsa_key("seal.example", "mx", 2048);
     let incoming = w.dkimpy_sign(&message(), &hop1, "hop1.example", "arc", "mx.hop1.example", "none");
     let root = w.path().join("capture");
     drop_pair(&root, &incoming);
@@ -146,10 +147,15 @@ fn capture_records_the_key_lookups_and_replay_answers_from_them() {
     let capture_pipeline = root.join("capture.toml");
     std::fs::write(&capture_pipeline, format!("{head}txt_records = \"{}\"\n", w.records.display())).unwrap();
     // Port 9 (discard) on loopback: nothing answers DNS there, so a live lookup could only fail.
+    // The replay also seals, as watch would: on the capture's clock, so two replays sign alike.
+    let seal = format!(
+        "[stages.arc.seal]\ndomain = \"seal.example\"\nselector = \"mx\"\nkey_file = \"{}\"\n",
+        ours.pkcs8.display()
+    );
     let replay_pipeline = root.join("replay.toml");
     std::fs::write(
         &replay_pipeline,
-        format!("{head}nameservers = [\"127.0.0.1:9\"]\ndns_timeout_ms = 200\ndns_attempts = 1\n"),
+        format!("{head}nameservers = [\"127.0.0.1:9\"]\ndns_timeout_ms = 200\ndns_attempts = 1\n{seal}"),
     )
     .unwrap();
     let cap = root.join("cap");
@@ -180,10 +186,24 @@ fn capture_records_the_key_lookups_and_replay_answers_from_them() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let input = out_dir.join("input");
     let h_name = support_h_name(&input);
-    let header = SpoolHeader::read(&input.join(h_name)).unwrap();
+    let header = SpoolHeader::read(&input.join(&h_name)).unwrap();
     assert_eq!(
         value_of(&header, "Authentication-Results")[0],
         "mx.test.example; arc=pass (i=1) header.oldest-pass=0 smtp.remote-ip=192.0.2.10"
+    );
+    let clock = answers["clock"].as_u64().unwrap();
+    let seal = &value_of(&header, "ARC-Seal")[0];
+    assert!(
+        seal.starts_with(&format!("i=2; a=rsa-sha256; cv=pass; d=seal.example; s=mx; t={clock}; b=")),
+        "{seal}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again = root.join("out-again");
+    assert_eq!(replay(&again).status.code(), Some(0));
+    assert_eq!(
+        std::fs::read(again.join("input").join(&h_name)).unwrap(),
+        std::fs::read(input.join(&h_name)).unwrap(),
+        "two replays seal alike"
     );
 
     // Without the recorded answer: named, exit 3, and no verdict made up (the message is deferred).

@@ -162,7 +162,10 @@ fn run_engine(
         None => Marker::default(),
     };
     let intake = QueuefileDir::exim_spool(&incoming, Duration::from_secs(900));
+    // Our ARC seal, as `watch` adds it; its signatures and `t=` (the fixed clock) are deterministic.
+    let sealer = pipeline::build::arc_sealer(&cfg).map_err(|e| e.to_string())?;
     let mut engine = Engine::new(cfg, stages, db, dirs, intake, target);
+    engine.sealer = sealer;
     engine.transform = Transform { marker, ..Transform::default() };
     engine.clock = clock;
     engine.minters =
