@@ -258,7 +258,13 @@ fn malformed_pair_is_moved_aside_with_its_reason() {
 }
 
 /// Put a claim into a given journal state, as a crash would leave it.
-fn crashed_in(w: &mut World, state: ClaimState, target_has_d: bool, target_has_h: bool) -> (ClaimRecord, MessageId) {
+fn crashed_in(
+    w: &mut World,
+    state: ClaimState,
+    target_has_d: bool,
+    target_has_h: bool,
+    target_has_temp_h: bool,
+) -> (ClaimRecord, MessageId) {
     let id = w.drop_copy(None, &[], "crash\n");
     let target = w.minter.mint();
     let rec = w.with_engine(|e| {
@@ -275,40 +281,54 @@ fn crashed_in(w: &mut World, state: ClaimState, target_has_d: bool, target_has_h
     if target_has_h {
         std::fs::write(w.input().join(format!("{target}-H")), b"placeholder").unwrap();
     }
+    if target_has_temp_h {
+        std::fs::write(w.input().join(format!("rq.{target}.H.tmp")), b"placeholder").unwrap();
+    }
     let _ = id;
     (rec, target)
 }
 
 #[test]
 fn recovery_rolls_back_an_uncommitted_requeue() {
-    for (state, has_d) in
-        [(ClaimState::Committing, false), (ClaimState::Committing, true), (ClaimState::DataWritten, true)]
-    {
+    // (state, target -D, temporary -H): the rename of the -H never happened.
+    for (state, has_d, has_temp) in [
+        (ClaimState::Committing, false, false),
+        (ClaimState::Committing, true, false),
+        (ClaimState::Committing, true, true),
+        (ClaimState::DataWritten, true, true),
+        // The -D gone while the -H was never renamed: not a delivery (Exim never saw the
+        // message), so it must be processed again, not counted as done.
+        (ClaimState::DataWritten, false, true),
+        // Renamed yet -H gone and -D there: not what Exim leaves; without a -H it is safe to redo.
+        (ClaimState::DataWritten, true, false),
+    ] {
         let mut w = World::new();
-        let (rec, target) = crashed_in(&mut w, state, has_d, false);
+        let (rec, target) = crashed_in(&mut w, state, has_d, false, has_temp);
         let notes = w.with_engine(|e| e.recover().unwrap());
         assert_eq!(
-            notes,
-            [format!("{}: interrupted re-queue rolled back; will be processed again", rec.key)],
-            "{state:?}"
+            notes[0],
+            format!("{}: interrupted re-queue rolled back; will be processed again", rec.key),
+            "{state:?} {has_d} {has_temp}"
         );
         assert!(!w.input().join(format!("{target}-D")).exists(), "our partial -D is gone");
+        assert!(!w.input().join(format!("rq.{target}.H.tmp")).exists(), "our temporary -H is gone");
         let lines = w.with_engine(run_until_idle);
         assert_eq!(lines.len(), 1);
-        assert_eq!(w.queued().len(), 1, "{state:?}: delivered exactly once");
+        assert_eq!(w.queued().len(), 1, "{state:?} {has_d} {has_temp}: delivered exactly once");
     }
 }
 
 #[test]
 fn recovery_completes_a_committed_requeue() {
-    // The -H landed (or Exim already delivered it: both files gone after DataWritten).
+    // The -H landed (or Exim already delivered it: the temporary -H renamed, both files gone
+    // after DataWritten).
     for (state, has_d, has_h) in [
         (ClaimState::DataWritten, true, true),
         (ClaimState::DataWritten, false, false),
         (ClaimState::Committed, false, false),
     ] {
         let mut w = World::new();
-        let (mut rec, _) = crashed_in(&mut w, state, has_d, has_h);
+        let (mut rec, _) = crashed_in(&mut w, state, has_d, has_h, false);
         // The crash came before the transaction that records the recipients handed on.
         rec.handing_on = vec![b"bob@dest.example".to_vec()];
         w.with_engine(|e| e.db.put(std::slice::from_ref(&rec)).unwrap());

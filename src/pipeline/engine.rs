@@ -3,8 +3,9 @@
 //!
 //! Durability, step by step (each journal write is one LMDB transaction for the whole batch):
 //! 1. journal `Claimed`, then rename the pair into `work/` (same file system);
-//! 2. journal `Committing(target id)`, write every target `-D`, sync their directories;
-//! 3. journal `DataWritten`, write every target `-H` (the commit point), sync directories;
+//! 2. journal `Committing(target id)`, write every target `-D` and every `-H` under its temporary
+//!    name (`requeue::header_temp_path`), sync their directories;
+//! 3. journal `DataWritten`, rename every `-H` into place (the commit point), sync directories;
 //! 4. journal `Committed` with the recipients handed on (dedupe), remove the work files, forget.
 //!
 //! [`super::recovery`] completes or rolls back whatever a crash left between those steps, so a
@@ -446,7 +447,7 @@ impl<'e> Engine<'e> {
             committing.iter().map(|(rec, _, _, h)| Handled { target_id: rec.target_id.clone(), ..h.clone() }).collect();
         self.record_verdicts(requeuing.iter(), now);
 
-        // Step 2: every -D, then one sync per directory.
+        // Step 2: every -D and every -H under its temporary name, then one sync per directory.
         let mut dirs = std::collections::BTreeSet::new();
         let mut written = Vec::new();
         for (rec, header, owed, handled) in committing {
@@ -458,12 +459,18 @@ impl<'e> Engine<'e> {
                     .map_err(requeue::RequeueError::from)
                     .and_then(|d| requeue::write_data(&self.target, &header.id, BodyPlan::Copy(&d)))
             };
+            let result = result.and_then(|data| {
+                requeue::prepare_header(&self.target, &header).inspect_err(|_| {
+                    let _ = std::fs::remove_file(&data);
+                })
+            });
             match result {
                 Ok(_) => {
                     dirs.insert(self.target.dir_for(&header.id));
                     written.push((rec, header, owed, handled));
                 }
-                Err(e) => self.back_to_claimed(rec, &format!("writing -D: {e}"))?,
+                // Still `Committing`: a crash here is rolled back whatever is on disk.
+                Err(e) => self.back_to_claimed(rec, &format!("writing into the spool: {e}"))?,
             }
         }
         for d in &dirs {
@@ -473,18 +480,23 @@ impl<'e> Engine<'e> {
         data_written.iter_mut().for_each(|r| r.state = ClaimState::DataWritten);
         self.db.put(&data_written).map_err(io::Error::other)?;
 
-        // Step 3: every -H (the commit points), then the directory syncs.
+        // Step 3: rename every -H into place (the commit points), then the directory syncs.
         let mut committed = Vec::new();
         for (mut rec, header, owed, mut handled) in written {
-            match requeue::write_header(&self.target, &header) {
+            match requeue::publish_header(&self.target, &header.id) {
                 Ok(c) => {
                     rec.state = ClaimState::Committed;
                     handled.target_id = Some(c.id.to_string());
                     committed.push((rec, c.id, owed, handled));
                 }
                 Err(e) => {
+                    // The -D goes first and the temporary -H last, after the journal says
+                    // `Claimed`: until then recovery finds the temporary -H and rolls back. The
+                    // other order could leave `DataWritten` with neither file, which recovery
+                    // must read as "renamed, and Exim delivered it".
                     let _ = std::fs::remove_file(self.target.dir_for(&header.id).join(format!("{}-D", header.id)));
-                    self.back_to_claimed(rec, &format!("writing -H: {e}"))?;
+                    self.back_to_claimed(rec, &format!("renaming -H into place: {e}"))?;
+                    let _ = std::fs::remove_file(requeue::header_temp_path(&self.target, &header.id));
                 }
             }
         }

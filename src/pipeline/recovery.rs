@@ -8,6 +8,13 @@ use super::engine::{remove_pair, Engine};
 use crate::requeue::commit::is_temp_name;
 use crate::state::{ClaimRecord, ClaimState};
 
+fn remove_if_present(p: &Path) -> io::Result<()> {
+    match std::fs::remove_file(p) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 fn remove_temp_files(dir: &Path) -> io::Result<usize> {
     let mut n = 0;
     let rd = match std::fs::read_dir(dir) {
@@ -32,14 +39,15 @@ impl Engine<'_> {
     /// Bring the journal and the files back in line. Returns a line per record acted on.
     pub fn recover(&mut self) -> io::Result<Vec<String>> {
         let mut notes = Vec::new();
-        let temps = remove_temp_files(&self.target.input)?;
-        if temps > 0 {
-            notes.push(format!("removed {temps} temporary files of an interrupted re-queue"));
-        }
+        // The records first: a temporary -H is the evidence of a rename that did not happen.
         for rec in self.db.all().map_err(io::Error::other)? {
             if let Some(note) = self.recover_one(rec)? {
                 notes.push(note);
             }
+        }
+        let temps = remove_temp_files(&self.target.input)?;
+        if temps > 0 {
+            notes.push(format!("removed {temps} temporary files of an interrupted re-queue"));
         }
         crate::requeue::sync_dir(&self.dirs.work)?;
         if self.intake.dir.exists() {
@@ -53,7 +61,7 @@ impl Engine<'_> {
         let target = rec.target_id.as_deref().and_then(|t| crate::spool::MessageId::parse(t.as_bytes()).ok());
         let target_files = target.as_ref().map(|t| {
             let dir = self.target.dir_for(t);
-            (dir.join(format!("{t}-H")), dir.join(format!("{t}-D")))
+            (dir.join(format!("{t}-H")), dir.join(format!("{t}-D")), crate::requeue::header_temp_path(&self.target, t))
         });
         let state = rec.state;
         let committed = match (state, &target_files) {
@@ -77,26 +85,33 @@ impl Engine<'_> {
             }
             (_, None) => false,
             (ClaimState::Committed, _) => true,
-            (ClaimState::Committing, Some((th, td))) => {
+            (ClaimState::Committing, Some((th, td, temp))) => {
+                // No -H is renamed before the journal says DataWritten.
                 if th.exists() {
                     true
                 } else {
-                    if td.exists() {
-                        std::fs::remove_file(td)?;
-                    }
+                    remove_if_present(temp)?;
+                    remove_if_present(td)?;
                     false
                 }
             }
-            (ClaimState::DataWritten, Some((th, td))) => {
+            (ClaimState::DataWritten, Some((th, td, temp))) => {
                 if th.exists() {
                     true
-                } else if td.exists() {
-                    // The -H never landed; Exim never removes a -D before its -H is written.
-                    std::fs::remove_file(td)?;
+                } else if temp.exists() {
+                    // The rename never happened: Exim has not seen the message.
+                    remove_if_present(temp)?;
+                    remove_if_present(td)?;
                     false
-                } else {
-                    // The -D was durably there and is gone: Exim delivered the message.
+                } else if !td.exists() {
+                    // Renamed (the temporary -H is gone), and both files gone since: Exim
+                    // delivered the message (it unlinks -D, then -H).
                     true
+                } else {
+                    // Renamed, -H gone, -D still there: not what Exim leaves. Without a -H Exim
+                    // will never deliver it, so the safe reading is "not committed".
+                    remove_if_present(td)?;
+                    false
                 }
             }
         };

@@ -125,33 +125,47 @@ fn write_new_file(
     fill: impl FnOnce(&mut File) -> io::Result<()>,
 ) -> Result<(), RequeueError> {
     let tmp_path = dir.join(tmp);
+    create_filled(target, &tmp_path, fill)?;
+    rename_noreplace(&tmp_path, final_path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp_path);
+        if e.kind() == io::ErrorKind::AlreadyExists {
+            RequeueError::AlreadyQueued(final_path.to_path_buf())
+        } else {
+            io_err("rename", final_path)(e)
+        }
+    })
+}
+
+/// Create `path` (which must not exist) with the target's owner and mode, fill it and sync it.
+/// On failure nothing is left at `path`.
+fn create_filled(
+    target: &TargetSpool,
+    path: &Path,
+    fill: impl FnOnce(&mut File) -> io::Result<()>,
+) -> Result<File, RequeueError> {
     let mut f = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(target.mode)
         .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-        .open(&tmp_path)
-        .map_err(io_err("create", &tmp_path))?;
+        .open(path)
+        .map_err(io_err("create", path))?;
     let result = (|| {
         if let Some((uid, gid)) = target.owner {
-            fchown(&f, Some(uid), Some(gid)).map_err(io_err("fchown", &tmp_path))?;
+            fchown(&f, Some(uid), Some(gid)).map_err(io_err("fchown", path))?;
         }
         // The umask may have narrowed the mode given to open().
-        f.set_permissions(std::fs::Permissions::from_mode(target.mode)).map_err(io_err("fchmod", &tmp_path))?;
-        fill(&mut f).map_err(io_err("write", &tmp_path))?;
-        f.sync_all().map_err(io_err("fsync", &tmp_path))?;
-        rename_noreplace(&tmp_path, final_path).map_err(|e| {
-            if e.kind() == io::ErrorKind::AlreadyExists {
-                RequeueError::AlreadyQueued(final_path.to_path_buf())
-            } else {
-                io_err("rename", final_path)(e)
-            }
-        })
+        f.set_permissions(std::fs::Permissions::from_mode(target.mode)).map_err(io_err("fchmod", path))?;
+        fill(&mut f).map_err(io_err("write", path))?;
+        f.sync_all().map_err(io_err("fsync", path))
     })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp_path);
+    match result {
+        Ok(()) => Ok(f),
+        Err(e) => {
+            let _ = std::fs::remove_file(path);
+            Err(e)
+        }
     }
-    result
 }
 
 /// Step 1 of a commit: put the `-D` in place under its final name. Its data is synced; its
@@ -186,19 +200,52 @@ pub fn write_data(target: &TargetSpool, id: &MessageId, body: BodyPlan<'_>) -> R
     Ok(data_path)
 }
 
-/// Step 2: the `-H`, through a temporary name, synced, renamed without replacing. The rename is
-/// the commit point; it is durable with the next [`sync_dir`] of the directory. While it is
-/// written we hold an OFD lock on the `-D`, so a queue runner that finds the message in that
-/// instant skips it instead of racing us.
-pub fn write_header(target: &TargetSpool, header: &SpoolHeader) -> Result<Committed, RequeueError> {
+/// Where [`prepare_header`] puts a message's `-H` before its rename. The name is derived from the
+/// id alone, so that recovery can tell a `-H` that was never renamed (this file is still there)
+/// from one that was (it is not), whatever process wrote it.
+pub fn header_temp_path(target: &TargetSpool, id: &MessageId) -> PathBuf {
+    target.dir_for(id).join(format!("rq.{id}.H.tmp"))
+}
+
+/// Step 2a: the `-H`, written and synced under [`header_temp_path`], not yet visible to Exim.
+pub fn prepare_header(target: &TargetSpool, header: &SpoolHeader) -> Result<PathBuf, RequeueError> {
     let header_bytes = header.to_checked_bytes()?;
-    let id = &header.id;
+    let tmp = header_temp_path(target, &header.id);
+    // One left by an earlier, interrupted attempt for this id is ours and stale.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err("remove", &tmp)(e)),
+        _ => {}
+    }
+    create_filled(target, &tmp, |f| f.write_all(&header_bytes))?;
+    Ok(tmp)
+}
+
+/// Step 2b: rename the prepared `-H` into place without replacing anything: the commit point,
+/// durable with the next [`sync_dir`] of the directory. While it is renamed we hold an OFD lock
+/// on the `-D`, so a queue runner that finds the message in that instant skips it instead of
+/// racing us.
+pub fn publish_header(target: &TargetSpool, id: &MessageId) -> Result<Committed, RequeueError> {
     let dir = target.dir_for(id);
     let data_path = dir.join(file_name(id, 'D'));
     let header_path = dir.join(file_name(id, 'H'));
+    let tmp = header_temp_path(target, id);
     let _lock = DataLock::try_acquire(&data_path, id.first_line_len() as u64).map_err(io_err("lock", &data_path))?;
-    write_new_file(target, &dir, &temp_name(id, 'H'), &header_path, |f| f.write_all(&header_bytes))?;
+    rename_noreplace(&tmp, &header_path).map_err(|e| {
+        if e.kind() == io::ErrorKind::AlreadyExists {
+            RequeueError::AlreadyQueued(header_path.clone())
+        } else {
+            io_err("rename", &header_path)(e)
+        }
+    })?;
     Ok(Committed { id: id.clone(), header_path, data_path })
+}
+
+/// Steps 2a and 2b together, for a single message.
+pub fn write_header(target: &TargetSpool, header: &SpoolHeader) -> Result<Committed, RequeueError> {
+    let tmp = prepare_header(target, header)?;
+    publish_header(target, &header.id).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }
 
 /// Re-queue one message: `-D`, then `-H`, then the directory sync that makes both durable.

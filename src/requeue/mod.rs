@@ -16,7 +16,10 @@ pub mod exim;
 pub mod target;
 pub mod transform;
 
-pub use commit::{commit, remove_external_pair, sync_dir, write_data, write_header, BodyPlan, Committed, RequeueError};
+pub use commit::{
+    commit, header_temp_path, prepare_header, publish_header, remove_external_pair, sync_dir, write_data, write_header,
+    BodyPlan, Committed, RequeueError,
+};
 pub use decide::{decide, Decision};
 pub use exim::{EximCommand, Kicker};
 pub use target::TargetSpool;

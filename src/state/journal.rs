@@ -22,7 +22,8 @@ pub enum ClaimState {
     Claimed,
     /// About to write into Exim's spool under `target_id` (written before the first byte).
     Committing,
-    /// The target `-D` is durably in place. If it disappears later, Exim delivered the message.
+    /// The target `-D` and the `-H` under its temporary name are durably in place; the `-H` is
+    /// being renamed. Its temporary file gone means it was renamed (the commit point passed).
     DataWritten,
     /// The target `-H` is in place: Exim owns the message now; only cleanup remains.
     Committed,
