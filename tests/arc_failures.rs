@@ -233,6 +233,6 @@ fn dns_trouble_fails_and_is_flagged() {
     let (headers, body) = split_message(&msg);
     let r = verify::verify(&headers, &mut CrlfReader::new(body), &Down, T).unwrap();
     let mut expected = failed(1, "i=1 AMS key lookup s1._domainkey.seal.example: temporary DNS failure", D);
-    expected.dns_temporary = true;
+    expected.dns_trouble = spoolsift::stages::arc::DnsTrouble::Temporary;
     assert_eq!(r, expected);
 }

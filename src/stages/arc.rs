@@ -28,7 +28,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use seal::{NewSet, SealConfig, Sealer};
-pub use verify::{ArcResult, ArcStatus};
+pub use verify::{ArcResult, ArcStatus, DnsTrouble};
 
 use super::dcc::parse_host_address;
 use super::inject::claimed_authserv_id;
@@ -155,7 +155,12 @@ impl Stage for ArcStage {
         let headers = header_texts(message.header);
         let r = verify::verify(&headers, &mut message.body_wire_reader(), self.dns.as_ref(), self.clock.now_secs())
             .map_err(|e| StageError::Temporary(format!("reading the body: {e}")))?;
-        if r.dns_unrecorded || (r.dns_temporary && self.on_dns_failure == OnDnsFailure::Defer) {
+        let defer = match r.dns_trouble {
+            DnsTrouble::Unrecorded => true,
+            DnsTrouble::Temporary => self.on_dns_failure == OnDnsFailure::Defer,
+            DnsTrouble::None => false,
+        };
+        if defer {
             return Err(StageError::Temporary(r.reason));
         }
         let remote_ip = message.header.options.value("host_address").and_then(parse_host_address);

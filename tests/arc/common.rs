@@ -237,8 +237,7 @@ pub fn pass(n: u32, oldest: u32, domains: &[&str]) -> ArcResult {
         instances: n,
         oldest_pass: oldest,
         domains: domains.iter().map(|d| d.to_string()).collect(),
-        dns_temporary: false,
-        dns_unrecorded: false,
+        dns_trouble: Default::default(),
     }
 }
 
@@ -249,8 +248,7 @@ pub fn failed(n: u32, reason: &str, domains: &[&str]) -> ArcResult {
         instances: n,
         oldest_pass: 0,
         domains: domains.iter().map(|d| d.to_string()).collect(),
-        dns_temporary: false,
-        dns_unrecorded: false,
+        dns_trouble: Default::default(),
     }
 }
 

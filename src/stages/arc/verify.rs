@@ -1,5 +1,5 @@
 //! ARC chain validation, RFC 8617 §5.2, strictly: every error is a `fail` (§5.2.1), including DNS
-//! trouble (the stage can be told to defer on that instead; see [`ArcResult::dns_temporary`]).
+//! trouble (the stage can be told to defer on that instead; see [`ArcResult::dns_trouble`]).
 //!
 //! Order: collect the sets (none → `none`); newest `cv=fail` → fail; structure (one AAR, AMS and
 //! AS per instance 1..N, `cv` right for its position, every tag valid); AMS(N) against the body
@@ -49,12 +49,21 @@ pub struct ArcResult {
     pub oldest_pass: u32,
     /// The ARC-Seal `d=` of each instance, in instance order.
     pub domains: Vec<String>,
-    /// The failure came from a temporary DNS error (asking later might give another answer).
+    /// Whether the failure came from a key lookup that may give another answer later.
     #[serde(skip)]
-    pub dns_temporary: bool,
+    pub dns_trouble: DnsTrouble,
+}
+
+/// What kind of key lookup trouble failed a chain, if any.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DnsTrouble {
+    /// None: the verdict is about the chain itself.
+    #[default]
+    None,
+    /// A temporary DNS error: asking later might give another answer.
+    Temporary,
     /// A replay had no recorded answer for a key: the result says nothing about the chain.
-    #[serde(skip)]
-    pub dns_unrecorded: bool,
+    Unrecorded,
 }
 
 /// The three kinds of ARC header field.
@@ -310,11 +319,11 @@ pub fn seal_data(sets: &[(&[u8], &[u8], &[u8])], seal_b_range: (usize, usize)) -
 struct Verifier<'h> {
     headers: &'h [&'h [u8]],
     dns: &'h dyn TxtLookup,
-    keys: HashMap<String, Result<PublicKey, (String, bool)>>,
+    keys: HashMap<String, Result<PublicKey, (String, DnsTrouble)>>,
 }
 
 impl Verifier<'_> {
-    fn key(&mut self, d: &str, s: &str) -> Result<PublicKey, (String, bool)> {
+    fn key(&mut self, d: &str, s: &str) -> Result<PublicKey, (String, DnsTrouble)> {
         let name = format!("{s}._domainkey.{d}");
         let dns = self.dns;
         self.keys
@@ -322,15 +331,15 @@ impl Verifier<'_> {
             .or_insert_with(|| {
                 let lookup = |e: &str, temp| (format!("key lookup {name}: {e}"), temp);
                 match dns.txt(&name) {
-                    Ok(records) if records.is_empty() => Err(lookup("no TXT record", false)),
+                    Ok(records) if records.is_empty() => Err(lookup("no TXT record", DnsTrouble::None)),
                     Ok(records) => {
                         let parsed: Vec<_> = records.iter().map(|r| PublicKey::from_record(r)).collect();
                         let first_err = parsed.iter().find_map(|p| p.clone().err()).unwrap_or_default();
-                        parsed.into_iter().find_map(Result::ok).ok_or_else(|| lookup(&first_err, false))
+                        parsed.into_iter().find_map(Result::ok).ok_or_else(|| lookup(&first_err, DnsTrouble::None))
                     }
-                    Err(DnsError::Temporary(_)) => Err(lookup("temporary DNS failure", true)),
-                    Err(DnsError::Unrecorded(_)) => Err(lookup(UNRECORDED, true)),
-                    Err(e) => Err(lookup(&e.to_string(), false)),
+                    Err(DnsError::Temporary(_)) => Err(lookup("temporary DNS failure", DnsTrouble::Temporary)),
+                    Err(DnsError::Unrecorded(_)) => Err(lookup("no recorded answer", DnsTrouble::Unrecorded)),
+                    Err(e) => Err(lookup(&e.to_string(), DnsTrouble::None)),
                 }
             })
             .clone()
@@ -341,27 +350,23 @@ impl Verifier<'_> {
         &mut self,
         sig: &Sig<'_>,
         body_hashes: &HashMap<(Canon, Option<u64>), Vec<u8>>,
-    ) -> Result<(), (String, bool)> {
+    ) -> Result<(), (String, DnsTrouble)> {
         if body_hashes.get(&(sig.body_canon, sig.l)) != Some(&sig.bh) {
-            return Err(("AMS body hash mismatch".into(), false));
+            return Err(("AMS body hash mismatch".into(), DnsTrouble::None));
         }
         let key = self.key(&sig.d, &sig.s).map_err(|(e, t)| (format!("AMS {e}"), t))?;
         let data = ams_data(sig, self.headers);
-        key.verify(sig.alg, &data, &sig.b).map_err(|e| (format!("AMS {e}"), false))
+        key.verify(sig.alg, &data, &sig.b).map_err(|e| (format!("AMS {e}"), DnsTrouble::None))
     }
 
-    fn check_seal(&mut self, seal: &Sig<'_>, data: &[u8]) -> Result<(), (String, bool)> {
+    fn check_seal(&mut self, seal: &Sig<'_>, data: &[u8]) -> Result<(), (String, DnsTrouble)> {
         let key = self.key(&seal.d, &seal.s).map_err(|(e, t)| (format!("ARC-Seal {e}"), t))?;
-        key.verify(seal.alg, data, &seal.b).map_err(|e| (format!("ARC-Seal {e}"), false))
+        key.verify(seal.alg, data, &seal.b).map_err(|e| (format!("ARC-Seal {e}"), DnsTrouble::None))
     }
 }
 
-/// The lookup reason a replay's missing answer gives (kept apart from real DNS trouble).
-const UNRECORDED: &str = "no recorded answer";
-
-fn fail(reason: String, instances: u32, domains: Vec<String>, dns_temporary: bool) -> ArcResult {
-    let dns_unrecorded = dns_temporary && reason.ends_with(UNRECORDED);
-    ArcResult { result: ArcStatus::Fail, reason, instances, oldest_pass: 0, domains, dns_temporary, dns_unrecorded }
+fn fail(reason: String, instances: u32, domains: Vec<String>, dns_trouble: DnsTrouble) -> ArcResult {
+    ArcResult { result: ArcStatus::Fail, reason, instances, oldest_pass: 0, domains, dns_trouble }
 }
 
 /// Validate the chain of a message: its header fields in order (each as stored, LF or CRLF) and
@@ -369,7 +374,7 @@ fn fail(reason: String, instances: u32, domains: Vec<String>, dns_temporary: boo
 pub fn verify(headers: &[&[u8]], body: &mut dyn Read, dns: &dyn TxtLookup, now: u64) -> io::Result<ArcResult> {
     let by_instance = match collect(headers) {
         Ok(m) => m,
-        Err(reason) => return Ok(fail(reason, highest_instance(headers), Vec::new(), false)),
+        Err(reason) => return Ok(fail(reason, highest_instance(headers), Vec::new(), DnsTrouble::None)),
     };
     let Some(&n) = by_instance.keys().next_back() else {
         return Ok(ArcResult {
@@ -378,8 +383,7 @@ pub fn verify(headers: &[&[u8]], body: &mut dyn Read, dns: &dyn TxtLookup, now: 
             instances: 0,
             oldest_pass: 0,
             domains: Vec::new(),
-            dns_temporary: false,
-            dns_unrecorded: false,
+            dns_trouble: DnsTrouble::None,
         });
     };
     let domain_of =
@@ -392,7 +396,7 @@ pub fn verify(headers: &[&[u8]], body: &mut dyn Read, dns: &dyn TxtLookup, now: 
         .iter()
         .any(|f| f.kind == Kind::Seal && f.tags.as_ref().and_then(|t| t.get("cv")) == Some(b"fail"));
     if newest_fail {
-        return Ok(fail(format!("i={n} ARC-Seal cv=fail"), n, domains, false));
+        return Ok(fail(format!("i={n} ARC-Seal cv=fail"), n, domains, DnsTrouble::None));
     }
 
     // Structure: instances 1..N, each exactly one AAR, AMS and AS, every tag valid.
@@ -422,7 +426,7 @@ pub fn verify(headers: &[&[u8]], body: &mut dyn Read, dns: &dyn TxtLookup, now: 
         })();
         match checked {
             Ok(set) => sets.push(set),
-            Err(reason) => return Ok(fail(reason, n, domains, false)),
+            Err(reason) => return Ok(fail(reason, n, domains, DnsTrouble::None)),
         }
     }
 
@@ -482,8 +486,7 @@ pub fn verify(headers: &[&[u8]], body: &mut dyn Read, dns: &dyn TxtLookup, now: 
         instances: n,
         oldest_pass,
         domains,
-        dns_temporary: false,
-        dns_unrecorded: false,
+        dns_trouble: DnsTrouble::None,
     })
 }
 
