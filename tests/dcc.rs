@@ -297,6 +297,35 @@ fn stall_times_out_within_the_configured_bound() {
     }
 }
 
+/// With one connection allowed, a second check does not reach dccifd while the first one is
+/// stalled there: it waits for the first to time out (or gives up waiting), so a slow dccifd
+/// slows this stage, not the host.
+#[test]
+fn connections_to_dccifd_are_bounded() {
+    let d = Double::unix(Reply::Stall);
+    let s = std::sync::Arc::new(
+        DccStage::new(DccConfig { timeout_ms: 1500, max_connections: 1, ..config(&d.address) }).unwrap(),
+    );
+    let checks: Vec<_> = (0..2)
+        .map(|_| {
+            let s = std::sync::Arc::clone(&s);
+            std::thread::spawn(move || temporary(run(&s, &remote(), BODY)))
+        })
+        .collect();
+    let whys: Vec<String> = checks.into_iter().map(|t| t.join().unwrap()).collect();
+    let requests = d.requests();
+    assert!(!requests.is_empty() && requests.len() <= 2, "{}", requests.len());
+    if let [first, second] = &requests[..] {
+        // The second connected only once the first had given up (after its 1.5 s), never at once.
+        assert!(second.at.duration_since(first.at) >= Duration::from_millis(1000), "{:?}", second.at - first.at);
+    }
+    assert!(whys.iter().any(|w| w.contains("timed out after 1500 ms")), "{whys:?}");
+    assert!(
+        whys.iter().all(|w| w.contains("timed out after 1500 ms") || w == "dccifd: all 1 connections busy for 1500 ms"),
+        "{whys:?}"
+    );
+}
+
 #[test]
 fn refused_connections_are_temporary_failures() {
     let dir = tempfile::tempdir().unwrap();

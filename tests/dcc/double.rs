@@ -32,11 +32,13 @@ impl Reply {
 }
 
 /// One request as the double received it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Request {
     pub bytes: Vec<u8>,
     /// The client shut down its write side (the double saw EOF) before the wait ran out.
     pub half_closed: bool,
+    /// When the double had read it.
+    pub at: std::time::Instant,
 }
 
 pub struct Double {
@@ -73,7 +75,7 @@ fn serve<C: Conn>(mut conn: C, reply: &Reply, requests: &Mutex<Vec<Request>>, he
             Err(_) => break false,
         }
     };
-    requests.lock().unwrap().push(Request { bytes, half_closed });
+    requests.lock().unwrap().push(Request { bytes, half_closed, at: std::time::Instant::now() });
     if !half_closed {
         return;
     }
