@@ -36,11 +36,7 @@ fn run_engine(root: &Path, pipeline: &str) -> Vec<String> {
 /// The one re-queued message: its header and its RFC 5322 bytes.
 fn requeued(root: &Path) -> (SpoolHeader, Vec<u8>) {
     let input = root.join("spool/input");
-    let h_name = std::fs::read_dir(&input)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .find(|n| n.ends_with("-H"))
-        .expect("a re-queued -H");
+    let h_name = the_h_file(&input);
     let header = SpoolHeader::read(&input.join(&h_name)).unwrap();
     let data = DataFile::open(&input.join(h_name.replace("-H", "-D")), &header.id).unwrap();
     let bytes = MessageView::new(&header, &data).to_vec().unwrap();
@@ -185,7 +181,7 @@ fn capture_records_the_key_lookups_and_replay_answers_from_them() {
     let out = replay(&out_dir);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let input = out_dir.join("input");
-    let h_name = support_h_name(&input);
+    let h_name = the_h_file(&input);
     let header = SpoolHeader::read(&input.join(&h_name)).unwrap();
     assert_eq!(
         value_of(&header, "Authentication-Results")[0],
@@ -215,18 +211,20 @@ fn capture_records_the_key_lookups_and_replay_answers_from_them() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("spoolsift replay: missing answer: DNS TXT arc._domainkey.hop1.example\n"), "{stderr}");
-    assert!(support_h_names(&out_dir.join("input")).is_empty(), "nothing re-queued on a made-up answer");
+    assert!(h_files(&out_dir.join("input")).is_empty(), "nothing re-queued on a made-up answer");
 }
 
-fn support_h_names(dir: &Path) -> Vec<String> {
+/// The `-H` files in a spool directory (none when it does not exist).
+fn h_files(dir: &Path) -> Vec<String> {
     match std::fs::read_dir(dir) {
         Ok(rd) => rd.map(|e| e.unwrap().file_name().into_string().unwrap()).filter(|n| n.ends_with("-H")).collect(),
         Err(_) => Vec::new(),
     }
 }
 
-fn support_h_name(dir: &Path) -> String {
-    let names = support_h_names(dir);
+/// The one `-H` file in a spool directory.
+fn the_h_file(dir: &Path) -> String {
+    let names = h_files(dir);
     assert_eq!(names.len(), 1, "{names:?}");
     names[0].clone()
 }

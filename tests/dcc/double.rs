@@ -88,21 +88,30 @@ fn serve<C: Conn>(mut conn: C, reply: &Reply, requests: &Mutex<Vec<Request>>, he
     }
 }
 
+/// Serve connections one at a time, as `accept` yields them, on a thread of their own; returns
+/// where the requests are recorded.
+fn spawn_server<C: Conn>(
+    mut accept: impl FnMut() -> std::io::Result<C> + Send + 'static,
+    reply: Reply,
+) -> Arc<Mutex<Vec<Request>>> {
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let r = Arc::clone(&requests);
+    thread::spawn(move || {
+        let mut held = Vec::new();
+        while let Ok(conn) = accept() {
+            serve(conn, &reply, &r, &mut held);
+        }
+    });
+    requests
+}
+
 impl Double {
     /// A double on a UNIX socket in a fresh temporary directory.
     pub fn unix(reply: Reply) -> Double {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("dccifd");
         let listener = UnixListener::bind(&path).unwrap();
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let r = Arc::clone(&requests);
-        thread::spawn(move || {
-            let mut held = Vec::new();
-            for conn in listener.incoming() {
-                let Ok(conn) = conn else { return };
-                serve(conn, &reply, &r, &mut held);
-            }
-        });
+        let requests = spawn_server(move || listener.accept().map(|(c, _)| c), reply);
         Double { address: format!("unix:{}", path.display()), requests, _dir: Some(dir) }
     }
 
@@ -110,15 +119,7 @@ impl Double {
     pub fn tcp(reply: Reply) -> Double {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let r = Arc::clone(&requests);
-        thread::spawn(move || {
-            let mut held = Vec::new();
-            for conn in listener.incoming() {
-                let Ok(conn) = conn else { return };
-                serve(conn, &reply, &r, &mut held);
-            }
-        });
+        let requests = spawn_server(move || listener.accept().map(|(c, _)| c), reply);
         Double { address: format!("tcp:127.0.0.1:{port}"), requests, _dir: None }
     }
 
