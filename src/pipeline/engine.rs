@@ -433,6 +433,7 @@ impl<'e> Engine<'e> {
                             rec.state = ClaimState::Committing;
                             rec.target_id = Some(header.id.to_string());
                             rec.handing_on = owed.clone();
+                            handled.target_id = rec.target_id.clone();
                             committing.push((rec, header, owed, handled));
                         }
                     }
@@ -443,9 +444,7 @@ impl<'e> Engine<'e> {
         self.db.put(&journal_updates).map_err(io::Error::other)?;
         // Before the commit point, so that Exim never delivers a re-queued message whose verdict
         // it cannot look up. A commit that rolls back is processed again and recorded again.
-        let requeuing: Vec<Handled> =
-            committing.iter().map(|(rec, _, _, h)| Handled { target_id: rec.target_id.clone(), ..h.clone() }).collect();
-        self.record_verdicts(requeuing.iter(), now);
+        self.record_verdicts(committing.iter().map(|c| &c.3), now);
 
         // Step 2: every -D and every -H under its temporary name, then one sync per directory.
         let mut dirs = std::collections::BTreeSet::new();
@@ -482,11 +481,10 @@ impl<'e> Engine<'e> {
 
         // Step 3: rename every -H into place (the commit points), then the directory syncs.
         let mut committed = Vec::new();
-        for (mut rec, header, owed, mut handled) in written {
+        for (mut rec, header, owed, handled) in written {
             match requeue::publish_header(&self.target, &header.id) {
                 Ok(c) => {
                     rec.state = ClaimState::Committed;
-                    handled.target_id = Some(c.id.to_string());
                     committed.push((rec, c.id, owed, handled));
                 }
                 Err(e) => {
