@@ -6,11 +6,10 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::smtp::{self, Envelope};
-use support::{poll, Exim, EximOptions};
+use support::{poll, start_daemon, Exim, EximOptions};
 
 #[test]
 fn two_instances_deliver_each_recipient_once() {
@@ -31,15 +30,7 @@ fn two_instances_deliver_each_recipient_once() {
         ),
     )
     .unwrap();
-    let log = std::fs::File::create(incoming.dir.path().join("spoolsift.log")).unwrap();
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_spoolsift"))
-        .args(["watch", "--pipeline"])
-        .arg(&pipeline)
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut daemon = start_daemon(&pipeline, &incoming.dir.path().join("spoolsift.log"));
 
     let eicar = String::from_utf8(spoolsift::stages::content::eicar::signature()).unwrap();
     let mut expected: BTreeMap<(String, String), usize> = BTreeMap::new();

@@ -5,11 +5,11 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use support::smtp::{self, Envelope};
-use support::{poll, Exim, EximOptions};
+use support::{poll, start_daemon, Exim, EximOptions};
 
 fn clamd(args: &[&str], dir: &Path) {
     let out = Command::new("bash")
@@ -45,15 +45,7 @@ fn clamd_down_defers_then_delivers_once() {
         ),
     )
     .unwrap();
-    let log = std::fs::File::create(exim.dir.path().join("spoolsift.log")).unwrap();
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_spoolsift"))
-        .args(["watch", "--pipeline"])
-        .arg(&pipeline)
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut daemon = start_daemon(&pipeline, &exim.dir.path().join("spoolsift.log"));
 
     let users = ["bob", "carol", "dave", "eve"];
     for (i, u) in users.iter().enumerate() {

@@ -9,11 +9,11 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use support::smtp::{self, Envelope};
-use support::{poll, Exim, EximOptions};
+use support::{poll, start_daemon, Exim, EximOptions};
 
 const USERS: [&str; 4] = ["bob", "carol", "dave", "eve"];
 
@@ -133,19 +133,6 @@ database = {verdicts:?}
     let path = work.with_extension("toml");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn start_daemon(pipeline: &Path, log: &Path) -> Child {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_spoolsift"))
-        .arg("watch")
-        .arg("--pipeline")
-        .arg(pipeline)
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap()
 }
 
 /// (user, subject) → number of copies in the user's maildir, and the files by subject.

@@ -18,6 +18,20 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Start `spoolsift watch --pipeline PIPELINE`, its output appended to `log` (a restarted daemon
+/// goes on in the same file).
+pub fn start_daemon(pipeline: &Path, log: &Path) -> std::process::Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_spoolsift"))
+        .args(["watch", "--pipeline"])
+        .arg(pipeline)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// Poll `f` until it returns `Some`, or panic with `what` when `limit` passes.
 pub fn poll<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + limit;
