@@ -168,8 +168,9 @@ fn run_engine(
     engine.sealer = sealer;
     engine.transform = Transform { marker, ..Transform::default() };
     engine.clock = clock;
-    engine.minters =
-        [IdFormat::Old16, IdFormat::New23].map(|f| IdMinter::new(f).with_pid(REPLAY_PID).with_clock(clock.id_clock()));
+    engine.minters = std::sync::Mutex::new(
+        [IdFormat::Old16, IdFormat::New23].map(|f| IdMinter::new(f).with_pid(REPLAY_PID).with_clock(clock.id_clock())),
+    );
     let mut handled = Vec::new();
     // Deferred messages are due again only later, and a fixed clock never gets there: the loop
     // ends when nothing new is claimed.

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use crate::requeue::commit::sync_dir;
@@ -58,8 +59,9 @@ pub struct QueuefileDir {
     pub spool_input: Option<PathBuf>,
     /// `-D` files with no `-H` older than this are moved aside (a failed copy blocks its id).
     pub orphan_age: Duration,
-    /// Copy mode: the size of each `-D` at the previous look.
-    sizes: HashMap<MessageId, u64>,
+    /// Copy mode: the size of each `-D` at the previous look. Behind a lock because the engine,
+    /// intake included, is shared by its intake, scanner and committer threads.
+    sizes: Mutex<HashMap<MessageId, u64>>,
 }
 
 impl QueuefileDir {
@@ -69,7 +71,7 @@ impl QueuefileDir {
             kind: IntakeKind::Queuefile,
             spool_input: spool_input.map(Path::to_path_buf),
             orphan_age,
-            sizes: HashMap::new(),
+            sizes: Mutex::default(),
         }
     }
 
@@ -80,7 +82,7 @@ impl QueuefileDir {
             kind: IntakeKind::EximSpool { spool: spool.to_path_buf() },
             spool_input: None,
             orphan_age,
-            sizes: HashMap::new(),
+            sizes: Mutex::default(),
         }
     }
 
@@ -141,7 +143,7 @@ impl QueuefileDir {
     /// Check the completeness rule for one pair and, when it holds, lock its `-D`. The returned
     /// lock must be held until the pair has been moved away. For an Exim spool the lock is Exim's
     /// own: while we hold it, no Exim process delivers the message.
-    pub fn check(&mut self, pair: &SpoolPair) -> io::Result<Result<(Ready, DataLock), NotYet>> {
+    pub fn check(&self, pair: &SpoolPair) -> io::Result<Result<(Ready, DataLock), NotYet>> {
         let pair = pair.clone();
         let id = &pair.id;
         let lock_len = id.first_line_len() as u64;
@@ -171,12 +173,12 @@ impl QueuefileDir {
         if !linked {
             // Copy mode: nothing on the file says the copy is finished, so wait for one look at
             // which the size did not change.
-            let previous = self.sizes.insert(id.clone(), meta.len());
+            let previous = self.sizes.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), meta.len());
             if previous != Some(meta.len()) {
                 return Ok(Err(NotYet::Growing));
             }
         }
-        self.sizes.remove(id);
+        self.sizes.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
         Ok(Ok((Ready { pair, size: meta.len() }, lock)))
     }
 

@@ -14,6 +14,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use rayon::prelude::*;
 use serde_json::json;
@@ -135,7 +136,7 @@ pub struct Engine<'e> {
     pub transform: Transform,
     /// One minter per id format: a new id is minted in the format of the id it replaces, which
     /// is the format the Exim that wrote it reads.
-    pub minters: [IdMinter; 2],
+    pub minters: Mutex<[IdMinter; 2]>,
     pub kicker: Option<Kicker>,
     pub retention_secs: u64,
     pub quarantine: QuarantineStore,
@@ -172,7 +173,10 @@ impl<'e> Engine<'e> {
             intake,
             target,
             transform: Transform::default(),
-            minters: [IdMinter::new(crate::spool::IdFormat::Old16), IdMinter::new(crate::spool::IdFormat::New23)],
+            minters: Mutex::new([
+                IdMinter::new(crate::spool::IdFormat::Old16),
+                IdMinter::new(crate::spool::IdFormat::New23),
+            ]),
             kicker: None,
             retention_secs: 7 * 86400,
             verdicts: None,
@@ -426,7 +430,7 @@ impl<'e> Engine<'e> {
                             let mut header = *header;
                             if choice == IdDecision::MintId {
                                 let slot = usize::from(id.format() == crate::spool::IdFormat::New23);
-                                let new_id = self.minters[slot].mint();
+                                let new_id = self.minters.lock().unwrap_or_else(|p| p.into_inner())[slot].mint();
                                 self.transform.change_id(&mut header, new_id);
                             }
                             taken.entry(rec.original_id.clone()).or_default().extend(owed.iter().cloned());
