@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use spoolsift::intake::queuefile::QueuefileDir;
 use spoolsift::pipeline::engine::{Engine, WorkDirs};
-use spoolsift::pipeline::PipelineConfig;
+use spoolsift::pipeline::{Next, PipelineConfig};
 use spoolsift::requeue::{Marker, TargetSpool};
 use spoolsift::spool::{IdClock, IdFormat, IdMinter, MessageId, MessageView, SpoolHeader};
 use spoolsift::stages::{Stage, StageError, StageResult, Verdict};
@@ -114,6 +114,17 @@ impl World {
         h.id
     }
 
+    /// Another copy of `id`, written into `dir` instead (the queuefile directory holds one copy
+    /// of an id at a time).
+    fn drop_copy_aside(&mut self, id: &MessageId, delivered: &[&str], body: &str, dir: &Path) {
+        let held = self.root.path().join("held");
+        std::fs::create_dir_all(&held).unwrap();
+        move_pair(id, &self.qf, &held);
+        self.drop_copy(Some(id), delivered, body);
+        move_pair(id, &self.qf, dir);
+        move_pair(id, &held, &self.qf);
+    }
+
     fn queued(&self) -> Vec<SpoolHeader> {
         let mut out: Vec<SpoolHeader> = list(&self.input())
             .iter()
@@ -122,6 +133,12 @@ impl World {
             .collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));
         out
+    }
+}
+
+fn move_pair(id: &MessageId, from: &Path, to: &Path) {
+    for s in ["D", "H"] {
+        std::fs::rename(from.join(format!("{id}-{s}")), to.join(format!("{id}-{s}"))).unwrap();
     }
 }
 
@@ -363,4 +380,108 @@ fn two_copies_of_one_message_in_one_batch_deliver_each_recipient_once() {
     }
     all.sort();
     assert_eq!(all, [b"bob@dest.example".to_vec(), b"carol@dest.example".to_vec()], "{lines:?}");
+}
+
+/// The executor scans a batch while the one before it commits. A second copy of a message,
+/// claimed while the first is in flight, must neither re-claim the first nor deliver a recipient
+/// the first hands on: what was owed at scan time is looked up again at commit.
+#[test]
+fn a_copy_scanned_before_the_other_commits_delivers_nothing_twice() {
+    let mut w = World::new();
+    let id = w.drop_copy(None, &[], "overlap\n");
+    // The original stays in Exim's spool (carol deferred), so each re-queue mints a new id.
+    std::fs::copy(w.qf.join(format!("{id}-H")), w.input().join(format!("{id}-H"))).unwrap();
+    std::fs::copy(w.qf.join(format!("{id}-D")), w.input().join(format!("{id}-D"))).unwrap();
+    let retry = w.root.path().join("retry");
+    std::fs::create_dir_all(&retry).unwrap();
+    w.drop_copy_aside(&id, &["bob@dest.example"], "overlap\n", &retry);
+    let lines = w.with_engine(|e| {
+        let first = e.claim_batch().unwrap();
+        assert_eq!(first.len(), 1);
+        let first = e.scan(first);
+        // Exim's retry for carol hands over the next copy before the first is committed.
+        move_pair(&id, &retry, &w.qf);
+        let second = e.claim_batch().unwrap();
+        assert_eq!(second.len(), 1, "the claim in flight is not taken again");
+        let second = e.scan(second);
+        let mut lines: Vec<String> = e.commit(first).unwrap().iter().map(|h| h.log_line()).collect();
+        lines.extend(e.commit(second).unwrap().iter().map(|h| h.log_line()));
+        lines
+    });
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[0].contains("for bob@dest.example carol@dest.example action=deliver"), "{lines:?}");
+    assert!(lines[1].contains("action=nothing-owed"), "{lines:?}");
+    let requeued: Vec<_> = w.queued().into_iter().filter(|h| h.id != id).collect();
+    assert_eq!(requeued.len(), 1, "one re-queued copy");
+    let owed: Vec<_> = requeued[0].pending_recipients().map(|(_, r)| r.address().to_vec()).collect();
+    assert_eq!(owed, [b"bob@dest.example".to_vec(), b"carol@dest.example".to_vec()]);
+    assert!(list(&w.qf).is_empty());
+    assert!(list(&w.root.path().join("work/work")).is_empty());
+    w.with_engine(|e| assert!(e.db.all().unwrap().is_empty()));
+}
+
+/// The overlapped executor end to end: small batches, and every message's second copy dropped
+/// as soon as its first was claimed, so copies of one message meet in consecutive batches.
+#[test]
+fn overlapped_batches_deliver_every_recipient_exactly_once() {
+    let mut w = World::new();
+    let second = w.root.path().join("second");
+    std::fs::create_dir_all(&second).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..24 {
+        let id = w.drop_copy(None, &[], &format!("message {i}\n"));
+        // The original stays in Exim's spool (carol deferred), so each re-queue mints a new id.
+        std::fs::copy(w.qf.join(format!("{id}-H")), w.input().join(format!("{id}-H"))).unwrap();
+        std::fs::copy(w.qf.join(format!("{id}-D")), w.input().join(format!("{id}-D"))).unwrap();
+        // Exim's retry for carol, kept aside until the first copy has been claimed.
+        w.drop_copy_aside(&id, &["bob@dest.example"], &format!("message {i}\n"), &second);
+        ids.push(id);
+    }
+    let mut second_copies: Vec<MessageId> = ids.clone();
+    let mut handled = Vec::new();
+    let qf = w.qf.clone();
+    w.with_engine(|e| {
+        e.pipeline.batch.max_messages = 3;
+        let e = &*e;
+        let intake = |_: &Engine<'_>, claimed: usize| {
+            // Each second copy as soon as its first has left the queuefile directory.
+            let before = second_copies.len();
+            second_copies.retain(|id| {
+                if qf.join(format!("{id}-H")).exists() {
+                    return true;
+                }
+                move_pair(id, &second, &qf);
+                false
+            });
+            if claimed == 0 && before == 0 {
+                Next::Drain
+            } else {
+                Next::Claim
+            }
+        };
+        e.run_overlapped(intake, |_, h| {
+            handled.extend(h);
+            Ok(())
+        })
+        .unwrap();
+    });
+    assert!(second_copies.is_empty());
+    assert_eq!(handled.len(), 48, "every copy handled once");
+    // Each message's recipients, over every re-queued copy: bob and carol, once each.
+    let mut delivered: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for h in w.queued().into_iter().filter(|h| !ids.contains(&h.id)) {
+        let original = handled.iter().find(|x| x.target_id.as_deref() == Some(h.id.as_str())).unwrap();
+        delivered
+            .entry(original.original_id.clone())
+            .or_default()
+            .extend(h.pending_recipients().map(|(_, r)| String::from_utf8_lossy(r.address()).into_owned()));
+    }
+    assert_eq!(delivered.len(), ids.len());
+    for (id, mut rcpts) in delivered {
+        rcpts.sort();
+        assert_eq!(rcpts, ["bob@dest.example", "carol@dest.example"], "{id}");
+    }
+    assert!(list(&w.qf).is_empty());
+    assert!(list(&w.root.path().join("work/work")).is_empty());
+    w.with_engine(|e| assert!(e.db.all().unwrap().is_empty()));
 }

@@ -1,7 +1,7 @@
 //! Driving the real engine over a corpus, as Exim's queuefile transport would feed it: a feeder
 //! thread hard-links corpus pairs into a queuefile directory, stamping each drop; the engine claims,
-//! scans, and re-queues into an Exim-style spool; a message's latency is from its drop to the end
-//! of the batch that committed it.
+//! scans and re-queues into an Exim-style spool, batches overlapped as in `spoolsift watch`; a
+//! message's latency is from its drop to the end of the batch that committed it.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use spoolsift::intake::queuefile::QueuefileDir;
 use spoolsift::pipeline::engine::{Engine, Handled, WorkDirs};
-use spoolsift::pipeline::PipelineConfig;
+use spoolsift::pipeline::{Next, PipelineConfig};
 use spoolsift::requeue::TargetSpool;
 use spoolsift::spool::MessageId;
 use spoolsift::state::{open_env, StateDb};
@@ -47,7 +47,7 @@ pub fn run_engine(
     ids: &[(MessageId, u64)],
     root: &Path,
     pipeline: PipelineConfig,
-    on_handled: &mut dyn FnMut(&Handled),
+    on_handled: &mut (dyn FnMut(&Handled) + Send),
 ) -> EngineRun {
     let qf = root.join("queuefile");
     let spool = root.join("spool");
@@ -59,7 +59,7 @@ pub fn run_engine(
     let target = TargetSpool::new(&spool, None).unwrap();
     let stages = spoolsift::pipeline::build::stages(&pipeline).unwrap();
     let intake = QueuefileDir::new(&qf, Some(&target.input), Duration::from_secs(900));
-    let mut engine = Engine::new(pipeline, stages, StateDb::new(&env).unwrap(), dirs, intake, target);
+    let engine = Engine::new(pipeline, stages, StateDb::new(&env).unwrap(), dirs, intake, target);
 
     let feed: Arc<(Mutex<Feed>, Condvar)> = Arc::default();
     feed.0.lock().unwrap().feeding = true;
@@ -86,20 +86,25 @@ pub fn run_engine(
     let start = Instant::now();
     let mut latencies = Vec::with_capacity(ids.len());
     let (mut rss_a, mut rss_b) = (0, 0);
-    let mut processed = 0;
-    while processed < ids.len() {
-        let batch = engine.claim_batch().unwrap();
-        if batch.is_empty() {
+    let mut claimed_total = 0;
+    // The engine as `spoolsift watch` runs it: claiming, scanning and committing overlapped.
+    let intake_side = |_: &Engine<'_>, claimed: usize| {
+        claimed_total += claimed;
+        if claimed_total >= ids.len() {
+            return Next::Drain;
+        }
+        if claimed == 0 {
             let f = lock.lock().unwrap();
-            if !f.feeding && f.dropped.len() == processed {
-                panic!("feeder done but only {processed} of {} processed", ids.len());
+            if !f.feeding && f.dropped.len() == claimed_total {
+                panic!("feeder done but only {claimed_total} of {} claimed", ids.len());
             }
             // Until the feeder drops something new; the timeout re-polls the directory in case
             // a dropped pair was not complete yet when it was last listed.
-            drop(cv.wait_timeout_while(f, Duration::from_millis(10), |f| f.dropped.len() == processed).unwrap());
-            continue;
+            drop(cv.wait_timeout_while(f, Duration::from_millis(10), |f| f.dropped.len() == claimed_total).unwrap());
         }
-        let handled = engine.process(batch).unwrap();
+        Next::Claim
+    };
+    let committer_side = |_: &Engine<'_>, handled: Vec<Handled>| {
         let now = Instant::now();
         let mut f = lock.lock().unwrap();
         for h in &handled {
@@ -107,7 +112,7 @@ pub fn run_engine(
             on_handled(h);
         }
         f.processed += handled.len();
-        processed = f.processed;
+        let processed = f.processed;
         cv.notify_all();
         drop(f);
         let rss = rss_kib("VmRSS:");
@@ -116,7 +121,10 @@ pub fn run_engine(
         } else {
             rss_b = rss_b.max(rss);
         }
-    }
+        Ok(())
+    };
+    engine.run_overlapped(intake_side, committer_side).unwrap();
+    assert_eq!(lock.lock().unwrap().processed, ids.len(), "every claimed message handled once");
     let rate = ids.len() as f64 / start.elapsed().as_secs_f64();
     feeder.join().unwrap();
     latencies.sort();

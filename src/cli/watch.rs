@@ -1,13 +1,13 @@
 //! `spoolsift watch`: the daemon. Watches the queuefile directory (inotify, plus a periodic full
 //! rescan because events can be lost), and runs the engine on what arrives.
 //!
-//! SIGTERM/SIGINT: finish the batch in hand, commit it, exit. SIGHUP: reload the pipeline (stages,
+//! SIGTERM/SIGINT: finish the batches in hand, commit them, exit. SIGHUP: reload the pipeline (stages,
 //! policy, headers); a definition that does not load is reported and the old one kept.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use notify::Watcher;
 
@@ -15,8 +15,8 @@ use super::exit;
 use crate::intake::queuefile::QueuefileDir;
 use crate::metrics::{self, Metrics};
 use crate::pipeline::config::{IntakeConfig, RequeueConfig};
-use crate::pipeline::engine::{Engine, WorkDirs};
-use crate::pipeline::{self, PipelineConfig};
+use crate::pipeline::engine::{Engine, Handled, WorkDirs};
+use crate::pipeline::{self, Next, PipelineConfig};
 use crate::requeue::{EximCommand, Kicker, Marker, TargetSpool, Transform};
 use crate::state::{open_env, StateDb};
 
@@ -128,6 +128,19 @@ fn load(args: &Args) -> Result<Loaded, String> {
 /// The backlog gauges: pairs in the intake plus claims in the journal (deferred, or interrupted),
 /// and the age of the oldest of them (intake pairs by their `-H`'s mtime, claims by when they
 /// were claimed).
+/// Once a minute: orphan `-D` files aside, expired dedupe and verdict entries out.
+fn housekeeping(engine: &Engine<'_>) {
+    match engine.intake.move_orphans(&engine.dirs.rejected) {
+        Ok(moved) => moved.iter().for_each(|p| eprintln!("spoolsift: orphan -D moved aside: {}", p.display())),
+        Err(e) => eprintln!("spoolsift: orphan sweep: {e}"),
+    }
+    let now = crate::state::journal::now_secs();
+    let _ = engine.db.expire_dedupe(now);
+    if let Some((v, _)) = &engine.verdicts {
+        let _ = v.expire(now);
+    }
+}
+
 fn update_gauges(engine: &Engine<'_>, metrics: &Metrics) {
     let now = std::time::SystemTime::now();
     let (mut depth, mut oldest) = (0u64, 0u64);
@@ -238,7 +251,6 @@ fn serve(args: &Args) -> Result<(), String> {
         }
     };
     write_textfile(&metrics);
-    let mut last_textfile = std::time::Instant::now();
 
     let stop = Arc::new(AtomicBool::new(false));
     let reload = Arc::new(AtomicBool::new(false));
@@ -261,8 +273,53 @@ fn serve(args: &Args) -> Result<(), String> {
     notify_systemd("READY=1");
 
     let rescan = Duration::from_millis(intake_cfg.rescan_interval_ms);
-    let mut last_housekeeping = std::time::Instant::now();
-    while !stop.load(Ordering::Relaxed) {
+    let last_textfile = Mutex::new(Instant::now());
+    let mut last_housekeeping = Instant::now();
+    loop {
+        // Claiming, scanning and committing overlap; a stop or a reload first drains what was
+        // claimed, so a new pipeline never meets a batch the old one half handled.
+        let intake_side = |engine: &Engine<'_>, claimed: usize| {
+            if stop.load(Ordering::Relaxed) || reload.load(Ordering::Relaxed) {
+                return Next::Drain;
+            }
+            if claimed == 0 {
+                // Idle, or waiting for pairs that are not complete yet: keep the backlog gauges
+                // current (the oldest age is what shows a stuck intake), the file every 10 s.
+                gauges(engine, &metrics);
+                let mut last = last_textfile.lock().unwrap_or_else(|p| p.into_inner());
+                if args.once || last.elapsed() >= Duration::from_secs(10) {
+                    write_textfile(&metrics);
+                    *last = Instant::now();
+                }
+                drop(last);
+                if args.once {
+                    return Next::Drain;
+                }
+                let _ = rx.recv_timeout(rescan);
+                // Let a burst of arrivals gather into one batch.
+                let window = Duration::from_millis(engine.pipeline.batch.max_wait_ms);
+                while rx.recv_timeout(window).is_ok() {}
+            }
+            if last_housekeeping.elapsed() > Duration::from_secs(60) {
+                last_housekeeping = Instant::now();
+                housekeeping(engine);
+            }
+            Next::Claim
+        };
+        let committer_side = |engine: &Engine<'_>, handled: Vec<Handled>| {
+            for h in &handled {
+                println!("{}", h.log_line());
+            }
+            metrics.record(&handled);
+            gauges(engine, &metrics);
+            write_textfile(&metrics);
+            *last_textfile.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+            Ok(())
+        };
+        engine.run_overlapped(intake_side, committer_side).map_err(|e| format!("processing: {e}"))?;
+        if stop.load(Ordering::Relaxed) || args.once {
+            break;
+        }
         if reload.swap(false, Ordering::Relaxed) {
             match load(args) {
                 Ok((cfg, stages, sealer)) => {
@@ -273,44 +330,6 @@ fn serve(args: &Args) -> Result<(), String> {
                     eprintln!("spoolsift: reloaded the pipeline");
                 }
                 Err(e) => eprintln!("spoolsift: reload failed, keeping the running pipeline: {e}"),
-            }
-        }
-        let batch = engine.claim_batch().map_err(|e| format!("intake: {e}"))?;
-        if batch.is_empty() {
-            // Idle, or waiting for pairs that are not complete yet: keep the backlog gauges
-            // current (the oldest age is what shows a stuck intake), the file every 10 s.
-            gauges(&engine, &metrics);
-            if args.once || last_textfile.elapsed() >= Duration::from_secs(10) {
-                write_textfile(&metrics);
-                last_textfile = std::time::Instant::now();
-            }
-            if args.once {
-                break;
-            }
-            let _ = rx.recv_timeout(rescan);
-            // Let a burst of arrivals gather into one batch.
-            let window = Duration::from_millis(engine.pipeline.batch.max_wait_ms);
-            while rx.recv_timeout(window).is_ok() {}
-            continue;
-        }
-        let handled = engine.process(batch).map_err(|e| format!("processing: {e}"))?;
-        for h in &handled {
-            println!("{}", h.log_line());
-        }
-        metrics.record(&handled);
-        gauges(&engine, &metrics);
-        write_textfile(&metrics);
-        last_textfile = std::time::Instant::now();
-        if last_housekeeping.elapsed() > Duration::from_secs(60) {
-            last_housekeeping = std::time::Instant::now();
-            match engine.intake.move_orphans(&engine.dirs.rejected) {
-                Ok(moved) => moved.iter().for_each(|p| eprintln!("spoolsift: orphan -D moved aside: {}", p.display())),
-                Err(e) => eprintln!("spoolsift: orphan sweep: {e}"),
-            }
-            let now = crate::state::journal::now_secs();
-            let _ = engine.db.expire_dedupe(now);
-            if let Some((v, _)) = &engine.verdicts {
-                let _ = v.expire(now);
             }
         }
     }

@@ -11,7 +11,7 @@
 //! [`super::recovery`] completes or rolls back whatever a crash left between those steps, so a
 //! message is neither lost nor delivered twice.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -126,6 +126,22 @@ enum Plan {
     },
 }
 
+/// A claimed batch, evaluated but not yet acted on.
+pub struct ScannedBatch {
+    claims: Vec<ClaimRecord>,
+    plans: Vec<Plan>,
+}
+
+impl ScannedBatch {
+    pub fn len(&self) -> usize {
+        self.claims.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.claims.is_empty()
+    }
+}
+
 pub struct Engine<'e> {
     pub pipeline: PipelineConfig,
     pub stages: Vec<Box<dyn Stage>>,
@@ -147,6 +163,8 @@ pub struct Engine<'e> {
     /// "Now" for claims, deferrals, frozen times, verdicts and stage timings: the system clock,
     /// or a fixed one for a replay (whose minters then take a fixed clock too).
     pub clock: Clock,
+    /// Keys of claims taken but not yet committed.
+    in_flight: Mutex<HashSet<String>>,
 }
 
 fn text(b: &[u8]) -> String {
@@ -182,21 +200,28 @@ impl<'e> Engine<'e> {
             verdicts: None,
             sealer: None,
             clock: Clock::System,
+            in_flight: Mutex::default(),
         }
     }
 
     /// Take up to a batch of complete pairs from the intake, plus deferred claims that are due.
-    pub fn claim_batch(&mut self) -> io::Result<Vec<ClaimRecord>> {
+    /// Claims still being scanned or committed (the executor overlaps batches) are not taken
+    /// again: the in-flight set is held while the journal is read, and a batch's keys leave it
+    /// only after its last journal write, so a claim is seen either in flight or as it ended.
+    pub fn claim_batch(&self) -> io::Result<Vec<ClaimRecord>> {
         let now = self.clock.now_secs();
         let batch = &self.pipeline.batch;
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
         let mut out: Vec<ClaimRecord> = self
             .db
             .all()
             .map_err(io::Error::other)?
             .into_iter()
-            .filter(|r| r.state == ClaimState::Claimed && r.not_before <= now)
+            .filter(|r| r.state == ClaimState::Claimed && r.not_before <= now && !in_flight.contains(&r.key))
             .take(batch.max_messages)
             .collect();
+        in_flight.extend(out.iter().map(|r| r.key.clone()));
+        drop(in_flight);
         let mut bytes: u64 = out
             .iter()
             .map(|r| self.dirs.files(&r.key).1)
@@ -232,6 +257,7 @@ impl<'e> Engine<'e> {
             })
             .collect();
         self.db.put(&records).map_err(io::Error::other)?;
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).extend(records.iter().map(|r| r.key.clone()));
         for ((r, _lock), rec) in ready.iter().zip(&records) {
             let (wh, wd) = self.dirs.files(&rec.key);
             // -D first: a half-moved pair then leaves an -H in the intake, which is re-examined,
@@ -358,8 +384,31 @@ impl<'e> Engine<'e> {
     }
 
     /// Scan and act on a batch. Returns what happened to each message.
-    pub fn process(&mut self, batch: Vec<ClaimRecord>) -> io::Result<Vec<Handled>> {
-        let plans: Vec<Plan> = batch.par_iter().map(|r| self.evaluate(r)).collect();
+    pub fn process(&self, batch: Vec<ClaimRecord>) -> io::Result<Vec<Handled>> {
+        self.commit(self.scan(batch))
+    }
+
+    /// Evaluate every claim of a batch, in parallel: read, run the stages, decide, annotate.
+    /// Nothing is written here, so a scan can run while an earlier batch commits.
+    pub fn scan(&self, claims: Vec<ClaimRecord>) -> ScannedBatch {
+        let plans = claims.par_iter().map(|r| self.evaluate(r)).collect();
+        ScannedBatch { claims, plans }
+    }
+
+    /// Act on a scanned batch: journal, re-queue with group commit, quarantine, defer, clean up.
+    /// Batches must be committed one at a time, in the order they were claimed.
+    pub fn commit(&self, scanned: ScannedBatch) -> io::Result<Vec<Handled>> {
+        let keys: Vec<String> = scanned.claims.iter().map(|r| r.key.clone()).collect();
+        let handled = self.commit_plans(scanned.claims, scanned.plans)?;
+        // Only after the batch's last journal write (see `claim_batch`).
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        keys.iter().for_each(|k| {
+            in_flight.remove(k);
+        });
+        Ok(handled)
+    }
+
+    fn commit_plans(&self, batch: Vec<ClaimRecord>, plans: Vec<Plan>) -> io::Result<Vec<Handled>> {
         let now = self.clock.now_secs();
         let mut done_keys: Vec<String> = Vec::new();
         let mut journal_updates: Vec<ClaimRecord> = Vec::new();
@@ -403,8 +452,22 @@ impl<'e> Engine<'e> {
                     handled_all.push(handled);
                 }
                 Plan::Requeue { mut header, owed, mut handled } => {
+                    // Owed was decided at scan time; an earlier batch may have handed a recipient
+                    // on since (its copy was scanned alongside this one), so look again.
                     let already = taken.entry(rec.original_id.clone()).or_default();
-                    let (dup, owed): (Vec<_>, Vec<_>) = owed.into_iter().partition(|r| already.contains(r));
+                    let handed_on = |r: &Vec<u8>| -> io::Result<bool> {
+                        Ok(already.contains(r)
+                            || self.db.handed_on(&rec.original_id, r, now).map_err(io::Error::other)?)
+                    };
+                    let (mut dup, mut still_owed) = (Vec::new(), Vec::new());
+                    for r in owed {
+                        if handed_on(&r)? {
+                            dup.push(r);
+                        } else {
+                            still_owed.push(r);
+                        }
+                    }
+                    let owed = still_owed;
                     if owed.is_empty() {
                         remove_pair(&hp, &dp)?;
                         done_keys.push(rec.key.clone());
