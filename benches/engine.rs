@@ -1,6 +1,7 @@
 //! Engine benchmark: messages/s, drop-to-re-queue latency and memory of the engine with the
 //! built-in scanner, on tmpfs and on the real disk, next to the same disk's raw rate for the same
-//! write pattern. Run with `scripts/bench.sh` (or `cargo bench --bench engine -- --help`).
+//! write pattern, and the file-system floor of one message (`floor`), per core. Run with
+//! `scripts/bench.sh` (or `cargo bench --bench engine -- --help`).
 //! How the engine is fed and timed: support/engine_run.rs.
 
 #[path = "support/corpus.rs"]
@@ -42,6 +43,73 @@ fn baseline(corpus: &Path, ids: &[(MessageId, u64)], out: &Path) -> f64 {
     ids.len() as f64 / start.elapsed().as_secs_f64()
 }
 
+/// The file-system floor of one message on this file system, single-threaded: only the calls
+/// that taking a pair and re-queueing it by the spool procedure cannot do without, with no
+/// parsing, scanning or journal — claim (lock the `-D`, rename the pair into a work directory),
+/// read both files, re-queue under the same id (link the `-D`, `-H` through a synced temp name,
+/// lock the target `-D`, rename without replacing), remove the work pair; one sync of each
+/// directory per batch of 64. The engine's rate per core cannot beat this.
+fn floor(corpus: &Path, ids: &[(MessageId, u64)], root: &Path) -> f64 {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let (qf, work, input) = (root.join("qf"), root.join("work"), root.join("input"));
+    for d in [&qf, &work, &input] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    for (id, _) in ids {
+        for s in ["H", "D"] {
+            std::fs::hard_link(corpus.join(format!("{id}-{s}")), qf.join(format!("{id}-{s}"))).unwrap();
+        }
+    }
+    let lock = |f: &std::fs::File, len: u64| {
+        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+        fl.l_type = libc::F_WRLCK as _;
+        fl.l_whence = libc::SEEK_SET as _;
+        fl.l_len = len as _;
+        // SAFETY: fcntl on an open descriptor with a valid flock.
+        assert_eq!(unsafe { libc::fcntl(f.as_raw_fd(), libc::F_OFD_SETLK, &fl) }, 0);
+    };
+    let cpath = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    let start = Instant::now();
+    let mut buf = Vec::new();
+    for (i, (id, _)) in ids.iter().enumerate() {
+        let first_line = id.first_line_len() as u64;
+        let name = |s: &str| format!("{id}-{s}");
+        let d = std::fs::OpenOptions::new().read(true).write(true).open(qf.join(name("D"))).unwrap();
+        lock(&d, first_line);
+        std::fs::rename(qf.join(name("D")), work.join(name("D"))).unwrap();
+        std::fs::rename(qf.join(name("H")), work.join(name("H"))).unwrap();
+        drop(d);
+        buf.clear();
+        std::fs::File::open(work.join(name("H"))).unwrap().read_to_end(&mut buf).unwrap();
+        std::fs::File::open(work.join(name("D"))).unwrap().read_to_end(&mut buf).unwrap();
+        std::fs::hard_link(work.join(name("D")), input.join(name("D"))).unwrap();
+        let tmp = input.join(format!("rq.{id}.H.tmp"));
+        let mut t = std::fs::File::create_new(&tmp).unwrap();
+        t.write_all(&buf[..buf.len().min(512)]).unwrap();
+        t.sync_all().unwrap();
+        drop(t);
+        let target = std::fs::OpenOptions::new().read(true).write(true).open(input.join(name("D"))).unwrap();
+        lock(&target, first_line);
+        let (from, to) = (cpath(&tmp), cpath(&input.join(name("H"))));
+        // SAFETY: two NUL-terminated paths.
+        let rc = unsafe {
+            libc::renameat2(libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), libc::RENAME_NOREPLACE)
+        };
+        assert_eq!(rc, 0);
+        drop(target);
+        std::fs::remove_file(work.join(name("H"))).unwrap();
+        std::fs::remove_file(work.join(name("D"))).unwrap();
+        if i % 64 == 63 || i + 1 == ids.len() {
+            for d in [&qf, &work, &input] {
+                sync_dir(d).unwrap();
+            }
+        }
+    }
+    ids.len() as f64 / start.elapsed().as_secs_f64()
+}
+
 fn main() {
     let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
     let mut n = 10_000;
@@ -76,8 +144,19 @@ fn main() {
     }
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
     println!(
-        "{:<7} {:<6} {:>8} {:>10} {:>10} {:>9} {:>9} {:>10} {:>8} {:>8}",
-        "where", "corpus", "msgs", "msg/s", "baseline", "ratio", "p50 ms", "p99 ms", "RSS1 MiB", "RSS2 MiB"
+        "{:<7} {:<6} {:>8} {:>10} {:>10} {:>9} {:>9} {:>10} {:>8} {:>8} {:>10} {:>7}",
+        "where",
+        "corpus",
+        "msgs",
+        "msg/s",
+        "baseline",
+        "ratio",
+        "p50 ms",
+        "p99 ms",
+        "RSS1 MiB",
+        "RSS2 MiB",
+        "floor/core",
+        "/core"
     );
     for (label, base) in &places {
         for &(corpus_name, small) in &corpora {
@@ -85,11 +164,12 @@ fn main() {
             let corpus = root.path().join("corpus");
             let ids = generate(&corpus, n, small);
             let raw = baseline(&corpus, &ids, &root.path().join("baseline"));
+            let least = floor(&corpus, &ids, &root.path().join("floor"));
             let mut pipeline = PipelineConfig::embedded();
             pipeline.batch.max_messages = 256;
             let run = run_engine(&corpus, &ids, &root.path().join("engine"), pipeline, &mut |_| {});
             println!(
-                "{:<7} {:<6} {:>8} {:>10.0} {:>10.0} {:>9.2} {:>9.1} {:>10.1} {:>8.1} {:>8.1}",
+                "{:<7} {:<6} {:>8} {:>10.0} {:>10.0} {:>9.2} {:>9.1} {:>10.1} {:>8.1} {:>8.1} {:>10.0} {:>7.0}",
                 label,
                 corpus_name,
                 n,
@@ -99,7 +179,9 @@ fn main() {
                 run.p50.as_secs_f64() * 1e3,
                 run.p99.as_secs_f64() * 1e3,
                 run.rss_first_half as f64 / 1024.0,
-                run.rss_second_half as f64 / 1024.0
+                run.rss_second_half as f64 / 1024.0,
+                least,
+                run.rate / cores as f64
             );
         }
     }
