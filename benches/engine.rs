@@ -1,4 +1,5 @@
-//! Engine benchmark: messages/s, drop-to-re-queue latency and memory of the engine with the
+//! Engine benchmark: messages/s, drop-to-re-queue latency, memory and CPU per message (user and
+//! system, which syscall savings show in even when the rate is noisy) of the engine with the
 //! built-in scanner, on tmpfs and on the real disk, next to the same disk's raw rate for the same
 //! write pattern. Run with `scripts/bench.sh` (or `cargo bench --bench engine -- --help`).
 //! How the engine is fed and timed: support/engine_run.rs.
@@ -76,8 +77,19 @@ fn main() {
     }
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
     println!(
-        "{:<7} {:<6} {:>8} {:>10} {:>10} {:>9} {:>9} {:>10} {:>8} {:>8}",
-        "where", "corpus", "msgs", "msg/s", "baseline", "ratio", "p50 ms", "p99 ms", "RSS1 MiB", "RSS2 MiB"
+        "{:<7} {:<6} {:>8} {:>10} {:>10} {:>9} {:>9} {:>10} {:>8} {:>8} {:>9} {:>9}",
+        "where",
+        "corpus",
+        "msgs",
+        "msg/s",
+        "baseline",
+        "ratio",
+        "p50 ms",
+        "p99 ms",
+        "RSS1 MiB",
+        "RSS2 MiB",
+        "user µs",
+        "sys µs"
     );
     for (label, base) in &places {
         for &(corpus_name, small) in &corpora {
@@ -89,7 +101,7 @@ fn main() {
             pipeline.batch.max_messages = 256;
             let run = run_engine(&corpus, &ids, &root.path().join("engine"), pipeline, &mut |_| {});
             println!(
-                "{:<7} {:<6} {:>8} {:>10.0} {:>10.0} {:>9.2} {:>9.1} {:>10.1} {:>8.1} {:>8.1}",
+                "{:<7} {:<6} {:>8} {:>10.0} {:>10.0} {:>9.2} {:>9.1} {:>10.1} {:>8.1} {:>8.1} {:>9.1} {:>9.1}",
                 label,
                 corpus_name,
                 n,
@@ -99,7 +111,9 @@ fn main() {
                 run.p50.as_secs_f64() * 1e3,
                 run.p99.as_secs_f64() * 1e3,
                 run.rss_first_half as f64 / 1024.0,
-                run.rss_second_half as f64 / 1024.0
+                run.rss_second_half as f64 / 1024.0,
+                run.cpu.0 * 1e6 / n as f64,
+                run.cpu.1 * 1e6 / n as f64
             );
         }
     }
