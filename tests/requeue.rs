@@ -114,6 +114,40 @@ fn split_spool_goes_into_the_sixth_character_directory() {
 }
 
 #[test]
+fn a_missing_directory_is_made_when_first_needed_and_a_missing_body_is_still_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ext = tmp.path().join("qf");
+    std::fs::create_dir(&ext).unwrap();
+    let (mut h, data_path) = spec_example();
+    let ext_d = ext.join(format!("{ID}-D"));
+    // The split subdirectory is ours to make; a body that is not there is not mistaken for it.
+    let t = target(&tmp.path().join("spool")).with_split(true);
+    let gone = requeue::write_data(&t, &h.id, BodyPlan::Link(&ext_d));
+    assert!(matches!(gone, Err(RequeueError::Io { op: "link", .. })), "{gone:?}");
+    std::fs::copy(&data_path, &ext_d).unwrap();
+    Transform::default().apply(&mut h);
+    let done = requeue::commit(&t, &h, BodyPlan::Link(&ext_d)).unwrap();
+    assert_eq!(done.header_path, t.input.join("z").join(format!("{ID}-H")));
+    assert_eq!(std::fs::metadata(t.input.join("z")).unwrap().permissions().mode() & 0o7777, 0o750);
+}
+
+#[test]
+fn a_temporary_header_left_by_an_interrupted_attempt_is_replaced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = target(tmp.path());
+    let (mut h, data_path) = spec_example();
+    Transform::default().apply(&mut h);
+    let stale = requeue::header_temp_path(&t, &h.id);
+    std::fs::write(&stale, b"half a header").unwrap();
+    let data = DataFile::open(&data_path, &h.id).unwrap();
+    requeue::write_data(&t, &h.id, BodyPlan::Copy(&data)).unwrap();
+    assert_eq!(requeue::prepare_header(&t, &h).unwrap(), stale);
+    assert_eq!(std::fs::read(&stale).unwrap(), h.to_bytes());
+    requeue::publish_header(&t, &h.id).unwrap();
+    assert_eq!(names(&t.input), [format!("{ID}-D"), format!("{ID}-H")]);
+}
+
+#[test]
 fn decide_sees_exims_lock_and_its_own_marker() {
     let tmp = tempfile::tempdir().unwrap();
     let t = target(tmp.path());
