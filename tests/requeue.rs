@@ -4,7 +4,7 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use spoolsift::requeue::{self, BodyPlan, Decision, Marker, RequeueError, TargetSpool, Transform};
+use spoolsift::requeue::{self, BodyPlan, Decision, Marker, RequeueError, SpoolLook, TargetSpool, Transform};
 use spoolsift::spool::{DataFile, DataLock, IdFormat, IdMinter, MessageId, SpoolHeader};
 
 const ID: &str = "1xXORz-0000000058C-2p8L";
@@ -170,6 +170,43 @@ fn decide_sees_exims_lock_and_its_own_marker() {
     std::fs::remove_file(&hp).unwrap();
     std::fs::remove_file(&d).unwrap();
     assert_eq!(requeue::decide(&t, &id, &Marker::default()).unwrap(), Decision::KeepId);
+}
+
+#[test]
+fn a_batchs_look_finds_originals_in_either_place_and_remembers_only_missing_subdirectories() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (h, data_path) = spec_example();
+    let id = h.id.clone();
+    let original = |dir: &Path| {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::copy(&data_path, dir.join(format!("{ID}-D"))).unwrap();
+        std::fs::copy(Path::new("tests/data/spec-example").join(format!("{ID}-H")), dir.join(format!("{ID}-H")))
+            .unwrap();
+    };
+    let flat = target(&tmp.path().join("flat"));
+    let m = Marker::default();
+    // Our spool is flat, but Exim's may have been split when the original came in: it is found.
+    original(&flat.input.join("z"));
+    assert_eq!(SpoolLook::for_batch(&flat).decide(&id, &m).unwrap(), Decision::MintId);
+    std::fs::remove_dir_all(flat.input.join("z")).unwrap();
+    original(&flat.input);
+    assert_eq!(SpoolLook::for_batch(&flat).decide(&id, &m).unwrap(), Decision::MintId);
+    std::fs::remove_dir_all(&flat.input).unwrap();
+    std::fs::create_dir(&flat.input).unwrap();
+    // A subdirectory missing when the batch looked stays missing for that batch (only a message
+    // received after its copy was claimed could be put there, and none is); the next batch looks
+    // again.
+    let mut batch = SpoolLook::for_batch(&flat);
+    assert_eq!(batch.decide(&id, &m).unwrap(), Decision::KeepId);
+    original(&flat.input.join("z"));
+    assert_eq!(batch.decide(&id, &m).unwrap(), Decision::KeepId);
+    assert_eq!(SpoolLook::for_batch(&flat).decide(&id, &m).unwrap(), Decision::MintId);
+    // With a split target our own re-queues make subdirectories, so nothing is remembered.
+    let split = target(&tmp.path().join("split")).with_split(true);
+    let mut batch = SpoolLook::for_batch(&split);
+    assert_eq!(batch.decide(&id, &m).unwrap(), Decision::KeepId);
+    original(&split.input.join("z"));
+    assert_eq!(batch.decide(&id, &m).unwrap(), Decision::MintId);
 }
 
 #[test]

@@ -368,6 +368,7 @@ impl<'e> Engine<'e> {
         // Recipients each original message hands on in this batch: two copies of one message
         // (queuefile's per-recipient retries) must not both deliver the same recipient.
         let mut taken: HashMap<String, BTreeSet<Vec<u8>>> = HashMap::new();
+        let mut spool = requeue::SpoolLook::for_batch(&self.target);
 
         for (mut rec, plan) in batch.into_iter().zip(plans) {
             let (hp, dp) = self.dirs.files(&rec.key);
@@ -417,7 +418,7 @@ impl<'e> Engine<'e> {
                     }
                     handled.recipients = owed.iter().map(|r| text(r)).collect();
                     let id = header.id.clone();
-                    match requeue::decide(&self.target, &id, &self.transform.marker)? {
+                    match spool.decide(&id, &self.transform.marker)? {
                         IdDecision::Busy => {
                             rec.not_before = now + 1;
                             journal_updates.push(rec);
