@@ -84,6 +84,30 @@ fn commit_under_a_new_id_copies_and_rewrites_the_first_lines() {
 }
 
 #[test]
+fn owner_and_mode_are_what_the_target_asks_whatever_the_umask_or_the_directory_gives() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The usual umask (022) narrows 0664; a file created with it must be widened again.
+    let mut t = target(tmp.path()).with_mode(0o664);
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        // As root: an owner other than ours, in a set-gid directory of a third group.
+        std::os::unix::fs::chown(&t.input, None, Some(4321)).unwrap();
+        std::fs::set_permissions(&t.input, std::fs::Permissions::from_mode(0o2750)).unwrap();
+        t = t.with_owner(Some((1234, 5678)));
+    }
+    let (mut h, data_path) = spec_example();
+    let data = DataFile::open(&data_path, &h.id).unwrap();
+    Transform::default().apply(&mut h);
+    let done = requeue::commit(&t, &h, BodyPlan::Copy(&data)).unwrap();
+    let owner = t.owner.unwrap();
+    for p in [&done.data_path, &done.header_path] {
+        let m = std::fs::metadata(p).unwrap();
+        assert_eq!(m.permissions().mode() & 0o7777, 0o664, "{}", p.display());
+        assert_eq!((m.uid(), m.gid()), owner, "{}", p.display());
+    }
+}
+
+#[test]
 fn commit_keeping_the_id_links_the_body_and_refuses_a_second_time() {
     let tmp = tempfile::tempdir().unwrap();
     let ext = tmp.path().join("qf");

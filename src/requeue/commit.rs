@@ -4,7 +4,7 @@ use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{fchown, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{fchown, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -167,11 +167,22 @@ fn create_filled(
         .open(path)
         .map_err(io_err("create", path))?;
     let result = (|| {
+        // What the new file got is read back from it rather than assumed: the group can come from
+        // a set-gid directory, and the mode given to open() can be narrowed by the umask or a
+        // default ACL. Each is set only where it differs, which running as the spool's owner
+        // with a usual umask makes rare.
+        let got = f.metadata().map_err(io_err("fstat", path))?;
+        let mut chowned = false;
         if let Some((uid, gid)) = target.owner {
-            fchown(&f, Some(uid), Some(gid)).map_err(io_err("fchown", path))?;
+            if (got.uid(), got.gid()) != (uid, gid) {
+                fchown(&f, Some(uid), Some(gid)).map_err(io_err("fchown", path))?;
+                chowned = true;
+            }
         }
-        // The umask may have narrowed the mode given to open().
-        f.set_permissions(std::fs::Permissions::from_mode(target.mode)).map_err(io_err("fchmod", path))?;
+        // A chown may clear set-id bits, so after one the mode read before it no longer holds.
+        if chowned || got.mode() & 0o7777 != target.mode {
+            f.set_permissions(std::fs::Permissions::from_mode(target.mode)).map_err(io_err("fchmod", path))?;
+        }
         fill(&mut f).map_err(io_err("write", path))?;
         f.sync_all().map_err(io_err("fsync", path))
     })();
