@@ -197,13 +197,16 @@ fn create_filled(
 
 /// Step 1 of a commit: put the `-D` in place under its final name. Its data is synced; its
 /// directory entry becomes durable with the next [`sync_dir`] of `target.dir_for(id)`.
+///
+/// The id must come from [`super::decide`] (kept: neither file was there) or be newly minted. The
+/// `-D` is placed exclusively (a link, or a rename without replace), as Exim creates its own with
+/// O_EXCL, and that is what refuses an id that is taken: whoever queues a message puts its `-D`
+/// in before its `-H`, so a `-H` cannot have come since without a `-D`. (The one `-H` without a
+/// `-D`, Exim's between its two unlinks, is of a message that had both when `decide` looked, which
+/// then did not keep the id.) So the `-H` is not looked for here.
 pub fn write_data(target: &TargetSpool, id: &MessageId, body: BodyPlan<'_>) -> Result<PathBuf, RequeueError> {
     let dir = target.dir_for(id);
     let data_path = dir.join(file_name(id, 'D'));
-    let header_path = dir.join(file_name(id, 'H'));
-    if header_path.exists() {
-        return Err(RequeueError::AlreadyQueued(header_path));
-    }
     // A link that fails for want of the directory is told from one whose source is missing by
     // the second try, after the directory has been made.
     in_dir(target, &dir, || match &body {
