@@ -262,7 +262,7 @@ impl<'e> Engine<'e> {
         let (hp, dp) = self.dirs.files(&rec.key);
         let id = MessageId::parse(rec.original_id.as_bytes())
             .map_err(|e| SpoolError::whole_file(crate::spool::Reason::BadFileName(e.to_string())).in_file(&hp))?;
-        let bytes = std::fs::read(&hp).map_err(|e| SpoolError::io(&hp, &e))?;
+        let bytes = crate::spool::header_file::read_bytes(&hp, None)?;
         let header = SpoolHeader::parse(&bytes, Some(&id)).map_err(|e| e.in_file(&hp))?;
         let data = DataFile::open(&dp, &id)?;
         let now = self.clock.now_secs();
