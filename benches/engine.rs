@@ -1,4 +1,5 @@
-//! Engine benchmark: messages/s, drop-to-re-queue latency and memory of the engine with the
+//! Engine benchmark: messages/s, drop-to-re-queue latency, memory and CPU per message (user and
+//! system, which syscall savings show in even when the rate is noisy) of the engine with the
 //! built-in scanner, on tmpfs and on the real disk, next to the same disk's raw rate for the same
 //! write pattern, and the file-system floor of one message (`floor`), per core. Run with
 //! `scripts/bench.sh` (or `cargo bench --bench engine -- --help`).
@@ -144,7 +145,7 @@ fn main() {
     }
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
     println!(
-        "{:<7} {:<6} {:>8} {:>10} {:>10} {:>9} {:>9} {:>10} {:>8} {:>8} {:>10} {:>7}",
+        "{:<7} {:<6} {:>8} {:>10} {:>10} {:>9} {:>9} {:>10} {:>8} {:>8} {:>9} {:>9} {:>10} {:>7}",
         "where",
         "corpus",
         "msgs",
@@ -155,6 +156,8 @@ fn main() {
         "p99 ms",
         "RSS1 MiB",
         "RSS2 MiB",
+        "user µs",
+        "sys µs",
         "floor/core",
         "/core"
     );
@@ -169,7 +172,7 @@ fn main() {
             pipeline.batch.max_messages = 256;
             let run = run_engine(&corpus, &ids, &root.path().join("engine"), pipeline, &mut |_| {});
             println!(
-                "{:<7} {:<6} {:>8} {:>10.0} {:>10.0} {:>9.2} {:>9.1} {:>10.1} {:>8.1} {:>8.1} {:>10.0} {:>7.0}",
+                "{:<7} {:<6} {:>8} {:>10.0} {:>10.0} {:>9.2} {:>9.1} {:>10.1} {:>8.1} {:>8.1} {:>9.1} {:>9.1} {:>10.0} {:>7.0}",
                 label,
                 corpus_name,
                 n,
@@ -180,6 +183,8 @@ fn main() {
                 run.p99.as_secs_f64() * 1e3,
                 run.rss_first_half as f64 / 1024.0,
                 run.rss_second_half as f64 / 1024.0,
+                run.cpu.0 * 1e6 / n as f64,
+                run.cpu.1 * 1e6 / n as f64,
                 least,
                 run.rate / cores as f64
             );

@@ -4,7 +4,7 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use spoolsift::requeue::{self, BodyPlan, Decision, Marker, RequeueError, TargetSpool, Transform};
+use spoolsift::requeue::{self, BodyPlan, Decision, Marker, RequeueError, SpoolLook, TargetSpool, Transform};
 use spoolsift::spool::{DataFile, DataLock, IdFormat, IdMinter, MessageId, SpoolHeader};
 
 const ID: &str = "1xXORz-0000000058C-2p8L";
@@ -84,6 +84,30 @@ fn commit_under_a_new_id_copies_and_rewrites_the_first_lines() {
 }
 
 #[test]
+fn owner_and_mode_are_what_the_target_asks_whatever_the_umask_or_the_directory_gives() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The usual umask (022) narrows 0664; a file created with it must be widened again.
+    let mut t = target(tmp.path()).with_mode(0o664);
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        // As root: an owner other than ours, in a set-gid directory of a third group.
+        std::os::unix::fs::chown(&t.input, None, Some(4321)).unwrap();
+        std::fs::set_permissions(&t.input, std::fs::Permissions::from_mode(0o2750)).unwrap();
+        t = t.with_owner(Some((1234, 5678)));
+    }
+    let (mut h, data_path) = spec_example();
+    let data = DataFile::open(&data_path, &h.id).unwrap();
+    Transform::default().apply(&mut h);
+    let done = requeue::commit(&t, &h, BodyPlan::Copy(&data)).unwrap();
+    let owner = t.owner.unwrap();
+    for p in [&done.data_path, &done.header_path] {
+        let m = std::fs::metadata(p).unwrap();
+        assert_eq!(m.permissions().mode() & 0o7777, 0o664, "{}", p.display());
+        assert_eq!((m.uid(), m.gid()), owner, "{}", p.display());
+    }
+}
+
+#[test]
 fn commit_keeping_the_id_links_the_body_and_refuses_a_second_time() {
     let tmp = tempfile::tempdir().unwrap();
     let ext = tmp.path().join("qf");
@@ -114,6 +138,40 @@ fn split_spool_goes_into_the_sixth_character_directory() {
 }
 
 #[test]
+fn a_missing_directory_is_made_when_first_needed_and_a_missing_body_is_still_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ext = tmp.path().join("qf");
+    std::fs::create_dir(&ext).unwrap();
+    let (mut h, data_path) = spec_example();
+    let ext_d = ext.join(format!("{ID}-D"));
+    // The split subdirectory is ours to make; a body that is not there is not mistaken for it.
+    let t = target(&tmp.path().join("spool")).with_split(true);
+    let gone = requeue::write_data(&t, &h.id, BodyPlan::Link(&ext_d));
+    assert!(matches!(gone, Err(RequeueError::Io { op: "link", .. })), "{gone:?}");
+    std::fs::copy(&data_path, &ext_d).unwrap();
+    Transform::default().apply(&mut h);
+    let done = requeue::commit(&t, &h, BodyPlan::Link(&ext_d)).unwrap();
+    assert_eq!(done.header_path, t.input.join("z").join(format!("{ID}-H")));
+    assert_eq!(std::fs::metadata(t.input.join("z")).unwrap().permissions().mode() & 0o7777, 0o750);
+}
+
+#[test]
+fn a_temporary_header_left_by_an_interrupted_attempt_is_replaced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = target(tmp.path());
+    let (mut h, data_path) = spec_example();
+    Transform::default().apply(&mut h);
+    let stale = requeue::header_temp_path(&t, &h.id);
+    std::fs::write(&stale, b"half a header").unwrap();
+    let data = DataFile::open(&data_path, &h.id).unwrap();
+    requeue::write_data(&t, &h.id, BodyPlan::Copy(&data)).unwrap();
+    assert_eq!(requeue::prepare_header(&t, &h).unwrap(), stale);
+    assert_eq!(std::fs::read(&stale).unwrap(), h.to_bytes());
+    requeue::publish_header(&t, &h.id).unwrap();
+    assert_eq!(names(&t.input), [format!("{ID}-D"), format!("{ID}-H")]);
+}
+
+#[test]
 fn decide_sees_exims_lock_and_its_own_marker() {
     let tmp = tempfile::tempdir().unwrap();
     let t = target(tmp.path());
@@ -136,6 +194,43 @@ fn decide_sees_exims_lock_and_its_own_marker() {
     std::fs::remove_file(&hp).unwrap();
     std::fs::remove_file(&d).unwrap();
     assert_eq!(requeue::decide(&t, &id, &Marker::default()).unwrap(), Decision::KeepId);
+}
+
+#[test]
+fn a_batchs_look_finds_originals_in_either_place_and_remembers_only_missing_subdirectories() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (h, data_path) = spec_example();
+    let id = h.id.clone();
+    let original = |dir: &Path| {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::copy(&data_path, dir.join(format!("{ID}-D"))).unwrap();
+        std::fs::copy(Path::new("tests/data/spec-example").join(format!("{ID}-H")), dir.join(format!("{ID}-H")))
+            .unwrap();
+    };
+    let flat = target(&tmp.path().join("flat"));
+    let m = Marker::default();
+    // Our spool is flat, but Exim's may have been split when the original came in: it is found.
+    original(&flat.input.join("z"));
+    assert_eq!(SpoolLook::for_batch(&flat).decide(&id, &m).unwrap(), Decision::MintId);
+    std::fs::remove_dir_all(flat.input.join("z")).unwrap();
+    original(&flat.input);
+    assert_eq!(SpoolLook::for_batch(&flat).decide(&id, &m).unwrap(), Decision::MintId);
+    std::fs::remove_dir_all(&flat.input).unwrap();
+    std::fs::create_dir(&flat.input).unwrap();
+    // A subdirectory missing when the batch looked stays missing for that batch (only a message
+    // received after its copy was claimed could be put there, and none is); the next batch looks
+    // again.
+    let mut batch = SpoolLook::for_batch(&flat);
+    assert_eq!(batch.decide(&id, &m).unwrap(), Decision::KeepId);
+    original(&flat.input.join("z"));
+    assert_eq!(batch.decide(&id, &m).unwrap(), Decision::KeepId);
+    assert_eq!(SpoolLook::for_batch(&flat).decide(&id, &m).unwrap(), Decision::MintId);
+    // With a split target our own re-queues make subdirectories, so nothing is remembered.
+    let split = target(&tmp.path().join("split")).with_split(true);
+    let mut batch = SpoolLook::for_batch(&split);
+    assert_eq!(batch.decide(&id, &m).unwrap(), Decision::KeepId);
+    original(&split.input.join("z"));
+    assert_eq!(batch.decide(&id, &m).unwrap(), Decision::MintId);
 }
 
 #[test]

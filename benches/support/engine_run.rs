@@ -15,6 +15,16 @@ use spoolsift::requeue::TargetSpool;
 use spoolsift::spool::MessageId;
 use spoolsift::state::{open_env, StateDb};
 
+/// CPU seconds (user, system) this process has used so far, every thread counted.
+pub fn cpu_seconds() -> (f64, f64) {
+    // SAFETY: a zeroed rusage is a valid value; getrusage fills it.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF and a valid pointer for the duration of the call.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (secs(ru.ru_utime), secs(ru.ru_stime))
+}
+
 pub fn rss_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
@@ -34,6 +44,8 @@ struct Feed {
 
 pub struct EngineRun {
     pub rate: f64,
+    /// CPU seconds (user, system) of the whole process while the engine ran, the feeder included.
+    pub cpu: (f64, f64),
     pub p50: Duration,
     pub p99: Duration,
     pub rss_first_half: u64,
@@ -84,6 +96,7 @@ pub fn run_engine(
     };
     let (lock, cv) = &*feed;
     let start = Instant::now();
+    let cpu_start = cpu_seconds();
     let mut latencies = Vec::with_capacity(ids.len());
     let (mut rss_a, mut rss_b) = (0, 0);
     let mut claimed_total = 0;
@@ -126,10 +139,12 @@ pub fn run_engine(
     engine.run_overlapped(intake_side, committer_side).unwrap();
     assert_eq!(lock.lock().unwrap().processed, ids.len(), "every claimed message handled once");
     let rate = ids.len() as f64 / start.elapsed().as_secs_f64();
+    let cpu_end = cpu_seconds();
     feeder.join().unwrap();
     latencies.sort();
     EngineRun {
         rate,
+        cpu: (cpu_end.0 - cpu_start.0, cpu_end.1 - cpu_start.1),
         p50: latencies[latencies.len() / 2],
         p99: latencies[latencies.len() * 99 / 100],
         rss_first_half: rss_a,

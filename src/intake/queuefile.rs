@@ -4,8 +4,9 @@
 //! on the spool's file system, growing copies otherwise, with no completion signal either way. A
 //! pair is taken only when it is complete by this rule: both names exist; the original `-D` in
 //! Exim's spool is gone or unlocked (the delivery attempt that made the copy has ended); the
-//! external `-D` can be locked (in link mode it is the same inode as the original); and in copy mode
-//! its size has not changed since the previous look.
+//! external `-D` can be locked; and in copy mode its size has not changed since the previous look.
+//! In link mode the external `-D` is the original's inode, so locking it answers the second
+//! question too, and the original's names are not probed.
 
 use std::collections::HashMap;
 use std::io;
@@ -62,6 +63,9 @@ pub struct QueuefileDir {
     /// Copy mode: the size of each `-D` at the previous look. Behind a lock because the engine,
     /// intake included, is shared by its intake, scanner and committer threads.
     sizes: Mutex<HashMap<MessageId, u64>>,
+    /// The device of `spool_input` as of the last [`QueuefileDir::list`] (`Some(None)`: it did not
+    /// exist), so that [`QueuefileDir::check`] need not stat it once per pair.
+    spool_dev: Mutex<Option<Option<u64>>>,
 }
 
 impl QueuefileDir {
@@ -72,6 +76,7 @@ impl QueuefileDir {
             spool_input: spool_input.map(Path::to_path_buf),
             orphan_age,
             sizes: Mutex::default(),
+            spool_dev: Mutex::default(),
         }
     }
 
@@ -83,6 +88,7 @@ impl QueuefileDir {
             spool_input: None,
             orphan_age,
             sizes: Mutex::default(),
+            spool_dev: Mutex::default(),
         }
     }
 
@@ -97,6 +103,11 @@ impl QueuefileDir {
     /// Pairs with a `-H` in the intake (and, for an Exim spool, its split subdirectories), oldest
     /// ids first.
     pub fn list(&self) -> io::Result<Vec<SpoolPair>> {
+        if let Some(input) = &self.spool_input {
+            // Taken afresh with every listing: a mount, or Exim creating `input/`, shows within one
+            // batch.
+            *self.spool_dev.lock().unwrap_or_else(|p| p.into_inner()) = Some(device_of(input));
+        }
         let mut dirs = vec![self.dir.clone()];
         if matches!(self.kind, IntakeKind::EximSpool { .. }) {
             match std::fs::read_dir(&self.dir) {
@@ -150,13 +161,6 @@ impl QueuefileDir {
         if !pair.header_path().exists() {
             return Ok(Err(NotYet::Incomplete));
         }
-        if let Some(input) = &self.spool_input {
-            for original in candidate_paths(input, id, 'D') {
-                if DataLock::probe(&original, lock_len)? == LockProbe::Locked {
-                    return Ok(Err(NotYet::Locked));
-                }
-            }
-        }
         let lock = match DataLock::try_acquire(&pair.data_path(), lock_len) {
             Ok(Some(l)) => l,
             Ok(None) => return Ok(Err(NotYet::Locked)),
@@ -168,18 +172,39 @@ impl QueuefileDir {
             // Exim renames -H into place last and holds the -D lock while receiving.
             return Ok(Ok((Ready { pair, size: meta.len() }, lock)));
         }
-        let linked =
-            self.spool_input.as_ref().and_then(|i| std::fs::metadata(i).ok()).is_some_and(|m| m.dev() == meta.dev());
-        if !linked {
-            // Copy mode: nothing on the file says the copy is finished, so wait for one look at
-            // which the size did not change.
-            let previous = self.sizes.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), meta.len());
-            if previous != Some(meta.len()) {
-                return Ok(Err(NotYet::Growing));
+        let Some(input) = &self.spool_input else {
+            return Ok(self.settled(pair, &meta).map(|r| (r, lock)));
+        };
+        let spool_dev = self.spool_dev.lock().unwrap_or_else(|p| p.into_inner()).unwrap_or_else(|| device_of(input));
+        if spool_dev == Some(meta.dev()) {
+            // Link mode: queuefile links when the two directories share a device, so the -D we
+            // have just locked is the original's inode, and our lock is the proof that the
+            // delivery attempt which linked it (and held that very inode locked) has ended. A
+            // probe of the original's names would ask the same question of the same inode, or
+            // find it gone. (A body replaced under the original's name since the copy, as
+            // `exim -Meb` does, is a new inode that this copy is not of; the re-queue's own look
+            // at the spool, `requeue::decide`, still sees it and its lock.) Nothing here can grow.
+            self.sizes.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+            return Ok(Ok((Ready { pair, size: meta.len() }, lock)));
+        }
+        // Copy mode: the original is another inode, whose lock says whether the attempt is over.
+        for original in candidate_paths(input, id, 'D') {
+            if DataLock::probe(&original, lock_len)? == LockProbe::Locked {
+                return Ok(Err(NotYet::Locked));
             }
         }
-        self.sizes.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
-        Ok(Ok((Ready { pair, size: meta.len() }, lock)))
+        Ok(self.settled(pair, &meta).map(|r| (r, lock)))
+    }
+
+    /// Copy mode: nothing on the file says the copy is finished, so wait for one look at which the
+    /// size did not change.
+    fn settled(&self, pair: SpoolPair, meta: &std::fs::Metadata) -> Result<Ready, NotYet> {
+        let mut sizes = self.sizes.lock().unwrap_or_else(|p| p.into_inner());
+        if sizes.insert(pair.id.clone(), meta.len()) != Some(meta.len()) {
+            return Err(NotYet::Growing);
+        }
+        sizes.remove(&pair.id);
+        Ok(Ready { pair, size: meta.len() })
     }
 
     /// `-D` files without a `-H`, older than `orphan_age` and not locked: leftovers of a failed
@@ -210,5 +235,73 @@ impl QueuefileDir {
             sync_dir(aside)?;
         }
         Ok(moved)
+    }
+}
+
+fn device_of(path: &Path) -> Option<u64> {
+    std::fs::metadata(path).ok().map(|m| m.dev())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "1xXORz-0000000058C-2p8L";
+
+    fn id() -> MessageId {
+        MessageId::parse(ID.as_bytes()).unwrap()
+    }
+
+    /// A queuefile directory and an Exim spool's `input/` on one file system (link mode); the
+    /// spool's `input/` is not created.
+    fn world() -> (tempfile::TempDir, QueuefileDir, PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let qf = tmp.path().join("qf");
+        let input = tmp.path().join("spool").join("input");
+        std::fs::create_dir_all(&qf).unwrap();
+        let intake = QueuefileDir::new(&qf, Some(&input), Duration::from_secs(900));
+        (tmp, intake, input)
+    }
+
+    fn drop_pair(dir: &Path, id: &MessageId) {
+        std::fs::write(dir.join(format!("{id}-H")), format!("{id}-H\n")).unwrap();
+        std::fs::write(dir.join(format!("{id}-D")), format!("{id}-D\nbody\n")).unwrap();
+    }
+
+    fn look(intake: &QueuefileDir, id: &MessageId) -> Result<u64, NotYet> {
+        let pair = intake.list().unwrap().into_iter().find(|p| p.id == *id).expect("listed");
+        intake.check(&pair).unwrap().map(|(r, _lock)| r.size)
+    }
+
+    #[test]
+    fn link_mode_takes_the_locks_of_the_originals_inode_as_the_attempts() {
+        let (_tmp, intake, input) = world();
+        std::fs::create_dir_all(input.join("z")).unwrap();
+        let id = id();
+        drop_pair(&intake.dir, &id);
+        // The original, still queued, is the same inode as the copy (split or not).
+        for original in candidate_paths(&input, &id, 'D') {
+            std::fs::hard_link(intake.dir.join(format!("{id}-D")), &original).unwrap();
+            let exim = DataLock::try_acquire(&original, id.first_line_len() as u64).unwrap().unwrap();
+            assert_eq!(look(&intake, &id), Err(NotYet::Locked), "{}", original.display());
+            drop(exim);
+            assert_eq!(look(&intake, &id), Ok(31), "attempt over: taken at the first look");
+            std::fs::remove_file(&original).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_spools_device_is_looked_at_again_with_every_listing() {
+        let (_tmp, intake, input) = world();
+        let first = id();
+        drop_pair(&intake.dir, &first);
+        // No input/ yet: nothing says this is link mode, so the size must hold still for one look.
+        assert_eq!(look(&intake, &first), Err(NotYet::Growing));
+        assert_eq!(look(&intake, &first), Ok(31));
+        // Exim creates input/ with its first message; the next listing sees link mode.
+        std::fs::create_dir_all(&input).unwrap();
+        let second = MessageId::parse(b"1xXORz-0000000058C-2p8M").unwrap();
+        drop_pair(&intake.dir, &second);
+        assert_eq!(look(&intake, &second), Ok(31));
     }
 }

@@ -288,7 +288,7 @@ impl<'e> Engine<'e> {
         let (hp, dp) = self.dirs.files(&rec.key);
         let id = MessageId::parse(rec.original_id.as_bytes())
             .map_err(|e| SpoolError::whole_file(crate::spool::Reason::BadFileName(e.to_string())).in_file(&hp))?;
-        let bytes = std::fs::read(&hp).map_err(|e| SpoolError::io(&hp, &e))?;
+        let bytes = crate::spool::header_file::read_bytes(&hp, None)?;
         let header = SpoolHeader::parse(&bytes, Some(&id)).map_err(|e| e.in_file(&hp))?;
         let data = DataFile::open(&dp, &id)?;
         let now = self.clock.now_secs();
@@ -417,6 +417,7 @@ impl<'e> Engine<'e> {
         // Recipients each original message hands on in this batch: two copies of one message
         // (queuefile's per-recipient retries) must not both deliver the same recipient.
         let mut taken: HashMap<String, BTreeSet<Vec<u8>>> = HashMap::new();
+        let mut spool = requeue::SpoolLook::for_batch(&self.target);
 
         for (mut rec, plan) in batch.into_iter().zip(plans) {
             let (hp, dp) = self.dirs.files(&rec.key);
@@ -480,7 +481,7 @@ impl<'e> Engine<'e> {
                     }
                     handled.recipients = owed.iter().map(|r| text(r)).collect();
                     let id = header.id.clone();
-                    match requeue::decide(&self.target, &id, &self.transform.marker)? {
+                    match spool.decide(&id, &self.transform.marker)? {
                         IdDecision::Busy => {
                             rec.not_before = now + 1;
                             journal_updates.push(rec);

@@ -4,7 +4,7 @@ use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{fchown, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{fchown, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -97,6 +97,22 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     }
 }
 
+/// Run `op`, which creates something in `dir`; if it fails because `dir` is missing, create `dir`
+/// and run it once more. The directory almost always exists, so it is not looked at first.
+fn in_dir<T>(
+    target: &TargetSpool,
+    dir: &Path,
+    mut op: impl FnMut() -> Result<T, RequeueError>,
+) -> Result<T, RequeueError> {
+    match op() {
+        Err(RequeueError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            ensure_dir(target, dir)?;
+            op()
+        }
+        other => other,
+    }
+}
+
 fn ensure_dir(target: &TargetSpool, dir: &Path) -> Result<(), RequeueError> {
     if dir.is_dir() {
         return Ok(());
@@ -151,11 +167,22 @@ fn create_filled(
         .open(path)
         .map_err(io_err("create", path))?;
     let result = (|| {
+        // What the new file got is read back from it rather than assumed: the group can come from
+        // a set-gid directory, and the mode given to open() can be narrowed by the umask or a
+        // default ACL. Each is set only where it differs, which running as the spool's owner
+        // with a usual umask makes rare.
+        let got = f.metadata().map_err(io_err("fstat", path))?;
+        let mut chowned = false;
         if let Some((uid, gid)) = target.owner {
-            fchown(&f, Some(uid), Some(gid)).map_err(io_err("fchown", path))?;
+            if (got.uid(), got.gid()) != (uid, gid) {
+                fchown(&f, Some(uid), Some(gid)).map_err(io_err("fchown", path))?;
+                chowned = true;
+            }
         }
-        // The umask may have narrowed the mode given to open().
-        f.set_permissions(std::fs::Permissions::from_mode(target.mode)).map_err(io_err("fchmod", path))?;
+        // A chown may clear set-id bits, so after one the mode read before it no longer holds.
+        if chowned || got.mode() & 0o7777 != target.mode {
+            f.set_permissions(std::fs::Permissions::from_mode(target.mode)).map_err(io_err("fchmod", path))?;
+        }
         fill(&mut f).map_err(io_err("write", path))?;
         f.sync_all().map_err(io_err("fsync", path))
     })();
@@ -170,33 +197,37 @@ fn create_filled(
 
 /// Step 1 of a commit: put the `-D` in place under its final name. Its data is synced; its
 /// directory entry becomes durable with the next [`sync_dir`] of `target.dir_for(id)`.
+///
+/// The id must come from [`super::decide`] (kept: neither file was there) or be newly minted. The
+/// `-D` is placed exclusively (a link, or a rename without replace), as Exim creates its own with
+/// O_EXCL, and that is what refuses an id that is taken: whoever queues a message puts its `-D`
+/// in before its `-H`, so a `-H` cannot have come since without a `-D`. (The one `-H` without a
+/// `-D`, Exim's between its two unlinks, is of a message that had both when `decide` looked, which
+/// then did not keep the id.) So the `-H` is not looked for here.
 pub fn write_data(target: &TargetSpool, id: &MessageId, body: BodyPlan<'_>) -> Result<PathBuf, RequeueError> {
     let dir = target.dir_for(id);
-    ensure_dir(target, &dir)?;
     let data_path = dir.join(file_name(id, 'D'));
-    let header_path = dir.join(file_name(id, 'H'));
-    if header_path.exists() {
-        return Err(RequeueError::AlreadyQueued(header_path));
-    }
-    match body {
+    // A link that fails for want of the directory is told from one whose source is missing by
+    // the second try, after the directory has been made.
+    in_dir(target, &dir, || match &body {
         BodyPlan::Link(external) => std::fs::hard_link(external, &data_path).map_err(|e| {
             if e.kind() == io::ErrorKind::AlreadyExists {
                 RequeueError::AlreadyQueued(data_path.clone())
             } else {
                 io_err("link", &data_path)(e)
             }
-        })?,
+        }),
         BodyPlan::Copy(src) => write_new_file(target, &dir, &temp_name(id, 'D'), &data_path, |f| {
             let mut w = io::BufWriter::with_capacity(256 * 1024, f);
             w.write_all(format!("{id}-D\n").as_bytes())?;
             io::copy(&mut src.body_reader().take(src.body_len()), &mut w)?;
             w.flush()
-        })?,
+        }),
         BodyPlan::Bytes(bytes) => write_new_file(target, &dir, &temp_name(id, 'D'), &data_path, |f| {
             f.write_all(format!("{id}-D\n").as_bytes())?;
             f.write_all(bytes)
-        })?,
-    }
+        }),
+    })?;
     Ok(data_path)
 }
 
@@ -211,12 +242,16 @@ pub fn header_temp_path(target: &TargetSpool, id: &MessageId) -> PathBuf {
 pub fn prepare_header(target: &TargetSpool, header: &SpoolHeader) -> Result<PathBuf, RequeueError> {
     let header_bytes = header.to_checked_bytes()?;
     let tmp = header_temp_path(target, &header.id);
-    // One left by an earlier, interrupted attempt for this id is ours and stale.
-    match std::fs::remove_file(&tmp) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err("remove", &tmp)(e)),
-        _ => {}
-    }
-    create_filled(target, &tmp, |f| f.write_all(&header_bytes))?;
+    let dir = target.dir_for(&header.id);
+    in_dir(target, &dir, || match create_filled(target, &tmp, |f| f.write_all(&header_bytes)) {
+        // One left by an earlier, interrupted attempt for this id is ours and stale. It is
+        // removed only when found, rather than before every attempt, which is almost never.
+        Err(RequeueError::Io { op: "create", source, .. }) if source.kind() == io::ErrorKind::AlreadyExists => {
+            std::fs::remove_file(&tmp).map_err(io_err("remove", &tmp))?;
+            create_filled(target, &tmp, |f| f.write_all(&header_bytes))
+        }
+        other => other,
+    })?;
     Ok(tmp)
 }
 

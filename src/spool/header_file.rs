@@ -137,6 +137,21 @@ fn option_prefix(text: &[u8]) -> Result<OptionPrefix<'_>, &'static str> {
     Ok((tainted, quoter, rest))
 }
 
+/// The bytes of a `-H` file, refused when larger than `limit`: one open, and its size from the open
+/// file, up to which it is read. No read past that size looks for the end: Exim never changes an
+/// `-H` in place (it renames a new one over it), and neither do we.
+pub fn read_bytes(path: &Path, limit: Option<u64>) -> Result<Vec<u8>, SpoolError> {
+    let io = |e: std::io::Error| SpoolError::io(path, &e);
+    let file = std::fs::File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    if let Some(limit) = limit.filter(|&l| len > l) {
+        return Err(SpoolError::whole_file(Reason::FileTooLarge { limit }).in_file(path));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    std::io::Read::read_to_end(&mut std::io::Read::take(&file, len), &mut bytes).map_err(io)?;
+    Ok(bytes)
+}
+
 /// The few option values Exim's reader itself insists on (it fails the file otherwise).
 pub(crate) fn check_known_value(name: &[u8], value: Option<&[u8]>) -> Result<(), &'static str> {
     match name {
@@ -160,11 +175,7 @@ impl SpoolHeader {
                 SpoolError::whole_file(Reason::BadFileName(String::from_utf8_lossy(name).into_owned())).in_file(path)
             );
         };
-        let meta = std::fs::metadata(path).map_err(|e| SpoolError::io(path, &e))?;
-        if meta.len() > MAX_HEADER_FILE {
-            return Err(SpoolError::whole_file(Reason::FileTooLarge { limit: MAX_HEADER_FILE }).in_file(path));
-        }
-        let bytes = std::fs::read(path).map_err(|e| SpoolError::io(path, &e))?;
+        let bytes = read_bytes(path, Some(MAX_HEADER_FILE))?;
         SpoolHeader::parse(&bytes, Some(&id)).map_err(|e| e.in_file(path))
     }
 
@@ -428,5 +439,25 @@ impl SpoolHeader {
     /// Exim's message size (`S=`): body bytes + 1 + the transmitted headers.
     pub fn message_size(&self, body_len: u64) -> u64 {
         body_len + 1 + self.headers.live_len() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_bytes_reads_the_whole_file_and_refuses_one_over_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x-H");
+        let body: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&p, &body).unwrap();
+        assert_eq!(read_bytes(&p, None).unwrap(), body);
+        assert_eq!(read_bytes(&p, Some(100_000)).unwrap(), body);
+        let e = read_bytes(&p, Some(99_999)).unwrap_err();
+        assert!(e.to_string().contains("x-H"), "{e}");
+        std::fs::write(&p, b"").unwrap();
+        assert!(read_bytes(&p, None).unwrap().is_empty());
+        assert!(read_bytes(&dir.path().join("nope-H"), None).is_err());
     }
 }
