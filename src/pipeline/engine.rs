@@ -1,17 +1,9 @@
 //! The engine behind `spoolsift watch`: claim complete pairs from the queuefile directory, scan a
-//! batch in parallel, act on each message, and re-queue with group commit.
-//!
-//! Durability, step by step (each journal write is one LMDB transaction for the whole batch):
-//! 1. journal `Claimed`, then rename the pair into `work/` (same file system);
-//! 2. journal `Committing(target id)`, write every target `-D` and every `-H` under its temporary
-//!    name (`requeue::header_temp_path`), sync their directories;
-//! 3. journal `DataWritten`, rename every `-H` into place (the commit point), sync directories;
-//! 4. journal `Committed` with the recipients handed on (dedupe), remove the work files, forget.
-//!
-//! [`super::recovery`] completes or rolls back whatever a crash left between those steps, so a
-//! message is neither lost nor delivered twice.
+//! batch in parallel (here), then act on each message and re-queue with group commit
+//! ([`super::commit`], which also lists the durability steps). [`super::executor`] overlaps the
+//! three; [`super::recovery`] finishes what a crash interrupted.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -19,17 +11,18 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 use serde_json::json;
 
+pub use super::commit::remove_pair;
 use super::config::PipelineConfig;
 use super::policy::{Action, Decision};
 use super::run::{run_stages_timed, StageOutcome};
 use crate::intake::queuefile::QueuefileDir;
 use crate::outside::Clock;
-use crate::requeue::{self, BodyPlan, Decision as IdDecision, Kicker, TargetSpool, Transform};
+use crate::requeue::{self, Kicker, TargetSpool, Transform};
 use crate::sinks::quarantine::QuarantineStore;
 use crate::spool::{DataFile, IdMinter, MessageId, MessageView, OptionLine, SpoolError, SpoolHeader};
 use crate::stages::arc::{cv_of, Sealer};
 use crate::stages::Stage;
-use crate::state::verdicts::{VerdictDb, VerdictEntry};
+use crate::state::verdicts::VerdictDb;
 use crate::state::{ClaimRecord, ClaimState, StateDb};
 
 /// spoolsift's own directories, all on the queuefile directory's file system.
@@ -99,7 +92,7 @@ impl Handled {
 }
 
 /// The evaluation of one claimed copy.
-enum Plan {
+pub(super) enum Plan {
     /// Re-queue this header (already transformed and annotated); `hold` freezes it.
     Requeue {
         header: Box<SpoolHeader>,
@@ -128,8 +121,8 @@ enum Plan {
 
 /// A claimed batch, evaluated but not yet acted on.
 pub struct ScannedBatch {
-    claims: Vec<ClaimRecord>,
-    plans: Vec<Plan>,
+    pub(super) claims: Vec<ClaimRecord>,
+    pub(super) plans: Vec<Plan>,
 }
 
 impl ScannedBatch {
@@ -164,10 +157,10 @@ pub struct Engine<'e> {
     /// or a fixed one for a replay (whose minters then take a fixed clock too).
     pub clock: Clock,
     /// Keys of claims taken but not yet committed.
-    in_flight: Mutex<HashSet<String>>,
+    pub(super) in_flight: Mutex<HashSet<String>>,
 }
 
-fn text(b: &[u8]) -> String {
+pub(super) fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
@@ -394,255 +387,6 @@ impl<'e> Engine<'e> {
         let plans = claims.par_iter().map(|r| self.evaluate(r)).collect();
         ScannedBatch { claims, plans }
     }
-
-    /// Act on a scanned batch: journal, re-queue with group commit, quarantine, defer, clean up.
-    /// Batches must be committed one at a time, in the order they were claimed.
-    pub fn commit(&self, scanned: ScannedBatch) -> io::Result<Vec<Handled>> {
-        let keys: Vec<String> = scanned.claims.iter().map(|r| r.key.clone()).collect();
-        let handled = self.commit_plans(scanned.claims, scanned.plans)?;
-        // Only after the batch's last journal write (see `claim_batch`).
-        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        keys.iter().for_each(|k| {
-            in_flight.remove(k);
-        });
-        Ok(handled)
-    }
-
-    fn commit_plans(&self, batch: Vec<ClaimRecord>, plans: Vec<Plan>) -> io::Result<Vec<Handled>> {
-        let now = self.clock.now_secs();
-        let mut done_keys: Vec<String> = Vec::new();
-        let mut journal_updates: Vec<ClaimRecord> = Vec::new();
-        let mut committing: Vec<(ClaimRecord, SpoolHeader, Vec<Vec<u8>>, Handled)> = Vec::new();
-        let mut handled_all = Vec::new();
-        // Recipients each original message hands on in this batch: two copies of one message
-        // (queuefile's per-recipient retries) must not both deliver the same recipient.
-        let mut taken: HashMap<String, BTreeSet<Vec<u8>>> = HashMap::new();
-        let mut spool = requeue::SpoolLook::for_batch(&self.target);
-
-        for (mut rec, plan) in batch.into_iter().zip(plans) {
-            let (hp, dp) = self.dirs.files(&rec.key);
-            match plan {
-                Plan::Rejected { error } => {
-                    self.reject(&rec, &error)?;
-                    done_keys.push(rec.key.clone());
-                    handled_all.push(Handled {
-                        original_id: rec.original_id.clone(),
-                        target_id: None,
-                        action: "rejected".into(),
-                        sender: String::new(),
-                        recipients: Vec::new(),
-                        reasons: vec![error],
-                        stages: Vec::new(),
-                    });
-                }
-                Plan::NothingOwed { handled } | Plan::Discard { handled } => {
-                    remove_pair(&hp, &dp)?;
-                    done_keys.push(rec.key.clone());
-                    handled_all.push(handled);
-                }
-                Plan::Quarantine { handled, verdict } => {
-                    let id = MessageId::parse(rec.original_id.as_bytes()).map_err(io::Error::other)?;
-                    self.quarantine.store(&rec.key, &id, &hp, &dp, &verdict)?;
-                    done_keys.push(rec.key.clone());
-                    handled_all.push(handled);
-                }
-                Plan::Defer { handled } => {
-                    rec.attempts += 1;
-                    rec.not_before = now + self.pipeline.defer.backoff(rec.attempts);
-                    journal_updates.push(rec);
-                    handled_all.push(handled);
-                }
-                Plan::Requeue { mut header, owed, mut handled } => {
-                    // Owed was decided at scan time; an earlier batch may have handed a recipient
-                    // on since (its copy was scanned alongside this one), so look again.
-                    let already = taken.entry(rec.original_id.clone()).or_default();
-                    let handed_on = |r: &Vec<u8>| -> io::Result<bool> {
-                        Ok(already.contains(r)
-                            || self.db.handed_on(&rec.original_id, r, now).map_err(io::Error::other)?)
-                    };
-                    let (mut dup, mut still_owed) = (Vec::new(), Vec::new());
-                    for r in owed {
-                        if handed_on(&r)? {
-                            dup.push(r);
-                        } else {
-                            still_owed.push(r);
-                        }
-                    }
-                    let owed = still_owed;
-                    if owed.is_empty() {
-                        remove_pair(&hp, &dp)?;
-                        done_keys.push(rec.key.clone());
-                        handled.action = "nothing-owed".into();
-                        handled_all.push(handled);
-                        continue;
-                    }
-                    for r in &dup {
-                        header.non_recipients.insert(r);
-                    }
-                    handled.recipients = owed.iter().map(|r| text(r)).collect();
-                    let id = header.id.clone();
-                    match spool.decide(&id, &self.transform.marker)? {
-                        IdDecision::Busy => {
-                            rec.not_before = now + 1;
-                            journal_updates.push(rec);
-                        }
-                        IdDecision::AlreadyRequeued => {
-                            remove_pair(&hp, &dp)?;
-                            done_keys.push(rec.key.clone());
-                        }
-                        choice => {
-                            let mut header = *header;
-                            if choice == IdDecision::MintId {
-                                let slot = usize::from(id.format() == crate::spool::IdFormat::New23);
-                                let new_id = self.minters.lock().unwrap_or_else(|p| p.into_inner())[slot].mint();
-                                self.transform.change_id(&mut header, new_id);
-                            }
-                            taken.entry(rec.original_id.clone()).or_default().extend(owed.iter().cloned());
-                            rec.state = ClaimState::Committing;
-                            rec.target_id = Some(header.id.to_string());
-                            rec.handing_on = owed.clone();
-                            handled.target_id = rec.target_id.clone();
-                            committing.push((rec, header, owed, handled));
-                        }
-                    }
-                }
-            }
-        }
-        journal_updates.extend(committing.iter().map(|c| c.0.clone()));
-        self.db.put(&journal_updates).map_err(io::Error::other)?;
-        // Before the commit point, so that Exim never delivers a re-queued message whose verdict
-        // it cannot look up. A commit that rolls back is processed again and recorded again.
-        self.record_verdicts(committing.iter().map(|c| &c.3), now);
-
-        // Step 2: every -D and every -H under its temporary name, then one sync per directory.
-        let mut dirs = std::collections::BTreeSet::new();
-        let mut written = Vec::new();
-        for (rec, header, owed, handled) in committing {
-            let (_, dp) = self.dirs.files(&rec.key);
-            let result = if header.id.as_str() == rec.original_id {
-                requeue::write_data(&self.target, &header.id, BodyPlan::Link(&dp))
-            } else {
-                DataFile::open(&dp, &MessageId::parse(rec.original_id.as_bytes()).map_err(io::Error::other)?)
-                    .map_err(requeue::RequeueError::from)
-                    .and_then(|d| requeue::write_data(&self.target, &header.id, BodyPlan::Copy(&d)))
-            };
-            let result = result.and_then(|data| {
-                requeue::prepare_header(&self.target, &header).inspect_err(|_| {
-                    let _ = std::fs::remove_file(&data);
-                })
-            });
-            match result {
-                Ok(_) => {
-                    dirs.insert(self.target.dir_for(&header.id));
-                    written.push((rec, header, owed, handled));
-                }
-                // Still `Committing`: a crash here is rolled back whatever is on disk.
-                Err(e) => self.back_to_claimed(rec, &format!("writing into the spool: {e}"))?,
-            }
-        }
-        for d in &dirs {
-            requeue::sync_dir(d)?;
-        }
-        let mut data_written: Vec<ClaimRecord> = written.iter().map(|w| w.0.clone()).collect();
-        data_written.iter_mut().for_each(|r| r.state = ClaimState::DataWritten);
-        self.db.put(&data_written).map_err(io::Error::other)?;
-
-        // Step 3: rename every -H into place (the commit points), then the directory syncs.
-        let mut committed = Vec::new();
-        for (mut rec, header, owed, handled) in written {
-            match requeue::publish_header(&self.target, &header.id) {
-                Ok(c) => {
-                    rec.state = ClaimState::Committed;
-                    committed.push((rec, c.id, owed, handled));
-                }
-                Err(e) => {
-                    // The -D goes first and the temporary -H last, after the journal says
-                    // `Claimed`: until then recovery finds the temporary -H and rolls back. The
-                    // other order could leave `DataWritten` with neither file, which recovery
-                    // must read as "renamed, and Exim delivered it".
-                    let _ = std::fs::remove_file(self.target.dir_for(&header.id).join(format!("{}-D", header.id)));
-                    self.back_to_claimed(rec, &format!("renaming -H into place: {e}"))?;
-                    let _ = std::fs::remove_file(requeue::header_temp_path(&self.target, &header.id));
-                }
-            }
-        }
-        for d in &dirs {
-            requeue::sync_dir(d)?;
-        }
-        let expires = now + self.retention_secs;
-        let records: Vec<ClaimRecord> = committed.iter().map(|c| c.0.clone()).collect();
-        self.db.commit_with_dedupe(&records, expires).map_err(io::Error::other)?;
-
-        // Step 4: cleanup.
-        let mut kick = Vec::new();
-        for (rec, id, _, handled) in committed {
-            let (hp, dp) = self.dirs.files(&rec.key);
-            remove_pair(&hp, &dp)?;
-            done_keys.push(rec.key);
-            kick.push(id);
-            handled_all.push(handled);
-        }
-        requeue::sync_dir(&self.dirs.work)?;
-        // The re-queued ones were recorded before their commit point; these are the rest.
-        self.record_verdicts(handled_all.iter().filter(|h| h.target_id.is_none()), now);
-        let keys: Vec<&str> = done_keys.iter().map(String::as_str).collect();
-        self.db.remove(&keys).map_err(io::Error::other)?;
-        if let Some(k) = &self.kicker {
-            if let Err(e) = k.kick_in_background(&kick) {
-                // Nothing is lost: the messages stay queued for the next queue run.
-                eprintln!("spoolsift: delivery kick failed: {e}");
-            }
-        }
-        Ok(handled_all)
-    }
-
-    /// Record verdicts for Exim's lookup. A deferral is not a verdict yet, and a copy that owed
-    /// nothing must not overwrite the verdict of the copy that delivered. Failing to record one
-    /// loses no mail, so it is reported, not fatal.
-    fn record_verdicts<'h>(&self, handled: impl Iterator<Item = &'h Handled>, now: u64) {
-        let Some((db, retention)) = &self.verdicts else { return };
-        let entries: Vec<VerdictEntry> = handled
-            .filter(|h| h.action != "defer" && h.action != "nothing-owed")
-            .map(|h| VerdictEntry {
-                original_id: h.original_id.clone(),
-                requeued_id: h.target_id.clone(),
-                action: h.action.clone(),
-                verdict: verdict_of(h),
-                expires: now + retention,
-            })
-            .collect();
-        if entries.is_empty() {
-            return;
-        }
-        if let Err(e) = db.record(&entries) {
-            eprintln!("spoolsift: verdict database: {e}");
-        }
-    }
-
-    fn back_to_claimed(&self, mut rec: ClaimRecord, why: &str) -> io::Result<()> {
-        eprintln!("spoolsift: {}: re-queue failed, will retry: {why}", rec.original_id);
-        rec.state = ClaimState::Claimed;
-        rec.target_id = None;
-        rec.not_before = self.clock.now_secs() + 5;
-        self.db.put(&[rec]).map_err(io::Error::other)
-    }
-
-    /// Move an unreadable pair aside with a reason file. Never delete it.
-    fn reject(&self, rec: &ClaimRecord, error: &str) -> io::Result<()> {
-        let (hp, dp) = self.dirs.files(&rec.key);
-        let dir = self.dirs.rejected.join(&rec.key);
-        std::fs::create_dir_all(&dir)?;
-        std::fs::write(dir.join("reason"), format!("{error}\n"))?;
-        for (from, suffix) in [(&dp, 'D'), (&hp, 'H')] {
-            match std::fs::rename(from, dir.join(format!("{}-{suffix}", rec.original_id))) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-        }
-        requeue::sync_dir(&dir)?;
-        requeue::sync_dir(&self.dirs.rejected)?;
-        requeue::sync_dir(&self.dirs.work)
-    }
 }
 
 /// A message's verdict in words, for the verdict database.
@@ -659,15 +403,4 @@ fn outcome_word(o: &StageOutcome) -> String {
         Ok(r) => super::policy::verdict_text(&r.verdict),
         Err(e) => e.to_string(),
     }
-}
-
-/// Remove a work pair (`-H` first, so a half-removed pair is never taken for a message).
-pub fn remove_pair(h: &Path, d: &Path) -> io::Result<()> {
-    for p in [h, d] {
-        match std::fs::remove_file(p) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
-    }
-    Ok(())
 }

@@ -3,6 +3,7 @@
 //! scans, acts and re-queues ([`engine`], [`recovery`]), batches overlapped by [`executor`].
 
 pub mod build;
+pub mod commit;
 pub mod config;
 pub mod engine;
 pub mod executor;
