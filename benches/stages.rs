@@ -6,8 +6,9 @@
 //! Rows of the table (after one untimed pass that warms clamd up):
 //! * each stage alone: its `check` over the corpus from as many threads as clamav has connections
 //!   per server;
-//! * clamd alone: a plain zINSTREAM loop over the corpus in wire form (held in memory), with the
-//!   same number of connections: what clamd itself can do, the ceiling for the engine;
+//! * clamd alone: a plain zINSTREAM loop over the corpus in wire form (held in memory, framed and
+//!   written as the clamav stage writes it), with the same number of connections: what clamd
+//!   itself can do, the ceiling for the engine;
 //! * the real engine on tmpfs with all three stages (support/engine_run.rs), its drop-to-re-queue
 //!   latency, and each stage's latency inside it as the engine measured it;
 //! * the ratio of the engine's rate to clamd alone (the target is 0.95 or more).
@@ -113,21 +114,46 @@ fn wire_form(m: &Message) -> Vec<u8> {
     out
 }
 
+/// A message framed for zINSTREAM as the clamav stage sends it, and where each of its writes
+/// ends: one per chunk, the command in front of the first, the terminator behind the last.
+struct Framed {
+    bytes: Vec<u8>,
+    writes: Vec<usize>,
+}
+
+fn framed(message: &[u8]) -> Framed {
+    let mut bytes = b"zINSTREAM\0".to_vec();
+    let mut writes = Vec::new();
+    for chunk in message.chunks(chunk_size()) {
+        bytes.extend_from_slice(&(chunk.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(chunk);
+        writes.push(bytes.len());
+    }
+    bytes.extend_from_slice(&0u32.to_be_bytes());
+    match writes.last_mut() {
+        Some(last) => *last = bytes.len(),
+        None => writes.push(bytes.len()),
+    }
+    Framed { bytes, writes }
+}
+
 /// One plain zINSTREAM exchange; panics unless clamd answers clean.
-fn instream(clamd: &Endpoint, message: &[u8]) {
+fn instream(clamd: &Endpoint, message: &Framed) {
     let mut conn = clamd.connect(Duration::from_secs(5)).unwrap();
     conn.set_read_timeout(Duration::from_secs(60)).unwrap();
-    conn.write_all(b"zINSTREAM\0").unwrap();
-    for chunk in message.chunks(chunk_size()) {
-        conn.write_all(&(chunk.len() as u32).to_be_bytes()).unwrap();
-        conn.write_all(chunk).unwrap();
+    let mut from = 0;
+    for &to in &message.writes {
+        conn.write_all(&message.bytes[from..to]).unwrap();
+        from = to;
     }
-    conn.write_all(&0u32.to_be_bytes()).unwrap();
     let mut reply = Vec::new();
-    let mut byte = [0u8; 1];
-    while conn.read(&mut byte).unwrap() == 1 && byte[0] != 0 {
-        reply.push(byte[0]);
+    let mut buf = [0u8; 512];
+    while !reply.contains(&0) {
+        let n = conn.read(&mut buf).unwrap();
+        assert!(n > 0, "clamd closed without a reply");
+        reply.extend_from_slice(&buf[..n]);
     }
+    reply.truncate(reply.iter().position(|&b| b == 0).unwrap());
     assert_eq!(reply, b"stream: OK", "clamd: {}", String::from_utf8_lossy(&reply));
 }
 
@@ -237,8 +263,8 @@ fn main() {
     let corpus_dir = root.path().join("corpus");
     let ids = corpus::generate(&corpus_dir, n, false);
     let messages = load(&corpus_dir, &ids);
-    let wire: Vec<Vec<u8>> = messages.iter().map(wire_form).collect();
-    let wire_mib = wire.iter().map(|w| w.len()).sum::<usize>() as f64 / (1 << 20) as f64;
+    let wire: Vec<Framed> = messages.iter().map(|m| framed(&wire_form(m))).collect();
+    let wire_mib = wire.iter().map(|w| w.bytes.len()).sum::<usize>() as f64 / (1 << 20) as f64;
 
     println!(
         "stages: {n} messages (default 2000, since clamd is slow), mixed corpus ({wire_mib:.0} MiB in wire form), \
