@@ -30,8 +30,8 @@ fn run_one(stage: &dyn Stage, view: &MessageView<'_>, clock: Clock) -> StageOutc
 ///
 /// The first stage runs on the calling thread and each other one on a thread of its own, so a
 /// stage that waits for a service never holds up another (nor a pool's thread). The threads are
-/// kept and reused ([`workers`]): starting one cost about 60 µs of CPU here, as much as a whole
-/// clean check by some stages, twice per message.
+/// kept and reused (the `workers` module below): starting one cost about 60 µs of CPU here, as
+/// much as a whole clean check by some stages, twice per message.
 pub fn run_stages(stages: &[Box<dyn Stage>], view: &MessageView<'_>) -> Vec<StageOutcome> {
     run_stages_timed(stages, view, Clock::System)
 }
