@@ -6,21 +6,23 @@
 //! Rows of the table (after one untimed pass that warms clamd up):
 //! * each stage alone: its `check` over the corpus from as many threads as clamav has connections
 //!   per server;
-//! * clamd alone: a plain zINSTREAM loop over the corpus in wire form (held in memory), with the
-//!   same number of connections: what clamd itself can do, the ceiling for the engine;
+//! * clamd alone: a plain zINSTREAM loop over the corpus in wire form (held in memory, framed and
+//!   written as the clamav stage writes it), with the same number of connections: what clamd
+//!   itself can do, the ceiling for the engine;
 //! * the real engine on tmpfs with all three stages (support/engine_run.rs), its drop-to-re-queue
 //!   latency, and each stage's latency inside it as the engine measured it;
 //! * the ratio of the engine's rate to clamd alone (the target is 0.95 or more).
 //!
 //! Every stage must answer clean for every message (the corpus has no test virus): an error or
 //! another verdict stops the bench, since a rate over failed scans would mean nothing.
+//!
+//! The dccifd double runs in this process; the CPU it used in the engine run is printed apart
+//! from the engine's (support/dccifd.rs).
 
 #[path = "support/corpus.rs"]
 mod corpus;
-// The dccifd double of the dcc stage's tests; the bench uses only its plain-reply mode.
-#[allow(dead_code)]
-#[path = "../tests/dcc/double.rs"]
-mod double;
+#[path = "support/dccifd.rs"]
+mod dccifd;
 // This bench takes its CPU figures itself (clamd's included), not from the engine run's.
 #[allow(dead_code)]
 #[path = "support/engine_run.rs"]
@@ -114,21 +116,46 @@ fn wire_form(m: &Message) -> Vec<u8> {
     out
 }
 
+/// A message framed for zINSTREAM as the clamav stage sends it, and where each of its writes
+/// ends: one per chunk, the command in front of the first, the terminator behind the last.
+struct Framed {
+    bytes: Vec<u8>,
+    writes: Vec<usize>,
+}
+
+fn framed(message: &[u8]) -> Framed {
+    let mut bytes = b"zINSTREAM\0".to_vec();
+    let mut writes = Vec::new();
+    for chunk in message.chunks(chunk_size()) {
+        bytes.extend_from_slice(&(chunk.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(chunk);
+        writes.push(bytes.len());
+    }
+    bytes.extend_from_slice(&0u32.to_be_bytes());
+    match writes.last_mut() {
+        Some(last) => *last = bytes.len(),
+        None => writes.push(bytes.len()),
+    }
+    Framed { bytes, writes }
+}
+
 /// One plain zINSTREAM exchange; panics unless clamd answers clean.
-fn instream(clamd: &Endpoint, message: &[u8]) {
+fn instream(clamd: &Endpoint, message: &Framed) {
     let mut conn = clamd.connect(Duration::from_secs(5)).unwrap();
     conn.set_read_timeout(Duration::from_secs(60)).unwrap();
-    conn.write_all(b"zINSTREAM\0").unwrap();
-    for chunk in message.chunks(chunk_size()) {
-        conn.write_all(&(chunk.len() as u32).to_be_bytes()).unwrap();
-        conn.write_all(chunk).unwrap();
+    let mut from = 0;
+    for &to in &message.writes {
+        conn.write_all(&message.bytes[from..to]).unwrap();
+        from = to;
     }
-    conn.write_all(&0u32.to_be_bytes()).unwrap();
     let mut reply = Vec::new();
-    let mut byte = [0u8; 1];
-    while conn.read(&mut byte).unwrap() == 1 && byte[0] != 0 {
-        reply.push(byte[0]);
+    let mut buf = [0u8; 512];
+    while !reply.contains(&0) {
+        let n = conn.read(&mut buf).unwrap();
+        assert!(n > 0, "clamd closed without a reply");
+        reply.extend_from_slice(&buf[..n]);
     }
+    reply.truncate(reply.iter().position(|&b| b == 0).unwrap());
     assert_eq!(reply, b"stream: OK", "clamd: {}", String::from_utf8_lossy(&reply));
 }
 
@@ -231,15 +258,15 @@ fn main() {
         std::process::exit(2);
     };
     let clamd_endpoint = Endpoint::parse(&clamd).expect("--clamd unix:/path or tcp:host:port");
-    let dccifd = double::Double::unix(double::Reply::text(DCC_REPLY));
+    let dccifd = dccifd::Dccifd::unix(DCC_REPLY);
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
 
     let root = tempfile::Builder::new().prefix("spoolsift-stagebench.").tempdir_in(&base).unwrap();
     let corpus_dir = root.path().join("corpus");
     let ids = corpus::generate(&corpus_dir, n, false);
     let messages = load(&corpus_dir, &ids);
-    let wire: Vec<Vec<u8>> = messages.iter().map(wire_form).collect();
-    let wire_mib = wire.iter().map(|w| w.len()).sum::<usize>() as f64 / (1 << 20) as f64;
+    let wire: Vec<Framed> = messages.iter().map(|m| framed(&wire_form(m))).collect();
+    let wire_mib = wire.iter().map(|w| w.bytes.len()).sum::<usize>() as f64 / (1 << 20) as f64;
 
     println!(
         "stages: {n} messages (default 2000, since clamd is slow), mixed corpus ({wire_mib:.0} MiB in wire form), \
@@ -304,8 +331,10 @@ fn main() {
             in_engine.entry(stage.clone()).or_default().push(Duration::from_micros(*us as u64));
         }
     };
+    let double_before = dccifd.cpu_seconds();
     let (run, own, clamd) =
         with_cpu(pid, || engine_run::run_engine(&corpus_dir, &ids, &root.path().join("engine"), config, &mut check));
+    let double = dccifd.cpu_seconds() - double_before;
     row(
         "engine, all stages (drop→re-queue)",
         "-",
@@ -325,8 +354,8 @@ fn main() {
             None,
         );
     }
-    // Not the engine's alone: the corpus in wire form and the double's copies of every request
-    // live in this process too (the engine bench measures the engine's memory).
+    // Not the engine's alone: the corpus in wire form lives in this process too (the engine bench
+    // measures the engine's memory).
     let rss = run.rss_first_half.max(run.rss_second_half) as f64 / 1024.0;
     match before {
         Some(before) => {
@@ -340,8 +369,11 @@ fn main() {
     // message, whatever the overlap; these two figures say how close to clamd alone it can get.
     let per_message = |cpu: f64| cpu * 1e3 / n as f64;
     println!(
-        "CPU per message in the engine run: this process {:.2} ms, clamd {} ms",
+        "CPU per message in the engine run: this process {:.2} ms (the engine {:.2} ms, the dccifd double {:.2} ms), \
+         clamd {} ms",
         per_message(own),
+        per_message(own - double),
+        per_message(double),
         clamd.map_or("-".to_string(), |c| format!("{:.2}", per_message(c)))
     );
 }

@@ -28,9 +28,10 @@ fn run_one(stage: &dyn Stage, view: &MessageView<'_>, clock: Clock) -> StageOutc
 
 /// Run every stage on the message, in parallel when there is more than one, in stage order.
 ///
-/// The first stage runs on the calling thread and each other one on a thread of its own: a thread
-/// start costs about 60 µs of CPU here, as much as a whole clean check by some stages, and the
-/// caller would only sit waiting otherwise.
+/// The first stage runs on the calling thread and each other one on a thread of its own, so a
+/// stage that waits for a service never holds up another (nor a pool's thread). The threads are
+/// kept and reused (the `workers` module below): starting one cost about 60 µs of CPU here, as
+/// much as a whole clean check by some stages, twice per message.
 pub fn run_stages(stages: &[Box<dyn Stage>], view: &MessageView<'_>) -> Vec<StageOutcome> {
     run_stages_timed(stages, view, Clock::System)
 }
@@ -41,13 +42,154 @@ pub fn run_stages_timed(stages: &[Box<dyn Stage>], view: &MessageView<'_>, clock
     if rest.is_empty() {
         return vec![run_one(first.as_ref(), view, clock)];
     }
-    std::thread::scope(|s| {
-        let handles: Vec<_> = rest.iter().map(|st| s.spawn(move || run_one(st.as_ref(), view, clock))).collect();
-        let mut out = Vec::with_capacity(stages.len());
-        out.push(run_one(first.as_ref(), view, clock));
-        out.extend(handles.into_iter().map(|h| h.join().expect("run_one catches panics")));
-        out
-    })
+    let results = workers::Waiting::new(rest.len());
+    for (i, st) in rest.iter().enumerate() {
+        let done = results.slot(i);
+        workers::run(move || done.put(run_one(st.as_ref(), view, clock)));
+    }
+    let mut out = Vec::with_capacity(stages.len());
+    out.push(run_one(first.as_ref(), view, clock));
+    out.extend(results.wait_all().into_iter().map(|o| o.expect("run_one catches panics")));
+    out
+}
+
+/// Threads for the stages of a message after its first: one per stage at once, as many as are
+/// asked for, kept after their job to take the next one and ended after a while without work.
+///
+/// Hand-offs go through a mutex and a condition variable each, not a channel: the channels spin
+/// and yield before they sleep, which cost more context switches than the thread starts saved.
+mod workers {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+    use std::time::Duration;
+
+    use super::StageOutcome;
+
+    type Job = Box<dyn FnOnce() + Send + 'static>;
+
+    /// How long a thread waits for another job before it ends: long enough to outlast the gaps
+    /// between batches of a busy queue, short enough that a burst's threads do not stay forever.
+    const IDLE: Duration = Duration::from_secs(30);
+
+    fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+        m.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Where an idle thread waits for its next job.
+    #[derive(Default)]
+    struct Inbox {
+        job: Mutex<Option<Job>>,
+        cv: Condvar,
+    }
+
+    /// Threads waiting for a job.
+    static IDLE_THREADS: Mutex<Vec<Arc<Inbox>>> = Mutex::new(Vec::new());
+
+    /// One message's outcomes, and how many jobs have not finished with what they borrowed.
+    pub struct Results {
+        state: Mutex<(Vec<Option<StageOutcome>>, usize)>,
+        cv: Condvar,
+    }
+
+    /// A job's place in its [`Results`]. Dropping it, with the job, counts the job as finished,
+    /// whether it ran or not.
+    pub struct Slot {
+        results: Arc<Results>,
+        index: usize,
+    }
+
+    impl Slot {
+        pub fn put(self, outcome: StageOutcome) {
+            lock(&self.results.state).0[self.index] = Some(outcome);
+        }
+    }
+
+    impl Drop for Slot {
+        fn drop(&mut self) {
+            lock(&self.results.state).1 -= 1;
+            self.results.cv.notify_all();
+        }
+    }
+
+    /// Waits, when dropped (an unwind included), until every job handed out has finished.
+    pub struct Waiting(Arc<Results>);
+
+    impl Waiting {
+        pub fn new(jobs: usize) -> Waiting {
+            Waiting(Arc::new(Results { state: Mutex::new((vec![None; jobs], 0)), cv: Condvar::new() }))
+        }
+
+        pub fn slot(&self, index: usize) -> Slot {
+            lock(&self.0.state).1 += 1;
+            Slot { results: Arc::clone(&self.0), index }
+        }
+
+        fn wait(&self) -> MutexGuard<'_, (Vec<Option<StageOutcome>>, usize)> {
+            let guard = lock(&self.0.state);
+            self.0.cv.wait_while(guard, |s| s.1 > 0).unwrap_or_else(|e| e.into_inner())
+        }
+
+        pub fn wait_all(self) -> Vec<Option<StageOutcome>> {
+            std::mem::take(&mut self.wait().0)
+        }
+    }
+
+    impl Drop for Waiting {
+        fn drop(&mut self) {
+            drop(self.wait());
+        }
+    }
+
+    /// Run `job` on a thread of its own: an idle one, or a new one.
+    ///
+    /// `job` may borrow from the caller's stack: the caller must not return (nor unwind past
+    /// those borrows) before the job has been dropped, which [`Waiting`] ensures when the job owns
+    /// one of its slots.
+    pub fn run<'a>(job: impl FnOnce() + Send + 'a) {
+        let job: Box<dyn FnOnce() + Send + 'a> = Box::new(job);
+        // SAFETY: only the lifetime changes. The job is run or dropped by a worker thread, and
+        // the caller waits for that (see above); until then what it borrows stays alive.
+        let job: Job = unsafe { std::mem::transmute::<Box<dyn FnOnce() + Send + 'a>, Job>(job) };
+        // An idle thread leaves the list only under this lock, and waits for a job once it is
+        // off it, so the one popped here takes this job.
+        let popped = lock(&IDLE_THREADS).pop();
+        match popped {
+            Some(inbox) => {
+                *lock(&inbox.job) = Some(job);
+                inbox.cv.notify_one();
+            }
+            None => {
+                let inbox = Arc::new(Inbox::default());
+                std::thread::Builder::new()
+                    .name("spoolsift-stage".into())
+                    .spawn(move || serve(job, inbox))
+                    .expect("starting a stage thread");
+            }
+        }
+    }
+
+    fn serve(mut job: Job, inbox: Arc<Inbox>) {
+        loop {
+            // The job's own code catches a stage's panic; this keeps the thread should anything
+            // else in it panic (its slot is dropped either way, so its caller goes on).
+            let _ = catch_unwind(AssertUnwindSafe(job));
+            lock(&IDLE_THREADS).push(Arc::clone(&inbox));
+            let waited = inbox.cv.wait_timeout_while(lock(&inbox.job), IDLE, |j| j.is_none());
+            let mut next = waited.unwrap_or_else(|e| e.into_inner()).0.take();
+            if next.is_none() {
+                let mut list = lock(&IDLE_THREADS);
+                if let Some(at) = list.iter().position(|i| Arc::ptr_eq(i, &inbox)) {
+                    list.swap_remove(at);
+                    return;
+                }
+                drop(list);
+                // Taken off the list just now by a caller that is handing over a job.
+                let guard = lock(&inbox.job);
+                next = inbox.cv.wait_while(guard, |j| j.is_none()).unwrap_or_else(|e| e.into_inner()).take();
+            }
+            job = next.expect("waited until there was one");
+        }
+    }
 }
 
 #[cfg(test)]

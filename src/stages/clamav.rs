@@ -201,15 +201,26 @@ impl ClamavStage {
             Err(e) => return Outcome::Failed(format!("connect: {e}")),
         };
         let mut msg = view.wire_reader();
-        let mut buf = vec![0u8; 4 + self.config.chunk_size];
+        // One write per chunk, the command in front of the first and the terminator behind the
+        // last: every separate small write woke clamd's reading thread once more, on both sides
+        // a context switch.
+        const COMMAND: &[u8] = b"zINSTREAM\0";
+        let chunk = self.config.chunk_size;
+        let mut buf = vec![0u8; COMMAND.len() + 4 + chunk + 4];
+        buf[..COMMAND.len()].copy_from_slice(COMMAND);
+        let data = COMMAND.len() + 4;
+        let mut start = 0;
         let mut sent: u64 = 0;
-        let mut write_err = conn.write_all(b"zINSTREAM\0").err();
+        let mut write_err = None;
         while write_err.is_none() {
             // Fill a whole chunk (or up to the end of the message).
-            let mut n = 0;
-            while 4 + n < buf.len() {
-                match msg.read(&mut buf[4 + n..]) {
-                    Ok(0) => break,
+            let (mut n, mut eof) = (0, false);
+            while n < chunk {
+                match msg.read(&mut buf[data + n..data + chunk]) {
+                    Ok(0) => {
+                        eof = true;
+                        break;
+                    }
                     Ok(k) => n += k,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => return Outcome::Failed(format!("reading the message: {e}")),
@@ -221,12 +232,19 @@ impl ClamavStage {
             }
             sent += n as u64;
             // n fits: chunk_size <= u32::MAX is checked in new().
-            buf[..4].copy_from_slice(&(n as u32).to_be_bytes());
-            // A zero-length chunk is INSTREAM's terminator.
-            write_err = conn.write_all(&buf[..4 + n]).err();
-            if n == 0 {
+            buf[data - 4..data].copy_from_slice(&(n as u32).to_be_bytes());
+            let mut end = data + n;
+            // A zero-length chunk is INSTREAM's terminator (an empty chunk here is one already).
+            if eof && n > 0 {
+                buf[end..end + 4].copy_from_slice(&0u32.to_be_bytes());
+                end += 4;
+            }
+            write_err = conn.write_all(&buf[start..end]).err();
+            if eof {
                 break;
             }
+            // Later chunks go without the command in front.
+            start = COMMAND.len();
         }
         // Read the reply even after a failed write: clamd closing on its StreamMaxLength shows up
         // here as EPIPE/ECONNRESET, and its reply saying so may still be waiting in our buffer.

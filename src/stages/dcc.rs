@@ -245,17 +245,27 @@ impl DccStage {
         };
         let timed_out = || Trouble::Service(format!("dccifd: timed out after {} ms", self.timeout.as_millis()));
 
-        write_all_by(&mut conn, &self.envelope(message.header), deadline).map_err(|e| io_err("write", e))?;
+        // The envelope goes out in one write with the start of the message, and the message in
+        // pieces as large as the buffer: each write is a wakeup of dccifd.
+        let mut buf = self.envelope(message.header);
+        let mut filled = buf.len();
+        buf.resize(filled + 64 * 1024, 0);
         let mut reader = message.reader();
-        let mut buf = vec![0u8; 64 * 1024];
         loop {
-            let n = match reader.read(&mut buf) {
-                Ok(0) => break,
+            let n = match reader.read(&mut buf[filled..]) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(Trouble::Local(format!("reading the message: {e}"))),
             };
-            write_all_by(&mut conn, &buf[..n], deadline).map_err(|e| io_err("write", e))?;
+            filled += n;
+            if n > 0 && filled < buf.len() {
+                continue;
+            }
+            write_all_by(&mut conn, &buf[..filled], deadline).map_err(|e| io_err("write", e))?;
+            if n == 0 {
+                break;
+            }
+            filled = 0;
         }
         conn.shutdown_write().map_err(|e| io_err("shutdown", e))?;
 
