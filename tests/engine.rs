@@ -485,3 +485,59 @@ fn overlapped_batches_deliver_every_recipient_exactly_once() {
     assert!(list(&w.root.path().join("work/work")).is_empty());
     w.with_engine(|e| assert!(e.db.all().unwrap().is_empty()));
 }
+
+/// A stage whose checks wait until `want` of them are running at once (or a deadline passes),
+/// and which says it can use that many: the engine must scan that many messages at a time even
+/// with fewer cores, as it does to keep clamd's connections busy.
+struct RendezvousStage {
+    want: usize,
+    running: std::sync::Mutex<(usize, usize)>,
+    cv: std::sync::Condvar,
+}
+
+impl Stage for RendezvousStage {
+    fn name(&self) -> &str {
+        "rendezvous"
+    }
+    fn parallelism(&self) -> usize {
+        self.want
+    }
+    fn check(&self, _: &MessageView<'_>) -> Result<StageResult, StageError> {
+        let mut g = self.running.lock().unwrap();
+        g.0 += 1;
+        g.1 = g.1.max(g.0);
+        self.cv.notify_all();
+        let (mut g, _) = self.cv.wait_timeout_while(g, Duration::from_secs(10), |g| g.1 < self.want).unwrap();
+        g.0 -= 1;
+        Ok(StageResult::clean())
+    }
+}
+
+#[test]
+fn a_stage_that_waits_on_a_service_gets_as_many_messages_at_once_as_it_can_use() {
+    let mut w = World::new();
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let want = cores + 2;
+    for i in 0..want * 2 {
+        w.drop_copy(None, &[], &format!("message {i}\n"));
+    }
+    let stage = Arc::new(RendezvousStage { want, running: Default::default(), cv: Default::default() });
+    struct Shared(Arc<RendezvousStage>);
+    impl Stage for Shared {
+        fn name(&self) -> &str {
+            self.0.name()
+        }
+        fn parallelism(&self) -> usize {
+            self.0.parallelism()
+        }
+        fn check(&self, m: &MessageView<'_>) -> Result<StageResult, StageError> {
+            self.0.check(m)
+        }
+    }
+    let lines = w.with_engine(|e| {
+        e.stages = vec![Box::new(Shared(Arc::clone(&stage)))];
+        run_until_idle(e)
+    });
+    assert_eq!(lines.iter().filter(|l| l.contains("action=deliver")).count(), want * 2, "{lines:?}");
+    assert_eq!(stage.running.lock().unwrap().1, want, "checks running at once");
+}

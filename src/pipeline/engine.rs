@@ -6,7 +6,7 @@
 use std::collections::{BTreeSet, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 use serde_json::json;
@@ -158,6 +158,7 @@ pub struct Engine<'e> {
     pub clock: Clock,
     /// Keys of claims taken but not yet committed.
     pub(super) in_flight: Mutex<HashSet<String>>,
+    scan_pool: Mutex<Option<Arc<rayon::ThreadPool>>>,
 }
 
 pub(super) fn text(b: &[u8]) -> String {
@@ -194,6 +195,7 @@ impl<'e> Engine<'e> {
             sealer: None,
             clock: Clock::System,
             in_flight: Mutex::default(),
+            scan_pool: Mutex::default(),
         }
     }
 
@@ -384,8 +386,33 @@ impl<'e> Engine<'e> {
     /// Evaluate every claim of a batch, in parallel: read, run the stages, decide, annotate.
     /// Nothing is written here, so a scan can run while an earlier batch commits.
     pub fn scan(&self, claims: Vec<ClaimRecord>) -> ScannedBatch {
-        let plans = claims.par_iter().map(|r| self.evaluate(r)).collect();
+        let evaluate = || claims.par_iter().map(|r| self.evaluate(r)).collect();
+        let plans = match self.scan_pool() {
+            Some(pool) => pool.install(evaluate),
+            // Without threads of our own, the global pool (one per core) still scans.
+            None => evaluate(),
+        };
         ScannedBatch { claims, plans }
+    }
+
+    /// The scan's threads: one per core, or as many messages as the most parallel stage can
+    /// have waiting on its service if that is more (clamd's connections, say) — a thread waiting
+    /// on a socket uses no core, and with fewer the service idles. Rebuilt when a reload of the
+    /// stages changes the number.
+    fn scan_pool(&self) -> Option<Arc<rayon::ThreadPool>> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let want = self.stages.iter().map(|s| s.parallelism()).max().unwrap_or(1).max(cores);
+        let mut pool = self.scan_pool.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = pool.as_ref().filter(|p| p.current_num_threads() == want) {
+            return Some(Arc::clone(p));
+        }
+        match rayon::ThreadPoolBuilder::new().num_threads(want).thread_name(|i| format!("spoolsift-scan-{i}")).build() {
+            Ok(built) => Some(Arc::clone(pool.insert(Arc::new(built)))),
+            Err(e) => {
+                eprintln!("spoolsift: scan threads: {e}");
+                None
+            }
+        }
     }
 }
 

@@ -320,6 +320,10 @@ impl Stage for ClamavStage {
         "clamav"
     }
 
+    fn parallelism(&self) -> usize {
+        self.servers.len() * self.config.max_connections_per_server
+    }
+
     fn check(&self, view: &MessageView<'_>) -> Result<StageResult, StageError> {
         let started = Instant::now();
         let max = self.config.stream_max_length;

@@ -294,6 +294,10 @@ impl Stage for DccStage {
         "dcc"
     }
 
+    fn parallelism(&self) -> usize {
+        self.max_connections
+    }
+
     fn check(&self, message: &MessageView<'_>) -> Result<StageResult, StageError> {
         // Recording or replaying: the request is exactly what we send, envelope then message.
         let request = match self.outside.answers.is_live() {

@@ -90,6 +90,13 @@ pub trait Stage: Send + Sync {
     fn timeout(&self) -> Duration {
         Duration::from_secs(30)
     }
+
+    /// How many checks of this stage can usefully wait on its service at once (its bound on
+    /// connections). The engine scans at least this many messages at a time, so the service is
+    /// kept as busy as the stage allows; a stage that only computes keeps the default.
+    fn parallelism(&self) -> usize {
+        1
+    }
 }
 
 pub mod arc;
