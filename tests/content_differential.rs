@@ -178,6 +178,9 @@ fn entity(rng: &mut Rng, depth: usize) -> (Vec<String>, Vec<u8>) {
                 "text/html",
                 "image/png",
                 "application/x-msdownload",
+                "message/delivery-status",
+                "Message/RFC822",
+                "multipart/mixed",
                 "",
             ]);
             let cte = rng.one(&[

@@ -98,7 +98,8 @@ pub fn transfer_encoding<'a>(m: &'a Message<'_>, part: &MessagePart<'_>) -> Resu
 /// so that the part which caused it is no longer there to be seen. Up to the first part that is a
 /// message (typed message/rfc822 or message/global, or untyped in a multipart/digest) the two parses
 /// are the same and hold every part in the top message; so if the top message came back (its root
-/// at offset 0) and none of its parts is typed `message/*` or `multipart/digest`, there was none.
+/// at offset 0) and none of its parts is typed message/rfc822, message/global or a digest, there
+/// was none.
 /// (At any other part a failed decoder looks for the end of the part exactly as the structure
 /// parse did, so framing does not depend on whether decoding succeeds.)
 pub fn same_framing(top: &Message<'_>) -> Result<(), Bail> {
@@ -107,13 +108,18 @@ pub fn same_framing(top: &Message<'_>) -> Result<(), Bail> {
     }
     for part in &top.parts {
         if let Some(ct) = part.content_type() {
-            // The parser lowercases type and subtype.
-            if ct.ctype() == "message" || ct.subtype() == Some("digest") {
+            // The parser lowercases type and subtype; these are mail-parser's own tests.
+            if is_message(ct.ctype(), ct.subtype()) || ct.subtype() == Some("digest") {
                 return Err(Bail);
             }
         }
     }
     Ok(())
+}
+
+/// Whether mail-parser parses a part of this (lowercased) type as a nested message.
+fn is_message(ctype: &str, subtype: Option<&str>) -> bool {
+    ctype == "message" && matches!(subtype, Some("rfc822" | "global"))
 }
 
 /// The encoding mail-parser undoes for a Content-Transfer-Encoding value, if any.
@@ -150,7 +156,7 @@ pub fn decode(
     // Framing failed even unencoded (no closing boundary), or the part is something mail-parser
     // treats apart when encoded (containers, nested messages, untyped parts of a digest).
     let ct = part.content_type().ok_or(Bail)?;
-    let container = ["multipart", "message"].iter().any(|t| ct.ctype().eq_ignore_ascii_case(t));
+    let container = ct.ctype() == "multipart" || is_message(ct.ctype(), ct.subtype());
     if part.is_encoding_problem
         || container
         || !matches!(part.body, PartType::Text(_) | PartType::Html(_) | PartType::Binary(_) | PartType::InlineBinary(_))
