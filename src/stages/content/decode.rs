@@ -6,8 +6,8 @@ use std::borrow::Cow;
 use mail_parser::{Encoding, Message, MessagePart, MimeHeaders, PartType};
 
 /// A part's content as scanned: decoded where mail-parser could decode it, else decoded leniently
-/// by us from the raw text it kept.
-pub fn part_bytes<'a>(m: &'a Message<'_>, part: &'a MessagePart<'_>) -> Cow<'a, [u8]> {
+/// by us from the raw text it kept. `declared`: the part's Content-Transfer-Encoding.
+pub fn part_bytes<'a>(m: &'a Message<'_>, part: &'a MessagePart<'_>, declared: Encoding) -> Cow<'a, [u8]> {
     match &part.body {
         PartType::Message(inner) if part.encoding == Encoding::None => {
             // An unencoded nested message shares the outer raw bytes; its own span is the body.
@@ -16,24 +16,30 @@ pub fn part_bytes<'a>(m: &'a Message<'_>, part: &'a MessagePart<'_>) -> Cow<'a, 
                 None => Cow::Borrowed(inner.raw_message()),
             }
         }
-        _ if part.is_encoding_problem && declared_encoding(part) != Encoding::None => {
-            Cow::Owned(lenient_decode(part.contents(), declared_encoding(part)))
+        _ if part.is_encoding_problem && declared != Encoding::None => {
+            Cow::Owned(lenient_decode(part.contents(), declared))
         }
         _ => Cow::Borrowed(part.contents()),
     }
 }
 
-/// The transfer-decoded bytes of a part from the raw message, before any charset conversion.
-pub fn transfer_decoded<'a>(m: &'a Message<'_>, part: &MessagePart<'_>) -> Option<Cow<'a, [u8]>> {
+/// The transfer-decoded bytes of a part from the raw message, before any charset conversion;
+/// `encoding`: the one the parse undid.
+pub fn transfer_decoded<'a>(m: &'a Message<'_>, part: &MessagePart<'_>, encoding: Encoding) -> Option<Cow<'a, [u8]>> {
     let raw = m.raw_message().get(part.offset_body as usize..part.offset_end as usize)?;
-    Some(match part.encoding {
+    Some(match encoding {
         Encoding::None => Cow::Borrowed(raw),
         enc => Cow::Owned(lenient_decode(raw, enc)),
     })
 }
 
 pub fn declared_encoding(part: &MessagePart<'_>) -> Encoding {
-    match part.content_transfer_encoding() {
+    encoding_named(part.content_transfer_encoding())
+}
+
+/// The encoding a Content-Transfer-Encoding value names, as far as we decode it.
+pub fn encoding_named(cte: Option<&str>) -> Encoding {
+    match cte {
         Some(e) if e.trim().eq_ignore_ascii_case("base64") => Encoding::Base64,
         Some(e) if e.trim().eq_ignore_ascii_case("quoted-printable") => Encoding::QuotedPrintable,
         _ => Encoding::None,
