@@ -9,25 +9,15 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::{free_port, poll, repo_root};
+use support::{free_port, poll, repo_root, Daemon};
 
 /// Clean single-copy fixtures the embedded content scanner delivers.
 const CLEAN: [&str; 4] = ["b496-single", "b496-tree", "b496-utf8", "t498-single"];
 const TOTAL: f64 = CLEAN.len() as f64 + 1.0;
 const LIMIT: Duration = Duration::from_secs(60);
-
-/// The daemon, killed (and reaped) when the test ends, however it ends.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 struct Setup {
     _dir: tempfile::TempDir,

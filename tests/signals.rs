@@ -5,30 +5,17 @@
 mod support;
 
 use std::path::PathBuf;
-use std::process::Child;
 use std::time::Duration;
 
 use spoolsift::spool::SpoolHeader;
 use spoolsift::state::{open_env, StateDb};
-use support::{poll, start_daemon};
+use support::{poll, start_daemon, Daemon};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// The daemon, killed (and reaped) when the test ends, however it ends.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Daemon {
-    fn signal(&self, sig: libc::c_int) {
-        // SAFETY: kill(2) on our own child's pid, which it still is until it is reaped.
-        assert_eq!(unsafe { libc::kill(self.0.id() as libc::pid_t, sig) }, 0);
-    }
+fn signal(daemon: &Daemon, sig: libc::c_int) {
+    // SAFETY: kill(2) on our own child's pid, which it still is until it is reaped.
+    assert_eq!(unsafe { libc::kill(daemon.0.id() as libc::pid_t, sig) }, 0);
 }
 
 struct World {
@@ -131,7 +118,7 @@ fn sighup_reloads_the_pipeline_and_keeps_it_when_the_new_one_is_broken() {
     assert!(names.iter().any(|n| n == "X-Before-Reload"), "{names:?}");
 
     w.write_pipeline("X-After-Reload", 64);
-    daemon.signal(libc::SIGHUP);
+    signal(&daemon, libc::SIGHUP);
     w.wait_log("spoolsift: reloaded the pipeline");
     let second = w.drop_message(2);
     let names = header_names(&w.wait_requeued(&second));
@@ -139,7 +126,7 @@ fn sighup_reloads_the_pipeline_and_keeps_it_when_the_new_one_is_broken() {
     assert!(!names.iter().any(|n| n == "X-Before-Reload"), "{names:?}");
 
     std::fs::write(&pipeline, "name = \"broken\"\n[policy]\nclean = \"explode\"\n").unwrap();
-    daemon.signal(libc::SIGHUP);
+    signal(&daemon, libc::SIGHUP);
     w.wait_log("spoolsift: reload failed, keeping the running pipeline:");
     let log = std::fs::read_to_string(&w.log).unwrap();
     assert!(log.contains("pipeline.toml"), "the failure names the file: {log}");
@@ -147,7 +134,7 @@ fn sighup_reloads_the_pipeline_and_keeps_it_when_the_new_one_is_broken() {
     let names = header_names(&w.wait_requeued(&third));
     assert!(names.iter().any(|n| n == "X-After-Reload"), "the running pipeline is kept: {names:?}");
 
-    daemon.signal(libc::SIGTERM);
+    signal(&daemon, libc::SIGTERM);
     assert!(w.wait_exit(&mut daemon).success());
 }
 
@@ -160,7 +147,7 @@ fn sigterm_commits_what_was_claimed_and_exits_cleanly() {
     let mut daemon = Daemon(start_daemon(&pipeline, &w.log));
     // Stop it in the middle of the work, once something has been re-queued.
     poll("a first re-queue", LIMIT, || ids.iter().any(|id| w.requeued(id).is_some()).then_some(()));
-    daemon.signal(libc::SIGTERM);
+    signal(&daemon, libc::SIGTERM);
     let status = w.wait_exit(&mut daemon);
     assert!(status.success(), "{status:?}");
 

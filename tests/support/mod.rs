@@ -32,6 +32,16 @@ pub fn start_daemon(pipeline: &Path, log: &Path) -> std::process::Child {
         .unwrap()
 }
 
+/// A daemon that is killed (and reaped) when the test ends, however it ends.
+pub struct Daemon(pub std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Poll `f` until it returns `Some`, or panic with `what` when `limit` passes.
 pub fn poll<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + limit;
