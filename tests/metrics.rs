@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::{free_port, poll, repo_root, Daemon};
+use support::{free_port, poll, repo_root, standalone_pipeline, Daemon};
 
 /// Clean single-copy fixtures the embedded content scanner delivers.
 const CLEAN: [&str; 4] = ["b496-single", "b496-tree", "b496-utf8", "t498-single"];
@@ -36,38 +36,18 @@ fn setup() -> Setup {
 
 /// A pipeline like the embedded one, with explicit directories and the given `[metrics]` lines.
 fn pipeline(s: &Setup, metrics: &str) -> PathBuf {
-    let text = format!(
-        r#"name = "metrics-test"
-
-[stages.content]
-
-[policy]
+    let sections = format!(
+        r#"[policy]
 clean = "deliver"
 infected = "quarantine"
 blocked = "quarantine"
 temporary_failure = "defer"
 permanent_failure = "hold"
 
-[intake]
-queuefile_directory = "{q}"
-work_directory = "{w}"
-
-[requeue]
-spool_directory = "{sp}"
-exim_command = ["true"]
-split_spool_directory = false
-kick = false
-
 [metrics]
-{metrics}
-"#,
-        q = s.queuefile.display(),
-        w = s.root.join("work").display(),
-        sp = s.root.join("spool").display(),
+{metrics}"#
     );
-    let p = s.root.join("pipeline.toml");
-    std::fs::write(&p, text).unwrap();
-    p
+    standalone_pipeline(&s.root, "metrics-test", &sections)
 }
 
 fn start(p: &Path) -> Daemon {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use spoolsift::spool::SpoolHeader;
 use spoolsift::state::{open_env, StateDb};
-use support::{poll, start_daemon, Daemon};
+use support::{poll, standalone_pipeline, start_daemon, Daemon};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -39,34 +39,8 @@ impl World {
     /// The pipeline file: the built-in scanner only, batches of `batch`, our status header named
     /// `status_header`.
     fn write_pipeline(&self, status_header: &str, batch: usize) -> PathBuf {
-        let text = format!(
-            r#"name = "signals-test"
-
-[stages.content]
-
-[batch]
-max_messages = {batch}
-
-[headers]
-status_header = "{status_header}"
-
-[intake]
-queuefile_directory = "{q}"
-work_directory = "{w}"
-
-[requeue]
-spool_directory = "{sp}"
-exim_command = ["true"]
-split_spool_directory = false
-kick = false
-"#,
-            q = self.qf.display(),
-            w = self.root.join("work").display(),
-            sp = self.root.join("spool").display(),
-        );
-        let p = self.root.join("pipeline.toml");
-        std::fs::write(&p, text).unwrap();
-        p
+        let sections = format!("[batch]\nmax_messages = {batch}\n\n[headers]\nstatus_header = \"{status_header}\"");
+        standalone_pipeline(&self.root, "signals-test", &sections)
     }
 
     /// Hand over message `n` as queuefile would: `-D`, then `-H`, under their final names.

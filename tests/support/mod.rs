@@ -32,6 +32,36 @@ pub fn start_daemon(pipeline: &Path, log: &Path) -> std::process::Child {
         .unwrap()
 }
 
+/// Write `root/pipeline.toml` for a `spoolsift watch` with no Exim: the built-in scanner, the
+/// queuefile directory `root/queuefile`, the work directory `root/work`, re-queues into
+/// `root/spool` with no delivery kick, then `sections` (TOML sections of the test's own).
+pub fn standalone_pipeline(root: &Path, name: &str, sections: &str) -> PathBuf {
+    let text = format!(
+        r#"name = "{name}"
+
+[stages.content]
+
+[intake]
+queuefile_directory = "{q}"
+work_directory = "{w}"
+
+[requeue]
+spool_directory = "{sp}"
+exim_command = ["true"]
+split_spool_directory = false
+kick = false
+
+{sections}
+"#,
+        q = root.join("queuefile").display(),
+        w = root.join("work").display(),
+        sp = root.join("spool").display(),
+    );
+    let p = root.join("pipeline.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
 /// A daemon that is killed (and reaped) when the test ends, however it ends.
 pub struct Daemon(pub std::process::Child);
 
