@@ -541,3 +541,99 @@ fn a_stage_that_waits_on_a_service_gets_as_many_messages_at_once_as_it_can_use()
     assert_eq!(lines.iter().filter(|l| l.contains("action=deliver")).count(), want * 2, "{lines:?}");
     assert_eq!(stage.running.lock().unwrap().1, want, "checks running at once");
 }
+
+/// A panic in a scan outside the stages (here in the engine's question to a stage about its
+/// width) stops the run with an error, instead of leaving a gap in the commit order.
+#[test]
+fn a_panic_in_a_scan_stops_the_run_with_an_error() {
+    struct PanicsOnAsk;
+    impl Stage for PanicsOnAsk {
+        fn name(&self) -> &str {
+            "panics"
+        }
+        fn parallelism(&self) -> usize {
+            panic!("asked for its width")
+        }
+        fn check(&self, _: &MessageView<'_>) -> Result<StageResult, StageError> {
+            Ok(StageResult::clean())
+        }
+    }
+    let mut w = World::new();
+    w.drop_copy(None, &[], "body\n");
+    let result = w.with_engine(|e| {
+        e.stages = vec![Box::new(PanicsOnAsk)];
+        e.run_overlapped(|_, claimed| if claimed == 0 { Next::Drain } else { Next::Claim }, |_, _| Ok(()))
+    });
+    let err = result.unwrap_err().to_string();
+    assert_eq!(err, "a scan panicked: asked for its width");
+    // Not lost: the claim is still in the journal for the next start.
+    assert_eq!(w.with_engine(|e| e.db.all().unwrap().len()), 1);
+}
+
+/// While one batch waits on a slow service, the batches after it may not pile up behind it in
+/// the commit order: at most four batches (two scanning, one waiting for a scanner, one
+/// committing) are claimed and not committed.
+#[test]
+fn a_slow_batch_holds_the_intake_back() {
+    struct SlowFirst {
+        seen: std::sync::Mutex<usize>,
+        more: std::sync::Condvar,
+        total: usize,
+    }
+    impl Stage for SlowFirst {
+        fn name(&self) -> &str {
+            "slow-first"
+        }
+        fn check(&self, m: &MessageView<'_>) -> Result<StageResult, StageError> {
+            let mut seen = self.seen.lock().unwrap();
+            *seen += 1;
+            self.more.notify_all();
+            if m.to_vec().unwrap().ends_with(b"message 0\n") {
+                // Until every other message was scanned, or long enough to be sure they cannot be.
+                let (s, _) = self.more.wait_timeout_while(seen, Duration::from_secs(3), |s| *s < self.total).unwrap();
+                seen = s;
+            }
+            drop(seen);
+            Ok(StageResult::clean())
+        }
+    }
+    struct Shared(Arc<SlowFirst>);
+    impl Stage for Shared {
+        fn name(&self) -> &str {
+            self.0.name()
+        }
+        fn check(&self, m: &MessageView<'_>) -> Result<StageResult, StageError> {
+            self.0.check(m)
+        }
+    }
+    let mut w = World::new();
+    let total = 20;
+    for i in 0..total {
+        w.drop_copy(None, &[], &format!("message {i}\n"));
+    }
+    let stage = Arc::new(SlowFirst { seen: Default::default(), more: Default::default(), total });
+    let mut most_claimed = 0;
+    let lines = w.with_engine(|e| {
+        e.pipeline.batch.max_messages = 1;
+        e.stages = vec![Box::new(Shared(Arc::clone(&stage)))];
+        let mut lines = Vec::new();
+        e.run_overlapped(
+            |e, claimed| {
+                most_claimed = most_claimed.max(e.db.all().unwrap().len());
+                if claimed == 0 {
+                    Next::Drain
+                } else {
+                    Next::Claim
+                }
+            },
+            |_, handled| {
+                lines.extend(handled.iter().map(|h| h.log_line()));
+                Ok(())
+            },
+        )
+        .unwrap();
+        lines
+    });
+    assert_eq!(lines.len(), total, "{lines:?}");
+    assert!(most_claimed <= 4, "claimed and not committed at once: {most_claimed}");
+}
