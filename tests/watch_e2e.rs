@@ -256,11 +256,12 @@ fn run_traffic(n: usize, kills: usize) {
             "traffic did not settle; missing: {:?}",
             expected.keys().filter(|k| !counts.contains_key(*k)).take(10).collect::<Vec<_>>()
         );
-        // Let the daemon take what queuefile handed over (a queue run would hold the originals'
-        // locks and keep it waiting), then force the retry of the deferred recipients
-        // (queuefile's once-per-recipient EEXIST).
-        poll("the daemon to take the queuefile copies", Duration::from_secs(120), || {
-            support::list(&qf).is_empty().then_some(())
+        // Let the daemon take what queuefile handed over and finish it (a queue run holds the
+        // originals' locks, and a copy whose original is locked waits for it), then force the
+        // retry of the deferred recipients (queuefile's once-per-recipient EEXIST). Forcing runs
+        // back to back while a copy waits would keep its original locked most of the time.
+        poll("the daemon to take and finish the queuefile copies", Duration::from_secs(120), || {
+            (support::list(&qf).is_empty() && support::list(&work.join("work")).is_empty()).then_some(())
         });
         exim.exim(&["-qf"]);
         queue_runs += 1;
