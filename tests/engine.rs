@@ -486,6 +486,21 @@ fn overlapped_batches_deliver_every_recipient_exactly_once() {
     w.with_engine(|e| assert!(e.db.all().unwrap().is_empty()));
 }
 
+/// A stage the test keeps a handle on, to read what it saw after the engine is done with it.
+struct Shared<S>(Arc<S>);
+
+impl<S: Stage> Stage for Shared<S> {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+    fn parallelism(&self) -> usize {
+        self.0.parallelism()
+    }
+    fn check(&self, m: &MessageView<'_>) -> Result<StageResult, StageError> {
+        self.0.check(m)
+    }
+}
+
 /// A stage whose checks wait until `want` of them are running at once (or a deadline passes),
 /// and which says it can use that many: the engine must scan that many messages at a time even
 /// with fewer cores, as it does to keep clamd's connections busy.
@@ -522,18 +537,6 @@ fn a_stage_that_waits_on_a_service_gets_as_many_messages_at_once_as_it_can_use()
         w.drop_copy(None, &[], &format!("message {i}\n"));
     }
     let stage = Arc::new(RendezvousStage { want, running: Default::default(), cv: Default::default() });
-    struct Shared(Arc<RendezvousStage>);
-    impl Stage for Shared {
-        fn name(&self) -> &str {
-            self.0.name()
-        }
-        fn parallelism(&self) -> usize {
-            self.0.parallelism()
-        }
-        fn check(&self, m: &MessageView<'_>) -> Result<StageResult, StageError> {
-            self.0.check(m)
-        }
-    }
     let lines = w.with_engine(|e| {
         e.stages = vec![Box::new(Shared(Arc::clone(&stage)))];
         run_until_idle(e)
@@ -597,25 +600,16 @@ fn a_slow_batch_holds_the_intake_back() {
             Ok(StageResult::clean())
         }
     }
-    struct Shared(Arc<SlowFirst>);
-    impl Stage for Shared {
-        fn name(&self) -> &str {
-            self.0.name()
-        }
-        fn check(&self, m: &MessageView<'_>) -> Result<StageResult, StageError> {
-            self.0.check(m)
-        }
-    }
     let mut w = World::new();
     let total = 20;
     for i in 0..total {
         w.drop_copy(None, &[], &format!("message {i}\n"));
     }
-    let stage = Arc::new(SlowFirst { seen: Default::default(), more: Default::default(), total });
+    let stage = SlowFirst { seen: Default::default(), more: Default::default(), total };
     let mut most_claimed = 0;
     let lines = w.with_engine(|e| {
         e.pipeline.batch.max_messages = 1;
-        e.stages = vec![Box::new(Shared(Arc::clone(&stage)))];
+        e.stages = vec![Box::new(stage)];
         let mut lines = Vec::new();
         e.run_overlapped(
             |e, claimed| {
