@@ -6,7 +6,7 @@
 use std::collections::{BTreeSet, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rayon::prelude::*;
 use serde_json::json;
@@ -400,7 +400,9 @@ impl<'e> Engine<'e> {
     /// on a socket uses no core, and with fewer the service idles. Rebuilt when a reload of the
     /// stages changes the number.
     fn scan_pool(&self) -> Option<Arc<rayon::ThreadPool>> {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // Asked once: the answer reads the scheduler's affinity and the cgroup's quota.
+        static CORES: OnceLock<usize> = OnceLock::new();
+        let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let want = self.stages.iter().map(|s| s.parallelism()).max().unwrap_or(1).max(cores);
         let mut pool = self.scan_pool.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(p) = pool.as_ref().filter(|p| p.current_num_threads() == want) {
