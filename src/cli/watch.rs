@@ -125,9 +125,6 @@ fn load(args: &Args) -> Result<Loaded, String> {
     Ok((cfg, stages, sealer))
 }
 
-/// The backlog gauges: pairs in the intake plus claims in the journal (deferred, or interrupted),
-/// and the age of the oldest of them (intake pairs by their `-H`'s mtime, claims by when they
-/// were claimed).
 /// Once a minute: orphan `-D` files aside, expired dedupe and verdict entries out.
 fn housekeeping(engine: &Engine<'_>) {
     match engine.intake.move_orphans(&engine.dirs.rejected) {
@@ -141,6 +138,9 @@ fn housekeeping(engine: &Engine<'_>) {
     }
 }
 
+/// The backlog gauges: pairs in the intake plus claims in the journal (deferred, or interrupted),
+/// and the age of the oldest of them (intake pairs by their `-H`'s mtime, claims by when they
+/// were claimed).
 fn update_gauges(engine: &Engine<'_>, metrics: &Metrics) {
     let now = std::time::SystemTime::now();
     let (mut depth, mut oldest) = (0u64, 0u64);
