@@ -395,15 +395,18 @@ impl<'e> Engine<'e> {
         ScannedBatch { claims, plans }
     }
 
-    /// The scan's threads: one per core, or as many messages as the most parallel stage can
-    /// have waiting on its service if that is more (clamd's connections, say) — a thread waiting
-    /// on a socket uses no core, and with fewer the service idles. Rebuilt when a reload of the
-    /// stages changes the number.
+    /// The scan's threads: as many messages as the most parallel stage can have waiting on its
+    /// service (clamd's connections, say), plus one per core. A thread waiting on a socket uses no
+    /// core; the extra ones prepare the next messages (read, decode, the quicker stages), so a
+    /// connection that frees up gets its next message at once instead of the service idling
+    /// (measured with a real clamd: a few per cent more messages per second, about the spread
+    /// between runs here). Rebuilt when a reload of
+    /// the stages changes the number.
     fn scan_pool(&self) -> Option<Arc<rayon::ThreadPool>> {
         // Asked once: the answer reads the scheduler's affinity and the cgroup's quota.
         static CORES: OnceLock<usize> = OnceLock::new();
         let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        let want = self.stages.iter().map(|s| s.parallelism()).max().unwrap_or(1).max(cores);
+        let want = self.stages.iter().map(|s| s.parallelism()).max().unwrap_or(1) + cores;
         let mut pool = self.scan_pool.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(p) = pool.as_ref().filter(|p| p.current_num_threads() == want) {
             return Some(Arc::clone(p));
