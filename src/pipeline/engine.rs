@@ -400,8 +400,7 @@ impl<'e> Engine<'e> {
     /// core; the extra ones prepare the next messages (read, decode, the quicker stages), so a
     /// connection that frees up gets its next message at once instead of the service idling
     /// (measured with a real clamd: a few per cent more messages per second, about the spread
-    /// between runs here). Rebuilt when a reload of
-    /// the stages changes the number.
+    /// between runs here). Rebuilt when a reload of the stages changes the number.
     fn scan_pool(&self) -> Option<Arc<rayon::ThreadPool>> {
         // Asked once: the answer reads the scheduler's affinity and the cgroup's quota.
         static CORES: OnceLock<usize> = OnceLock::new();
