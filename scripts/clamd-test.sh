@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Run a private clamd for tests, offline, with a signature DB written at run time.
 #
-#   clamd-test.sh start --dir DIR [--port N] [--stream-max SIZE]
+#   clamd-test.sh start --dir DIR [--port N] [--stream-max SIZE] [--read-timeout SECS]
 #   clamd-test.sh stop  --dir DIR
 #
 # start writes DIR/db/spoolsift.ndb (a body signature over the EICAR test string) and
 # DIR/db/spoolsift.hdb (its md5), DIR/clamd.conf, starts clamd in the background in its own
 # session, and waits until it answers PING. It prints one line:
 #   CLAMD_SOCKET=DIR/clamd.sock CLAMD_PORT=N CLAMD_PID=PID
-# --port 0 (the default) means no TCP socket; --stream-max is clamd's StreamMaxLength (25M).
+# --port 0 (the default) means no TCP socket; --stream-max is clamd's StreamMaxLength (25M);
+# --read-timeout its ReadTimeout (120), which also ends an idle IDSESSION.
 # stop kills the clamd whose pid is in DIR/clamd.pid and waits until it is gone.
 #
 # Why a DB of our own: the official one needs freshclam and the network; an empty DB directory
@@ -17,7 +18,7 @@
 set -euo pipefail
 
 usage() {
-  echo "usage: $0 start|stop --dir DIR [--port N] [--stream-max SIZE]" >&2
+  echo "usage: $0 start|stop --dir DIR [--port N] [--stream-max SIZE] [--read-timeout SECS]" >&2
   exit 2
 }
 
@@ -27,11 +28,13 @@ shift
 dir=""
 port=0
 stream_max=25M
+read_timeout=120
 while (($# > 0)); do
   case $1 in
     --dir) dir=${2:?}; shift 2 ;;
     --port) port=${2:?}; shift 2 ;;
     --stream-max) stream_max=${2:?}; shift 2 ;;
+    --read-timeout) read_timeout=${2:?}; shift 2 ;;
     *) usage ;;
   esac
 done
@@ -76,6 +79,7 @@ LogFile $dir/clamd.log
 LogTime yes
 PidFile $dir/clamd.pid
 StreamMaxLength $stream_max
+ReadTimeout $read_timeout
 MaxThreads 4
 SelfCheck 0
 EOF

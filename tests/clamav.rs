@@ -28,6 +28,8 @@ struct Clamd {
     dir: tempfile::TempDir,
     port: u16,
     stream_max: String,
+    /// clamd's ReadTimeout in seconds, which also ends an idle session.
+    read_timeout: String,
     running: bool,
 }
 
@@ -47,10 +49,15 @@ fn script(args: &[&str]) -> String {
 
 impl Clamd {
     fn start(stream_max: &str) -> Clamd {
+        Clamd::start_with(stream_max, "120")
+    }
+
+    fn start_with(stream_max: &str, read_timeout: &str) -> Clamd {
         let mut c = Clamd {
             dir: tempfile::tempdir().unwrap(),
             port: free_port(),
             stream_max: stream_max.into(),
+            read_timeout: read_timeout.into(),
             running: false,
         };
         c.restart();
@@ -60,7 +67,17 @@ impl Clamd {
     fn restart(&mut self) {
         let dir = self.dir.path().to_str().unwrap().to_string();
         let port = self.port.to_string();
-        let line = script(&["start", "--dir", &dir, "--port", &port, "--stream-max", &self.stream_max]);
+        let line = script(&[
+            "start",
+            "--dir",
+            &dir,
+            "--port",
+            &port,
+            "--stream-max",
+            &self.stream_max,
+            "--read-timeout",
+            &self.read_timeout,
+        ]);
         assert!(line.starts_with(&format!("CLAMD_SOCKET={dir}/clamd.sock CLAMD_PORT={port} CLAMD_PID=")), "{line}");
         self.running = true;
     }
@@ -482,12 +499,25 @@ fn concurrent_checks_share_a_bounded_pool() {
     });
 }
 
-/// A UNIX-socket relay in front of a clamd that counts the connections made through it.
+/// A UNIX-socket relay in front of a clamd that counts the connections made through it, and how
+/// many of them clamd has closed.
+struct Relay {
+    address: String,
+    accepted: Arc<AtomicUsize>,
+    closed_by_clamd: Arc<AtomicUsize>,
+}
+
 fn counting_relay(dir: &Path, clamd_socket: PathBuf) -> (String, Arc<AtomicUsize>) {
+    let relay = relay(dir, clamd_socket);
+    (relay.address, relay.accepted)
+}
+
+fn relay(dir: &Path, clamd_socket: PathBuf) -> Relay {
     let path = dir.join("relay.sock");
     let listener = UnixListener::bind(&path).unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
-    let count = Arc::clone(&accepted);
+    let closed_by_clamd = Arc::new(AtomicUsize::new(0));
+    let (count, closed) = (Arc::clone(&accepted), Arc::clone(&closed_by_clamd));
     thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(client) = conn else { return };
@@ -499,13 +529,16 @@ fn counting_relay(dir: &Path, clamd_socket: PathBuf) -> (String, Arc<AtomicUsize
                 let _ = s_out.shutdown(Shutdown::Write);
             });
             let (mut s_in, mut c_out) = (server, client);
+            let closed = Arc::clone(&closed);
             thread::spawn(move || {
+                // Until clamd closes (or the client does, and clamd with it).
                 let _ = std::io::copy(&mut s_in, &mut c_out);
                 let _ = c_out.shutdown(Shutdown::Both);
+                closed.fetch_add(1, Ordering::SeqCst);
             });
         }
     });
-    (format!("unix:{}", path.display()), accepted)
+    Relay { address: format!("unix:{}", path.display()), accepted, closed_by_clamd }
 }
 
 #[test]
@@ -599,4 +632,28 @@ fn a_session_reply_with_the_wrong_number_is_a_failure() {
         temporary(check(&s, CLEAN)),
         format!("clamd unavailable: {server}: reply not numbered 1: \"2: stream: OK\\0\"")
     );
+}
+
+#[test]
+fn a_session_clamd_timed_out_is_replaced_without_marking_it_down() {
+    // clamd ends a session idle for its ReadTimeout, after sending "COMMAND READ TIMED OUT\n".
+    let clamd = Clamd::start_with("25M", "1");
+    let relay_dir = tempfile::tempdir().unwrap();
+    let relay = relay(relay_dir.path(), clamd.dir.path().join("clamd.sock"));
+    let s = stage(std::slice::from_ref(&relay.address), |c| {
+        c.session_idle_ms = 60_000;
+        c.retry_down_after_ms = 60_000;
+    });
+    assert_eq!(verdict(&s, CLEAN), Verdict::Clean);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while relay.closed_by_clamd.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "clamd never timed the session out");
+        // Polling, not yielding: on two cores a spinning test takes one from clamd.
+        thread::sleep(Duration::from_millis(20));
+    }
+    // The kept session is gone: the scan goes on a new connection, and the server stays up (marked
+    // down, it would fail every scan for a minute).
+    assert_eq!(verdict(&s, &eicar_body()), infected());
+    assert_eq!(verdict(&s, CLEAN), Verdict::Clean);
+    assert_eq!(relay.accepted.load(Ordering::SeqCst), 2);
 }

@@ -14,9 +14,12 @@
 //!
 //! Connections are kept between scans as `zIDSESSION` sessions (protocols.md §4.4), one scan at a
 //! time on each, so a scan costs neither side a connect: measured here, clamd alone scans about a
-//! tenth more messages per CPU second that way. A kept session clamd has closed meanwhile (a
-//! restart) fails before any reply; the scan is then sent once more on a new connection, and only
-//! that one failing counts against the server. `session_idle_ms = 0` is one connection per scan.
+//! tenth more messages per CPU second that way. clamd ends a session idle for its `ReadTimeout`
+//! (120 s by default; it first sends `COMMAND READ TIMED OUT` with a newline, not a NUL), and a
+//! restart ends them all. A scan on a kept session that ends without a complete reply is therefore
+//! sent once more on a new connection, and only that one failing counts against the server.
+//! `session_idle_ms` (10 s by default) should stay well under clamd's `ReadTimeout`; 0 is one
+//! connection per scan.
 //!
 //! Servers are used round-robin. A server that fails at the transport level (connect, I/O, timeout,
 //! garbage) is marked down and the message goes to the next one; once its retry time has passed, a
@@ -107,8 +110,8 @@ struct Session {
 /// What went wrong reading a reply.
 struct ReplyError {
     why: String,
-    /// The connection ended (EOF or reset) before a single byte of the reply.
-    closed_unanswered: bool,
+    /// The connection ended (EOF or reset) before a complete reply.
+    ended: bool,
 }
 
 /// What one attempt on one server came to.
@@ -179,7 +182,7 @@ impl ClamavStage {
         let deadline = Instant::now() + Self::ms(self.config.read_timeout_ms);
         let mut buf = Vec::new();
         let mut chunk = [0u8; 512];
-        let fail = |why: String| Err(ReplyError { why, closed_unanswered: false });
+        let fail = |why: String| Err(ReplyError { why, ended: false });
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -195,17 +198,16 @@ impl ClamavStage {
                     return fail("timed out waiting for the reply".into())
                 }
                 Err(e) => {
-                    let closed_unanswered = buf.is_empty() && e.kind() == io::ErrorKind::ConnectionReset;
-                    return Err(ReplyError { why: format!("reading the reply: {e}"), closed_unanswered });
+                    let ended = matches!(e.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted);
+                    return Err(ReplyError { why: format!("reading the reply: {e}"), ended });
                 }
             };
             if n == 0 {
-                return match buf.is_empty() {
-                    true => {
-                        Err(ReplyError { why: "connection closed without a reply".into(), closed_unanswered: true })
-                    }
-                    false => fail(format!("reply not NUL-terminated: {:?}", String::from_utf8_lossy(&buf))),
+                let why = match buf.is_empty() {
+                    true => "connection closed without a reply".into(),
+                    false => format!("reply not NUL-terminated: {:?}", String::from_utf8_lossy(&buf)),
                 };
+                return Err(ReplyError { why, ended: true });
             }
             buf.extend_from_slice(&chunk[..n]);
             if let Some(end) = buf.iter().position(|&b| b == 0) {
@@ -233,7 +235,7 @@ impl ClamavStage {
         let keep = self.config.session_idle_ms > 0;
         if let Some(mut session) = keep.then(|| self.kept_session(server)).flatten() {
             match self.instream(&mut session, false, view) {
-                // Ended while kept (clamd restarted, or closed it): not the server failing now.
+                // Ended while kept (clamd restarted, or timed it out): not the server failing now.
                 (_, true) => {}
                 (outcome, false) => return self.finish(server, session, outcome),
             }
@@ -269,7 +271,7 @@ impl ClamavStage {
 
     /// Stream the message with `zINSTREAM` and read the reply; `open` starts a session first. In
     /// a session the reply's number is checked and taken off, so the reply is clamd's plain one.
-    /// Also says whether the connection ended before any reply (a kept one clamd closed).
+    /// Also says whether the connection ended before a complete reply (a kept one clamd closed).
     fn instream(&self, session: &mut Session, open: bool, view: &MessageView<'_>) -> (Outcome, bool) {
         let max = self.config.stream_max_length;
         let in_session = open || session.scans > 0;
@@ -338,8 +340,8 @@ impl ClamavStage {
                     false,
                 ),
             },
-            (Err(e), None) => (Outcome::Failed(e.why), e.closed_unanswered),
-            (Err(e), Some(w)) => (Outcome::Failed(format!("sending the message: {w}; {}", e.why)), e.closed_unanswered),
+            (Err(e), None) => (Outcome::Failed(e.why), e.ended),
+            (Err(e), Some(w)) => (Outcome::Failed(format!("sending the message: {w}; {}", e.why)), e.ended),
         }
     }
 
