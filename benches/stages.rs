@@ -5,7 +5,9 @@
 //! and finds none on the rest. Run with `scripts/bench.sh`, which starts the clamd (or `cargo bench --bench
 //! stages -- --clamd unix:/path/clamd.sock`).
 //!
-//! Rows of the table (after one untimed pass that warms clamd up):
+//! Rows of the table (after one untimed pass that warms clamd up; the clamd-alone and engine rows
+//! are repeated over `--rounds` rounds, 3 by default, and the ratios given as median and range, since
+//! one run's ratio moves by ±0.05 with the machine's other load):
 //! * each stage alone: its `check` over the corpus from as many threads as clamav has connections
 //!   per server;
 //! * clamd alone: a plain zINSTREAM loop over the corpus in wire form (held in memory, framed and
@@ -15,7 +17,9 @@
 //! * the real engine on tmpfs with all three stages (support/engine_run.rs), its drop-to-re-queue
 //!   latency, and each stage's latency inside it as the engine measured it;
 //! * the ratio of the engine's rate to clamd alone (the target is 0.95 or more), against both
-//!   loops.
+//!   loops, each round's engine against the clamd-alone rows measured just before it;
+//! * the highest ratio the CPU allows while the engine and clamd share the cores: every core busy
+//!   all the time, each message costing what the engine, the dccifd double and clamd used.
 //!
 //! Every stage must answer clean for every message (the corpus has no test virus): an error or
 //! another verdict stops the bench, since a rate over failed scans would mean nothing.
@@ -327,6 +331,7 @@ fn main() {
     let mut connections = ClamavConfig::default().max_connections_per_server;
     let mut engine_only = false;
     let mut batch = spoolsift::pipeline::config::BatchConfig::default().max_messages;
+    let mut rounds = 3;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--messages" => n = args.next().and_then(|v| v.parse().ok()).expect("--messages N"),
@@ -336,13 +341,14 @@ fn main() {
             "--connections" => connections = args.next().and_then(|v| v.parse().ok()).expect("--connections N"),
             "--engine-only" => engine_only = true,
             "--batch" => batch = args.next().and_then(|v| v.parse().ok()).expect("--batch N"),
+            "--rounds" => rounds = args.next().and_then(|v| v.parse().ok()).expect("--rounds N"),
             "--help" | "-h" => {
                 println!(
                     "stages --clamd unix:/path|tcp:host:port [--clamd-pid PID] [--messages N] [--dir PATH] \
-                     [--connections N] [--batch N] [--engine-only]"
+                     [--connections N] [--batch N] [--rounds N] [--engine-only]"
                 );
                 println!("  (defaults: 2000 messages, /dev/shm, the clamav stage's connections per server, the");
-                println!("  pipeline's default batch size;");
+                println!("  pipeline's default batch size, 3 rounds of clamd alone and the engine runs;");
                 println!("  --engine-only skips the runs without the engine, e.g. to profile the engine alone)");
                 return;
             }
@@ -430,31 +436,69 @@ fn main() {
         );
         (alone.rate, kept.rate)
     };
-    let before = if engine_only { None } else { Some(clamd_alone("before")) };
 
-    let mut in_engine: BTreeMap<String, Vec<Duration>> = BTreeMap::new();
     let index: std::collections::HashMap<String, usize> =
         ids.iter().enumerate().map(|(i, (id, _))| (id.to_string(), i)).collect();
-    let mut check = |h: &spoolsift::pipeline::engine::Handled| {
-        assert_eq!(h.action, "deliver", "{}: {:?}", h.original_id, h);
-        for (stage, word, us) in &h.stages {
-            let want = spoolsift::pipeline::policy::verdict_text(&expected(stage, index[&h.original_id]));
-            assert_eq!(*word, want, "{}: stage {stage}", h.original_id);
-            in_engine.entry(stage.clone()).or_default().push(Duration::from_micros(*us as u64));
+    let mut in_engine: BTreeMap<String, Vec<Duration>> = BTreeMap::new();
+    // Per round: the engine's rate over clamd alone's, measured just before it (the rate drifts
+    // with the machine's other load), all stages and clamav only, against the plain loop and the
+    // sessions loop; and CPU ms per message in the all-stages run (engine, dccifd double, clamd).
+    let mut ratios: Vec<[f64; 4]> = Vec::new();
+    let mut cpu: Vec<[f64; 3]> = Vec::new();
+    let mut bounds: Vec<f64> = Vec::new();
+    let mut rss: f64 = 0.0;
+    let per_message = |cpu: f64| cpu * 1e3 / n as f64;
+    for round in 1..=rounds {
+        let alone = (!engine_only).then(|| clamd_alone(&format!("round {round}")));
+        let mut check = |h: &spoolsift::pipeline::engine::Handled| {
+            assert_eq!(h.action, "deliver", "{}: {:?}", h.original_id, h);
+            for (stage, word, us) in &h.stages {
+                let want = spoolsift::pipeline::policy::verdict_text(&expected(stage, index[&h.original_id]));
+                assert_eq!(*word, want, "{}: stage {stage}", h.original_id);
+                in_engine.entry(stage.clone()).or_default().push(Duration::from_micros(*us as u64));
+            }
+        };
+        let double_before = dccifd.cpu_seconds();
+        let dir = root.path().join(format!("engine-{round}"));
+        let (run, own, clamd) =
+            with_cpu(pid, || engine_run::run_engine(&corpus_dir, &ids, &dir, config.clone(), &mut check));
+        let double = dccifd.cpu_seconds() - double_before;
+        row(
+            &format!("engine, all stages, round {round}"),
+            "-",
+            Some(run.rate),
+            run.p50.as_secs_f64() * 1e3,
+            run.p99.as_secs_f64() * 1e3,
+            Some((own, clamd)),
+        );
+        // The same engine with the clamav stage only: how much of the gap to clamd alone is the
+        // engine's own work around clamd, and how much the other stages' CPU on the shared cores.
+        let dir = root.path().join(format!("engine-clamav-{round}"));
+        let (lone, lone_own, lone_clamd) = with_cpu(pid, || {
+            engine_run::run_engine(&corpus_dir, &ids, &dir, clamav_only.clone(), &mut |h| {
+                assert_eq!(h.action, "deliver", "{}: {:?}", h.original_id, h)
+            })
+        });
+        row(
+            &format!("engine, clamav stage only, round {round}"),
+            "-",
+            Some(lone.rate),
+            lone.p50.as_secs_f64() * 1e3,
+            lone.p99.as_secs_f64() * 1e3,
+            Some((lone_own, lone_clamd)),
+        );
+        // Not the engine's alone: the corpus in wire form lives in this process too (the engine
+        // bench measures the engine's memory).
+        rss = rss.max(run.rss_first_half.max(run.rss_second_half) as f64 / 1024.0);
+        let used = [per_message(own - double), per_message(double), clamd.map_or(f64::NAN, per_message)];
+        cpu.push(used);
+        if let Some((plain, kept)) = alone {
+            ratios.push([run.rate / plain, lone.rate / plain, run.rate / kept, lone.rate / kept]);
+            // With the cores shared, the rate cannot pass every core busy all the time with the
+            // CPU both sides used per message, whatever the overlap.
+            bounds.push(cores as f64 * 1e3 / used.iter().sum::<f64>() / plain);
         }
-    };
-    let double_before = dccifd.cpu_seconds();
-    let (run, own, clamd) =
-        with_cpu(pid, || engine_run::run_engine(&corpus_dir, &ids, &root.path().join("engine"), config, &mut check));
-    let double = dccifd.cpu_seconds() - double_before;
-    row(
-        "engine, all stages (drop→re-queue)",
-        "-",
-        Some(run.rate),
-        run.p50.as_secs_f64() * 1e3,
-        run.p99.as_secs_f64() * 1e3,
-        Some((own, clamd)),
-    );
+    }
     for (stage, mut latencies) in in_engine {
         latencies.sort();
         row(
@@ -466,48 +510,34 @@ fn main() {
             None,
         );
     }
-    // The same engine with the clamav stage only: how much of the gap to clamd alone is the
-    // engine's own work around clamd, and how much the other stages' CPU on the shared cores.
-    let (lone, lone_own, lone_clamd) = with_cpu(pid, || {
-        engine_run::run_engine(&corpus_dir, &ids, &root.path().join("engine-clamav"), clamav_only, &mut |h| {
-            assert_eq!(h.action, "deliver", "{}: {:?}", h.original_id, h)
-        })
-    });
-    row(
-        "engine, clamav stage only",
-        "-",
-        Some(lone.rate),
-        lone.p50.as_secs_f64() * 1e3,
-        lone.p99.as_secs_f64() * 1e3,
-        Some((lone_own, lone_clamd)),
-    );
-    // Not the engine's alone: the corpus in wire form lives in this process too (the engine bench
-    // measures the engine's memory).
-    let rss = run.rss_first_half.max(run.rss_second_half) as f64 / 1024.0;
-    match before {
-        Some(before) => {
-            let after = clamd_alone("after");
-            let (plain, kept) = ((before.0 + after.0) / 2.0, (before.1 + after.1) / 2.0);
-            println!(
-                "engine / clamd alone (mean of before and after), plain loop: {:.2} with all stages (target >= 0.95), \
-                 {:.2} with the clamav stage only; sessions loop: {:.2} and {:.2}; process RSS peak {rss:.1} MiB",
-                run.rate / plain,
-                lone.rate / plain,
-                run.rate / kept,
-                lone.rate / kept
-            );
+    let spread = |values: Vec<f64>| {
+        let mut v = values;
+        v.sort_by(f64::total_cmp);
+        match (v.first(), v.get(v.len() / 2), v.last()) {
+            (Some(lo), Some(mid), Some(hi)) => format!("{mid:.2} ({lo:.2}–{hi:.2})"),
+            _ => "-".into(),
         }
-        None => println!("process RSS peak {rss:.1} MiB"),
+    };
+    let column = |rows: &[[f64; 4]], i: usize| spread(rows.iter().map(|r| r[i]).collect());
+    if !ratios.is_empty() {
+        println!("engine / clamd alone, median (lowest–highest) of {rounds} rounds:");
+        println!(
+            "  all stages:  {} against the plain loop (target >= 0.95), {} against sessions",
+            column(&ratios, 0),
+            column(&ratios, 2)
+        );
+        println!(
+            "  clamav only: {} against the plain loop, {} against sessions",
+            column(&ratios, 1),
+            column(&ratios, 3)
+        );
+        println!("  at most, were both sides' CPU packed onto every core without a gap: {}", spread(bounds));
     }
-    // When the cores are shared, the engine's rate is bounded by the CPU both sides need per
-    // message, whatever the overlap; these two figures say how close to clamd alone it can get.
-    let per_message = |cpu: f64| cpu * 1e3 / n as f64;
+    let cpu_column = |i: usize| spread(cpu.iter().map(|c| c[i]).collect());
     println!(
-        "CPU per message in the engine run: this process {:.2} ms (the engine {:.2} ms, the dccifd double {:.2} ms), \
-         clamd {} ms",
-        per_message(own),
-        per_message(own - double),
-        per_message(double),
-        clamd.map_or("-".to_string(), |c| format!("{:.2}", per_message(c)))
+        "CPU ms per message in the all-stages runs: the engine {}, the dccifd double {}, clamd {}; process RSS peak {rss:.1} MiB",
+        cpu_column(0),
+        cpu_column(1),
+        cpu_column(2)
     );
 }
