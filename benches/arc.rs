@@ -2,7 +2,9 @@
 //! made with openssl), key records from memory, so the figure is canonicalization, hashing and
 //! RSA, not DNS. Run with `scripts/bench.sh` or `cargo bench --bench arc`.
 
-use std::process::Command;
+#[path = "support/keys.rs"]
+mod keys;
+
 use std::time::Instant;
 
 use spoolsift::dns::StaticTxt;
@@ -10,23 +12,11 @@ use spoolsift::spool::message::CrlfReader;
 use spoolsift::stages::arc::verify::{self, split_message, ArcStatus};
 use spoolsift::stages::arc::{SealConfig, Sealer};
 
-fn openssl(args: &[&str]) -> Vec<u8> {
-    let out = Command::new("openssl").args(args).output().expect("openssl runs");
-    assert!(out.status.success(), "openssl {args:?}");
-    out.stdout
-}
-
 fn main() {
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("k.pem");
-    openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", key.to_str().unwrap()]);
-    let spki = openssl(&["pkey", "-in", key.to_str().unwrap(), "-pubout", "-outform", "DER"]);
-    use base64::Engine;
+    let (key, record) = keys::rsa_2048(dir.path());
     let mut txt = StaticTxt::new();
-    txt.insert(
-        "b._domainkey.bench.example",
-        format!("v=DKIM1; p={}", base64::engine::general_purpose::STANDARD.encode(spki)),
-    );
+    txt.insert("b._domainkey.bench.example", record);
     let config = SealConfig {
         domain: "bench.example".into(),
         selector: "b".into(),

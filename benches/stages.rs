@@ -31,6 +31,8 @@
 mod corpus;
 #[path = "support/dccifd.rs"]
 mod dccifd;
+#[path = "support/keys.rs"]
+mod keys;
 // This bench takes its CPU figures itself (clamd's included), not from the engine run's.
 #[allow(dead_code)]
 #[path = "support/engine_run.rs"]
@@ -207,21 +209,11 @@ fn session_loop(clamd: &Endpoint, wire: &[Framed], threads: usize) -> Timed {
     Timed { rate, latencies }
 }
 
-fn openssl(args: &[&str]) -> Vec<u8> {
-    let out = std::process::Command::new("openssl").args(args).output().expect("openssl runs");
-    assert!(out.status.success(), "openssl {args:?}");
-    out.stdout
-}
-
 /// Seal every tenth corpus message with one ARC set, as a forwarder would have; the key record
 /// goes into a records file for the arc stage. Returns that file and how many were sealed.
 fn seal_some(dir: &Path, messages: &mut [Message]) -> (PathBuf, usize) {
-    use base64::Engine;
-    let key = dir.join("arc-key.pem");
-    openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", key.to_str().unwrap()]);
-    let spki = openssl(&["pkey", "-in", key.to_str().unwrap(), "-pubout", "-outform", "DER"]);
+    let (key, record) = keys::rsa_2048(dir);
     let records = dir.join("txt-records.json");
-    let record = format!("v=DKIM1; p={}", base64::engine::general_purpose::STANDARD.encode(spki));
     std::fs::write(&records, serde_json::json!({ "fwd._domainkey.forwarder.example": record }).to_string()).unwrap();
     let config = SealConfig {
         domain: "forwarder.example".into(),
@@ -313,6 +305,16 @@ fn with_cpu<T>(clamd_pid: Option<&str>, f: impl FnOnce() -> T) -> (T, f64, Optio
     (out, cpu_seconds("self") - own, clamd_pid.map(cpu_seconds).zip(theirs).map(|(b, a)| b - a))
 }
 
+/// A row for a run of `threads` loops over the corpus.
+fn timed_row(what: &str, threads: usize, t: &Timed, cpu: (f64, Option<f64>)) {
+    row(what, &threads.to_string(), Some(t.rate), t.percentile_ms(50), t.percentile_ms(99), Some(cpu));
+}
+
+/// A row for an engine run.
+fn engine_row(what: &str, run: &engine_run::EngineRun, cpu: (f64, Option<f64>)) {
+    row(what, "-", Some(run.rate), run.p50.as_secs_f64() * 1e3, run.p99.as_secs_f64() * 1e3, Some(cpu));
+}
+
 fn row(what: &str, threads: &str, rate: Option<f64>, p50: f64, p99: f64, cpu: Option<(f64, Option<f64>)>) {
     let rate = rate.map_or("-".to_string(), |r| format!("{r:.0}"));
     let (own, clamd) = match cpu {
@@ -387,14 +389,7 @@ fn main() {
     // A freshly started clamd scans its first pass over the corpus at a third of its later rate
     // (and several times the CPU), whichever run comes first; so one pass before any timed run.
     let (warm, own, clamd_cpu) = with_cpu(pid, || drive(connections, n, |i| instream(&clamd_endpoint, &wire[i])));
-    row(
-        "clamd warm-up (not compared)",
-        &connections.to_string(),
-        Some(warm.rate),
-        warm.percentile_ms(50),
-        warm.percentile_ms(99),
-        Some((own, clamd_cpu)),
-    );
+    timed_row("clamd warm-up (not compared)", connections, &warm, (own, clamd_cpu));
 
     let mut config = pipeline(&clamd, connections, Some((&dccifd.address, &records)));
     config.batch.max_messages = batch;
@@ -403,37 +398,16 @@ fn main() {
     let stages = if engine_only { Vec::new() } else { spoolsift::pipeline::build::stages(&config).unwrap() };
     for stage in stages {
         let (t, own, clamd) = with_cpu(pid, || stage_alone(stage.as_ref(), &messages, connections));
-        row(
-            &format!("{} stage alone", stage.name()),
-            &connections.to_string(),
-            Some(t.rate),
-            t.percentile_ms(50),
-            t.percentile_ms(99),
-            Some((own, clamd)),
-        );
+        timed_row(&format!("{} stage alone", stage.name()), connections, &t, (own, clamd));
     }
 
     // clamd alone before and after the engine, the ratio against their mean: on a shared machine
     // the rate drifts with the other load.
     let clamd_alone = |when: &str| {
         let (alone, own, clamd) = with_cpu(pid, || drive(connections, n, |i| instream(&clamd_endpoint, &wire[i])));
-        row(
-            &format!("clamd alone, {when} (zINSTREAM)"),
-            &connections.to_string(),
-            Some(alone.rate),
-            alone.percentile_ms(50),
-            alone.percentile_ms(99),
-            Some((own, clamd)),
-        );
+        timed_row(&format!("clamd alone, {when} (zINSTREAM)"), connections, &alone, (own, clamd));
         let (kept, own, clamd) = with_cpu(pid, || session_loop(&clamd_endpoint, &wire, connections));
-        row(
-            &format!("clamd alone, {when} (sessions)"),
-            &connections.to_string(),
-            Some(kept.rate),
-            kept.percentile_ms(50),
-            kept.percentile_ms(99),
-            Some((own, clamd)),
-        );
+        timed_row(&format!("clamd alone, {when} (sessions)"), connections, &kept, (own, clamd));
         (alone.rate, kept.rate)
     };
 
@@ -463,14 +437,7 @@ fn main() {
         let (run, own, clamd) =
             with_cpu(pid, || engine_run::run_engine(&corpus_dir, &ids, &dir, config.clone(), &mut check));
         let double = dccifd.cpu_seconds() - double_before;
-        row(
-            &format!("engine, all stages, round {round}"),
-            "-",
-            Some(run.rate),
-            run.p50.as_secs_f64() * 1e3,
-            run.p99.as_secs_f64() * 1e3,
-            Some((own, clamd)),
-        );
+        engine_row(&format!("engine, all stages, round {round}"), &run, (own, clamd));
         // The same engine with the clamav stage only: how much of the gap to clamd alone is the
         // engine's own work around clamd, and how much the other stages' CPU on the shared cores.
         let dir = root.path().join(format!("engine-clamav-{round}"));
@@ -479,14 +446,7 @@ fn main() {
                 assert_eq!(h.action, "deliver", "{}: {:?}", h.original_id, h)
             })
         });
-        row(
-            &format!("engine, clamav stage only, round {round}"),
-            "-",
-            Some(lone.rate),
-            lone.p50.as_secs_f64() * 1e3,
-            lone.p99.as_secs_f64() * 1e3,
-            Some((lone_own, lone_clamd)),
-        );
+        engine_row(&format!("engine, clamav stage only, round {round}"), &lone, (lone_own, lone_clamd));
         // Not the engine's alone: the corpus in wire form lives in this process too (the engine
         // bench measures the engine's memory).
         rss = rss.max(run.rss_first_half.max(run.rss_second_half) as f64 / 1024.0);
