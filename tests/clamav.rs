@@ -5,13 +5,11 @@
 //! time (`eicar::signature()`); no file in the repository contains it.
 
 use std::io::{Read, Write};
-use std::net::Shutdown;
 use std::net::TcpListener;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -19,6 +17,10 @@ use spoolsift::spool::{MessageView, SpoolHeader};
 use spoolsift::stages::clamav::{ClamavConfig, ClamavStage};
 use spoolsift::stages::content::eicar;
 use spoolsift::stages::{Stage, StageError, StageResult, Verdict};
+
+/// Connections kept between scans (`zIDSESSION`).
+#[path = "clamav/sessions.rs"]
+mod sessions;
 
 /// What clamd reports for our `.ndb` signature over the test string.
 const SIG: &str = "Spoolsift.Test.Eicar.UNOFFICIAL";
@@ -497,163 +499,4 @@ fn concurrent_checks_share_a_bounded_pool() {
             .collect();
         assert!(handles.into_iter().all(|h| h.join().unwrap()));
     });
-}
-
-/// A UNIX-socket relay in front of a clamd that counts the connections made through it, and how
-/// many of them clamd has closed.
-struct Relay {
-    address: String,
-    accepted: Arc<AtomicUsize>,
-    closed_by_clamd: Arc<AtomicUsize>,
-}
-
-fn counting_relay(dir: &Path, clamd_socket: PathBuf) -> (String, Arc<AtomicUsize>) {
-    let relay = relay(dir, clamd_socket);
-    (relay.address, relay.accepted)
-}
-
-fn relay(dir: &Path, clamd_socket: PathBuf) -> Relay {
-    let path = dir.join("relay.sock");
-    let listener = UnixListener::bind(&path).unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let closed_by_clamd = Arc::new(AtomicUsize::new(0));
-    let (count, closed) = (Arc::clone(&accepted), Arc::clone(&closed_by_clamd));
-    thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(client) = conn else { return };
-            count.fetch_add(1, Ordering::SeqCst);
-            let Ok(server) = UnixStream::connect(&clamd_socket) else { continue };
-            let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-            thread::spawn(move || {
-                let _ = std::io::copy(&mut c_in, &mut s_out);
-                let _ = s_out.shutdown(Shutdown::Write);
-            });
-            let (mut s_in, mut c_out) = (server, client);
-            let closed = Arc::clone(&closed);
-            thread::spawn(move || {
-                // Until clamd closes (or the client does, and clamd with it).
-                let _ = std::io::copy(&mut s_in, &mut c_out);
-                let _ = c_out.shutdown(Shutdown::Both);
-                closed.fetch_add(1, Ordering::SeqCst);
-            });
-        }
-    });
-    Relay { address: format!("unix:{}", path.display()), accepted, closed_by_clamd }
-}
-
-#[test]
-fn sessions_are_kept_between_scans_and_bounded() {
-    let clamd = Clamd::start("1M");
-    let relay_dir = tempfile::tempdir().unwrap();
-    let (relayed, accepted) = counting_relay(relay_dir.path(), clamd.dir.path().join("clamd.sock"));
-
-    // One after another: every scan on the one session, each reply numbered in turn.
-    let s = stage(std::slice::from_ref(&relayed), |_| {});
-    for i in 0..10 {
-        let want = if i % 3 == 1 { infected() } else { Verdict::Clean };
-        let body = if i % 3 == 1 { eicar_body() } else { CLEAN.to_vec() };
-        let r = check(&s, &body).unwrap();
-        assert_eq!(r.verdict, want, "scan {i}");
-        assert!(!detail(&r, "reply").contains(": stream"), "the session's number is taken off");
-    }
-    assert_eq!(accepted.load(Ordering::SeqCst), 1);
-
-    // A size-limit error ends the session (clamd closes it); the next scan opens another.
-    assert!(matches!(check(&s, &vec![b'x'; 2 << 20]), Err(StageError::Permanent(_))));
-    assert_eq!(verdict(&s, &eicar_body()), infected());
-    assert_eq!(accepted.load(Ordering::SeqCst), 2);
-
-    // At once from many threads: never more sessions than connections allowed.
-    let s = stage(std::slice::from_ref(&relayed), |c| c.max_connections_per_server = 2);
-    let before = accepted.load(Ordering::SeqCst);
-    thread::scope(|scope| {
-        for i in 0..16 {
-            let s = &s;
-            scope.spawn(move || match i % 4 {
-                0 => assert_eq!(verdict(s, &eicar_body()), infected()),
-                _ => assert_eq!(verdict(s, CLEAN), Verdict::Clean),
-            });
-        }
-    });
-    let opened = accepted.load(Ordering::SeqCst) - before;
-    assert!((1..=2).contains(&opened), "{opened} connections for 16 scans");
-
-    // With sessions off, one connection per scan.
-    let s = stage(std::slice::from_ref(&relayed), |c| c.session_idle_ms = 0);
-    let before = accepted.load(Ordering::SeqCst);
-    for _ in 0..5 {
-        assert_eq!(verdict(&s, CLEAN), Verdict::Clean);
-    }
-    assert_eq!(accepted.load(Ordering::SeqCst) - before, 5);
-
-    // A session idle longer than allowed is closed, not reused.
-    let s = stage(std::slice::from_ref(&relayed), |c| c.session_idle_ms = 1);
-    let before = accepted.load(Ordering::SeqCst);
-    for _ in 0..3 {
-        assert_eq!(verdict(&s, CLEAN), Verdict::Clean);
-        let t = Instant::now();
-        while t.elapsed() <= Duration::from_millis(2) {
-            thread::yield_now();
-        }
-    }
-    assert_eq!(accepted.load(Ordering::SeqCst) - before, 3);
-}
-
-#[test]
-fn a_session_ended_by_a_clamd_restart_is_not_a_failure() {
-    let mut clamd = Clamd::start("25M");
-    let s = stage(&[clamd.unix()], |c| c.retry_down_after_ms = 60_000);
-    assert_eq!(verdict(&s, CLEAN), Verdict::Clean);
-    clamd.stop();
-    clamd.restart();
-    // The kept session died with the old clamd: the scan goes again on a new connection, and the
-    // server is not marked down (with a minute's retry time, that would fail every scan below).
-    assert_eq!(verdict(&s, &eicar_body()), infected());
-    assert_eq!(verdict(&s, CLEAN), Verdict::Clean);
-}
-
-#[test]
-fn a_session_reply_with_the_wrong_number_is_a_failure() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("fake.sock");
-    let listener = UnixListener::bind(&path).unwrap();
-    thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { return };
-            let mut open = [0u8; 11];
-            if conn.read_exact(&mut open).is_ok() && &open == b"zIDSESSION\0" && read_request(&mut conn).is_ok() {
-                let _ = conn.write_all(b"2: stream: OK\0");
-            }
-        }
-    });
-    let server = format!("unix:{}", path.display());
-    let s = stage(std::slice::from_ref(&server), |_| {});
-    assert_eq!(
-        temporary(check(&s, CLEAN)),
-        format!("clamd unavailable: {server}: reply not numbered 1: \"2: stream: OK\\0\"")
-    );
-}
-
-#[test]
-fn a_session_clamd_timed_out_is_replaced_without_marking_it_down() {
-    // clamd ends a session idle for its ReadTimeout, after sending "COMMAND READ TIMED OUT\n".
-    let clamd = Clamd::start_with("25M", "1");
-    let relay_dir = tempfile::tempdir().unwrap();
-    let relay = relay(relay_dir.path(), clamd.dir.path().join("clamd.sock"));
-    let s = stage(std::slice::from_ref(&relay.address), |c| {
-        c.session_idle_ms = 60_000;
-        c.retry_down_after_ms = 60_000;
-    });
-    assert_eq!(verdict(&s, CLEAN), Verdict::Clean);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while relay.closed_by_clamd.load(Ordering::SeqCst) == 0 {
-        assert!(Instant::now() < deadline, "clamd never timed the session out");
-        // Polling, not yielding: on two cores a spinning test takes one from clamd.
-        thread::sleep(Duration::from_millis(20));
-    }
-    // The kept session is gone: the scan goes on a new connection, and the server stays up (marked
-    // down, it would fail every scan for a minute).
-    assert_eq!(verdict(&s, &eicar_body()), infected());
-    assert_eq!(verdict(&s, CLEAN), Verdict::Clean);
-    assert_eq!(relay.accepted.load(Ordering::SeqCst), 2);
 }

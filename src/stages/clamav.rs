@@ -17,7 +17,9 @@
 //! alone scans 4–17% more messages per second that way. clamd ends a session idle for its `ReadTimeout`
 //! (120 s by default; it first sends `COMMAND READ TIMED OUT` with a newline, not a NUL), and a
 //! restart ends them all. A scan on a kept session that ends without a complete reply is therefore
-//! sent once more on a new connection, and only that one failing counts against the server.
+//! sent once more on a new connection, and only that one failing counts against the server. In a
+//! session the same timeout also bounds the scan itself, so messages over 1 MiB get a plain
+//! connection, and a new session that ends without a reply is followed by a plain `zINSTREAM`.
 //! `session_idle_ms` (10 s by default) should stay well under clamd's `ReadTimeout`; 0 is one
 //! connection per scan.
 //!
@@ -43,6 +45,12 @@ const SIZE_LIMIT_REPLY: &str = "INSTREAM size limit exceeded. ERROR";
 
 /// Longest reply we accept; clamd's are a signature name or a short error.
 const MAX_REPLY: usize = 4096;
+
+/// Larger messages get a connection of their own, not a session: in a session clamd also ends a
+/// scan that outlasts its `ReadTimeout` (it watches the socket for the next command; observed with
+/// a real clamd: a 42 MB message, 2 s of scanning, ReadTimeout 1 s). A connect is nothing next to
+/// a large message's transfer and scan; below this a scan takes milliseconds.
+const SESSION_MAX_BYTES: u64 = 1 << 20;
 
 /// Configuration of the `clamav` stage.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -230,23 +238,35 @@ impl ClamavStage {
         }
     }
 
-    /// Scan on `server`: on a kept session when there is one, else on a new connection.
+    /// Scan on `server`: a small message on a kept session when there is one, else on a new
+    /// connection; a session that ends without a reply is followed by one plain `zINSTREAM`.
     fn scan_on(&self, server: &Server, view: &MessageView<'_>) -> Outcome {
-        let keep = self.config.session_idle_ms > 0;
-        if let Some(mut session) = keep.then(|| self.kept_session(server)).flatten() {
+        let mut in_session = self.config.session_idle_ms > 0 && view.len() <= SESSION_MAX_BYTES;
+        if let Some(mut session) = in_session.then(|| self.kept_session(server)).flatten() {
             match self.instream(&mut session, false, view) {
                 // Ended while kept (clamd restarted, or timed it out): not the server failing now.
-                (_, true) => {}
+                (_, true) => in_session = false,
                 (outcome, false) => return self.finish(server, session, outcome),
             }
         }
+        match self.scan_new(server, in_session, view) {
+            // A new session ended without a reply: clamd also ends one whose scan outlasts its
+            // ReadTimeout (a plain INSTREAM's scan has no such limit), so once more without.
+            (_, true) if in_session => self.scan_new(server, false, view).0,
+            (outcome, _) => outcome,
+        }
+    }
+
+    /// Scan on a new connection, in a session begun on it when `open`; also says whether the
+    /// connection ended before a complete reply.
+    fn scan_new(&self, server: &Server, open: bool, view: &MessageView<'_>) -> (Outcome, bool) {
         let conn = match self.connect(&server.addr) {
             Ok(c) => c,
-            Err(e) => return Outcome::Failed(format!("connect: {e}")),
+            Err(e) => return (Outcome::Failed(format!("connect: {e}")), false),
         };
         let mut session = Session { conn, scans: 0, idle_since: Instant::now() };
-        let (outcome, _) = self.instream(&mut session, keep, view);
-        self.finish(server, session, outcome)
+        let (outcome, ended) = self.instream(&mut session, open, view);
+        (self.finish(server, session, outcome), ended)
     }
 
     /// The newest idle session of `server` that has not been idle too long (older ones are closed).
@@ -257,12 +277,12 @@ impl ClamavStage {
         idle.pop()
     }
 
-    /// Keep the session for the next scan if this one ended in a verdict (after anything else,
-    /// an error or a size limit, clamd may be closing it).
+    /// Keep a session for the next scan if this one ended in a verdict (after anything else, an
+    /// error or a size limit, clamd may be closing it). A plain connection is closed.
     fn finish(&self, server: &Server, mut session: Session, outcome: Outcome) -> Outcome {
         let verdict =
             matches!(&outcome, Outcome::Reply(raw) if decode_reply(raw).is_ok_and(|r| parse_reply(&r).is_ok()));
-        if verdict && self.config.session_idle_ms > 0 {
+        if verdict && session.scans > 0 {
             session.idle_since = Instant::now();
             server.idle.lock().unwrap_or_else(|e| e.into_inner()).push(session);
         }
