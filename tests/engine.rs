@@ -209,6 +209,45 @@ fn infected_message_is_quarantined_with_its_verdict() {
 }
 
 #[test]
+fn a_quarantine_stopped_halfway_is_undone_and_done_again_whole() {
+    // A crash between the quarantine's two renames (-D, then -H) leaves the -D in the entry and
+    // the -H in the work directory; a crash after both leaves a complete entry and the claim.
+    for moved_header in [false, true] {
+        let mut w = World::new();
+        let id = w.drop_copy(None, &[], "VIRUS-MARKER\n");
+        let (key, entry_dir) = w.with_engine(|e| {
+            let rec = e.claim_batch().unwrap().pop().unwrap();
+            let (wh, wd) = e.dirs.files(&rec.key);
+            let dir = e.quarantine.dir.join(&rec.key);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("verdict.json"), b"{\"reasons\": [\"marker: infected (Test.Marker)\"]}\n").unwrap();
+            std::fs::rename(&wd, dir.join(format!("{id}-D"))).unwrap();
+            if moved_header {
+                std::fs::rename(&wh, dir.join(format!("{id}-H"))).unwrap();
+            }
+            (rec.key, dir)
+        });
+        let notes = w.with_engine(|e| e.recover().unwrap());
+        if moved_header {
+            assert_eq!(notes, [format!("{key}: claimed copy is gone from both places; forgotten")]);
+            assert_eq!(list(&entry_dir), [format!("{id}-D"), format!("{id}-H"), "verdict.json".into()]);
+            assert!(w.with_engine(run_until_idle).is_empty());
+            continue;
+        }
+        assert_eq!(notes, [format!("{key}: interrupted quarantine undone; will be processed again")]);
+        assert!(!entry_dir.exists(), "the partial entry is gone");
+        assert_eq!(list(&w.root.path().join("work/work")), [format!("{key}-D"), format!("{key}-H")]);
+        let lines = w.with_engine(run_until_idle);
+        assert!(lines.len() == 1 && lines[0].contains("action=quarantine"), "{lines:?}");
+        let entries = w.with_engine(|e| e.quarantine.list().unwrap());
+        assert_eq!(entries.len(), 1);
+        assert_eq!(std::fs::read(entries[0].data_path()).unwrap(), format!("{id}-D\nVIRUS-MARKER\n").as_bytes());
+        assert!(entries[0].header_path().exists());
+        assert!(list(&w.root.path().join("work/rejected")).is_empty(), "nothing moved aside as malformed");
+    }
+}
+
+#[test]
 fn scanner_outage_defers_then_delivers_once() {
     let mut w = World::new();
     w.drop_copy(None, &[], "body\n");

@@ -77,6 +77,11 @@ impl Engine<'_> {
                     }
                 }
                 self.intake.forget(&id)?;
+                // A quarantine moves the -D and then the -H: stopped in between, the -D is in
+                // the quarantine and the -H still here.
+                if wh.exists() && !wd.exists() && self.quarantine.undo_partial(&rec.key, &id, &wd)? {
+                    return Ok(Some(format!("{}: interrupted quarantine undone; will be processed again", rec.key)));
+                }
                 if !wh.exists() && !wd.exists() {
                     self.db.remove(&[&rec.key]).map_err(io::Error::other)?;
                     return Ok(Some(format!("{}: claimed copy is gone from both places; forgotten", rec.key)));

@@ -67,6 +67,35 @@ impl QuarantineStore {
         Ok(entry)
     }
 
+    /// Undo a [`store`](Self::store) that a crash stopped before its last step, the `-H`'s
+    /// rename: an entry with the message's `-D` but no `-H` gives the `-D` back to `data`, and the
+    /// entry (its verdict) goes. The message, whole again where it was, is then handled anew;
+    /// left as it was, half of it would be in the quarantine and half, unreadable alone, in the
+    /// work directory. Returns whether there was such an entry. A complete entry is left alone.
+    pub fn undo_partial(&self, key: &str, id: &MessageId, data: &Path) -> io::Result<bool> {
+        let dir = self.dir.join(key);
+        let entry = Entry { key: key.to_string(), id: id.clone(), dir: dir.clone(), verdict: Value::Null };
+        if !dir.is_dir() || entry.header_path().exists() {
+            return Ok(false);
+        }
+        if entry.data_path().exists() {
+            std::fs::rename(entry.data_path(), data)?;
+            if let Some(parent) = data.parent() {
+                sync_dir(parent)?;
+            }
+        }
+        for name in ["verdict.json", "verdict.json.tmp"] {
+            match std::fs::remove_file(dir.join(name)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        // Not remove_dir_all: anything else in there is not ours to delete.
+        std::fs::remove_dir(&dir)?;
+        sync_dir(&self.dir)?;
+        Ok(true)
+    }
+
     /// Every entry, sorted by key.
     pub fn list(&self) -> io::Result<Vec<Entry>> {
         let mut out = Vec::new();
