@@ -232,3 +232,41 @@ fn bookworm_lists_the_fixtures_as_inspect_reads_them() {
 fn trixie_lists_the_fixtures_as_inspect_reads_them() {
     live_bpr_agrees("trixie", "t498-");
 }
+
+/// Exim's `lmdb` lookup copies a value with `string_copyn`, which measures it with `strlen` first:
+/// a value stored without a NUL after it is read past its end. When it is the last thing in the
+/// file (the first record of a new database is: LMDB fills a leaf page from its end, and pads a
+/// record to an even length, with a zero only when it is odd), that read runs off the mapped file
+/// and the delivery process dies of SIGBUS, at every attempt.
+#[test]
+fn exim_reads_each_verdict_back_even_the_last_bytes_of_the_file() {
+    use spoolsift::state::verdicts::{VerdictDb, VerdictEntry};
+    let exim = Exim::start(EximOptions { series: "trixie", mode: "plain", split: false });
+    // Verdict texts one byte apart, so that one of the two records needs no padding.
+    for verdict in ["clean", "clean."] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("verdicts.mdb");
+        let entry = |n: usize| VerdictEntry {
+            original_id: format!("1xXOQD-0004A{n}-22"),
+            requeued_id: None,
+            action: "deliver".into(),
+            verdict: format!("{verdict} {n}"),
+            expires: 1_900_000_000,
+        };
+        let lookup = |id: &str| {
+            let out = exim.exim(&["-be", &format!("${{lookup{{{id}}}lmdb{{{}}}}}", path.display())]);
+            assert!(out.status.success(), "exim -be {id}: {:?} {}", out.status, String::from_utf8_lossy(&out.stderr));
+            String::from_utf8(out.stdout).unwrap().trim_end_matches('\n').to_string()
+        };
+        let db = VerdictDb::open(&path).unwrap();
+        db.record(&[entry(0)]).unwrap();
+        assert_eq!(lookup("1xXOQD-0004A0-22"), entry(0).value());
+        db.record(&(1..10).map(entry).collect::<Vec<_>>()).unwrap();
+        for n in 0..10 {
+            assert_eq!(lookup(&format!("1xXOQD-0004A{n}-22")), entry(n).value());
+            // Our own reader gives the same text, without the terminator.
+            assert_eq!(db.get(&format!("1xXOQD-0004A{n}-22")).unwrap(), Some(entry(n).value()));
+        }
+        assert_eq!(db.expire(1_900_000_000).unwrap(), 10, "the expiry is read through the terminator");
+    }
+}

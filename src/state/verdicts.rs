@@ -9,6 +9,14 @@
 //! Exim opens the file with `MDB_NOSUBDIR|MDB_RDONLY` and reads the unnamed database, so that is
 //! the layout written here (no named databases: their names would appear as keys). Values are
 //! `key=value` pairs, the form Exim's `${extract{key}{...}}` takes apart; the expiry is one of them.
+//!
+//! Each value is stored with a NUL after it. Exim's lookup copies a value with `string_copyn`,
+//! which runs `strlen` over it first, so without a terminator it reads on past the value's end.
+//! Where the value is the last thing in the file (LMDB fills a leaf page from its end, and pads a
+//! record with a zero only when its length is odd), that read runs off the mapping: the delivery
+//! process dies of SIGBUS, at every attempt, and the message never leaves the queue (seen with a
+//! real Exim; `tests/exim_e2e.rs` reproduces it). Keys have no terminator: Exim looks up the key's
+//! bytes alone.
 
 use std::path::Path;
 
@@ -56,7 +64,7 @@ impl VerdictDb {
 
     /// Record verdicts, in one transaction, under both ids of each message.
     pub fn record(&self, entries: &[VerdictEntry]) -> Result<(), String> {
-        let values: Vec<String> = entries.iter().map(VerdictEntry::value).collect();
+        let values: Vec<String> = entries.iter().map(|e| format!("{}\0", e.value())).collect();
         let mut pairs: Vec<(&[u8], &[u8])> = Vec::with_capacity(entries.len() * 2);
         for (e, v) in entries.iter().zip(&values) {
             pairs.push((e.original_id.as_bytes(), v.as_bytes()));
@@ -68,17 +76,22 @@ impl VerdictDb {
     }
 
     pub fn get(&self, id: &str) -> Result<Option<String>, String> {
-        Ok(self.db.get(id.as_bytes())?.map(|b| String::from_utf8_lossy(&b).into_owned()))
+        Ok(self.db.get(id.as_bytes())?.map(|b| text(&b).into_owned()))
     }
 
     /// Remove entries whose `expires=` has passed; returns how many.
     pub fn expire(&self, now: u64) -> Result<usize, String> {
         self.db.delete_where(|_, v| {
-            let text = String::from_utf8_lossy(v);
+            let text = text(v);
             let exp = text.rsplit_once("expires=").and_then(|(_, e)| e.split_whitespace().next()?.parse::<u64>().ok());
             exp.is_some_and(|e| e <= now)
         })
     }
+}
+
+/// A stored value as text, without its terminator (values written before it was added have none).
+fn text(stored: &[u8]) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(stored.strip_suffix(b"\0").unwrap_or(stored))
 }
 
 #[cfg(test)]
