@@ -375,6 +375,24 @@ fn recovery_rolls_back_an_uncommitted_requeue() {
 }
 
 #[test]
+fn a_roll_back_stopped_before_its_files_were_gone_is_finished() {
+    // Recovery says "to be done again" in the journal before it removes a re-queue's files: a
+    // crash in between leaves the claim with its target named and the target's -D and temporary
+    // -H still there. (The other order once left `DataWritten` with both files gone, which reads
+    // as "Exim delivered it", and the message was lost.)
+    let mut w = World::new();
+    let (rec, target) = crashed_in(&mut w, ClaimState::Claimed, true, false, true);
+    let notes = w.with_engine(|e| e.recover().unwrap());
+    assert_eq!(notes, [format!("{}: interrupted roll-back finished; will be processed again", rec.key)]);
+    assert!(!w.input().join(format!("{target}-D")).exists(), "our partial -D is gone");
+    assert!(!w.input().join(format!("rq.{target}.H.tmp")).exists(), "our temporary -H is gone");
+    let left = w.with_engine(|e| e.db.all().unwrap());
+    assert_eq!((left.len(), left[0].state, left[0].target_id.clone()), (1, ClaimState::Claimed, None));
+    assert_eq!(w.with_engine(run_until_idle).len(), 1);
+    assert_eq!(w.queued().len(), 1, "delivered exactly once");
+}
+
+#[test]
 fn recovery_completes_a_committed_requeue() {
     // The -H landed (or Exim already delivered it: the temporary -H renamed, both files gone
     // after DataWritten).

@@ -2,7 +2,7 @@
 //! our temporary files. See [`super::engine`] for the steps these states stand between.
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::engine::{remove_pair, Engine};
 use crate::requeue::commit::is_temp_name;
@@ -63,61 +63,23 @@ impl Engine<'_> {
             let dir = self.target.dir_for(t);
             (dir.join(format!("{t}-H")), dir.join(format!("{t}-D")), crate::requeue::header_temp_path(&self.target, t))
         });
-        let state = rec.state;
-        let committed = match (state, &target_files) {
-            (ClaimState::Claimed, _) => {
-                // The claim may have stopped between its two renames.
-                let id = crate::spool::MessageId::parse(rec.original_id.as_bytes()).map_err(io::Error::other)?;
-                for (work, suffix) in [(&wd, 'D'), (&wh, 'H')] {
-                    for dir in self.intake.dirs_for(&id) {
-                        let intake = dir.join(format!("{id}-{suffix}"));
-                        if !work.exists() && intake.exists() {
-                            std::fs::rename(&intake, work)?;
-                        }
-                    }
-                }
-                self.intake.forget(&id)?;
-                // A quarantine moves the -D and then the -H: stopped in between, the -D is in
-                // the quarantine and the -H still here.
-                if wh.exists() && !wd.exists() && self.quarantine.undo_partial(&rec.key, &id, &wd)? {
-                    return Ok(Some(format!("{}: interrupted quarantine undone; will be processed again", rec.key)));
-                }
-                if !wh.exists() && !wd.exists() {
-                    self.db.remove(&[&rec.key]).map_err(io::Error::other)?;
-                    return Ok(Some(format!("{}: claimed copy is gone from both places; forgotten", rec.key)));
-                }
-                return Ok(None);
-            }
+        // Only what is on disk is looked at here; nothing is removed before the journal says
+        // what the removal is for (see `roll_back`).
+        let committed = match (rec.state, &target_files) {
+            (ClaimState::Claimed, None) => return self.recover_claim(&rec, &wh, &wd),
+            // A roll-back that stopped before its files were gone: finish it (below).
+            (ClaimState::Claimed, Some((th, _, _))) => th.exists(),
             (_, None) => false,
             (ClaimState::Committed, _) => true,
-            (ClaimState::Committing, Some((th, td, temp))) => {
-                // No -H is renamed before the journal says DataWritten.
-                if th.exists() {
-                    true
-                } else {
-                    remove_if_present(temp)?;
-                    remove_if_present(td)?;
-                    false
-                }
-            }
+            // No -H is renamed before the journal says DataWritten.
+            (ClaimState::Committing, Some((th, _, _))) => th.exists(),
             (ClaimState::DataWritten, Some((th, td, temp))) => {
-                if th.exists() {
-                    true
-                } else if temp.exists() {
-                    // The rename never happened: Exim has not seen the message.
-                    remove_if_present(temp)?;
-                    remove_if_present(td)?;
-                    false
-                } else if !td.exists() {
-                    // Renamed (the temporary -H is gone), and both files gone since: Exim
-                    // delivered the message (it unlinks -D, then -H).
-                    true
-                } else {
-                    // Renamed, -H gone, -D still there: not what Exim leaves. Without a -H Exim
-                    // will never deliver it, so the safe reading is "not committed".
-                    remove_if_present(td)?;
-                    false
-                }
+                // The -H in place: committed. The temporary -H still there: the rename never
+                // happened, and Exim has not seen the message. Neither, nor the -D: renamed, and
+                // Exim delivered it (it unlinks -D, then -H). Renamed, -H gone, -D still there:
+                // not what Exim leaves; without a -H Exim will never deliver it, so the safe
+                // reading is "not committed".
+                th.exists() || (!temp.exists() && !td.exists())
             }
         };
         if committed {
@@ -128,16 +90,65 @@ impl Engine<'_> {
             self.db.commit_with_dedupe(std::slice::from_ref(&rec), expires).map_err(io::Error::other)?;
             remove_pair(&wh, &wd)?;
             self.db.remove(&[&rec.key]).map_err(io::Error::other)?;
-            Ok(Some(format!(
+            return Ok(Some(format!(
                 "{}: re-queue as {} had completed; cleaned up",
                 rec.key,
                 rec.target_id.unwrap_or_default()
-            )))
-        } else {
-            rec.state = ClaimState::Claimed;
-            rec.target_id = None;
-            self.db.put(std::slice::from_ref(&rec)).map_err(io::Error::other)?;
-            Ok(Some(format!("{}: interrupted re-queue rolled back; will be processed again", rec.key)))
+            )));
         }
+        let finishing = rec.state == ClaimState::Claimed;
+        self.roll_back(&mut rec, target_files.as_ref())?;
+        if finishing {
+            let note = self.recover_claim(&rec, &wh, &wd)?;
+            return Ok(note.or(Some(format!("{}: interrupted roll-back finished; will be processed again", rec.key))));
+        }
+        Ok(Some(format!("{}: interrupted re-queue rolled back; will be processed again", rec.key)))
+    }
+
+    /// Undo an uncommitted re-queue: the journal first says the claim is to be done again, still
+    /// naming the target; then the target's files go; then the target is forgotten. Stopped
+    /// anywhere, the next start finds either the state it started from, or a claim whose target
+    /// files are still to be removed (the `Claimed` case above). The other order could leave a
+    /// journal saying the files were written and the files gone, which reads as "Exim delivered
+    /// it": the message would be lost.
+    fn roll_back(
+        &mut self,
+        rec: &mut ClaimRecord,
+        target_files: Option<&(PathBuf, PathBuf, PathBuf)>,
+    ) -> io::Result<()> {
+        rec.state = ClaimState::Claimed;
+        self.db.put(std::slice::from_ref(rec)).map_err(io::Error::other)?;
+        if let Some((_, td, temp)) = target_files {
+            remove_if_present(td)?;
+            remove_if_present(temp)?;
+            crate::requeue::sync_dir(td.parent().unwrap_or(td))?;
+        }
+        rec.target_id = None;
+        self.db.put(std::slice::from_ref(rec)).map_err(io::Error::other)
+    }
+
+    /// A claim without a re-queue in progress: put its pair back together in the work directory.
+    fn recover_claim(&mut self, rec: &ClaimRecord, wh: &Path, wd: &Path) -> io::Result<Option<String>> {
+        // The claim may have stopped between its two renames.
+        let id = crate::spool::MessageId::parse(rec.original_id.as_bytes()).map_err(io::Error::other)?;
+        for (work, suffix) in [(wd, 'D'), (wh, 'H')] {
+            for dir in self.intake.dirs_for(&id) {
+                let intake = dir.join(format!("{id}-{suffix}"));
+                if !work.exists() && intake.exists() {
+                    std::fs::rename(&intake, work)?;
+                }
+            }
+        }
+        self.intake.forget(&id)?;
+        // A quarantine moves the -D and then the -H: stopped in between, the -D is in the
+        // quarantine and the -H still here.
+        if wh.exists() && !wd.exists() && self.quarantine.undo_partial(&rec.key, &id, wd)? {
+            return Ok(Some(format!("{}: interrupted quarantine undone; will be processed again", rec.key)));
+        }
+        if !wh.exists() && !wd.exists() {
+            self.db.remove(&[&rec.key]).map_err(io::Error::other)?;
+            return Ok(Some(format!("{}: claimed copy is gone from both places; forgotten", rec.key)));
+        }
+        Ok(None)
     }
 }
