@@ -75,8 +75,9 @@ impl Engine<'_> {
             (ClaimState::Committing, Some((th, _, _))) => th.exists(),
             (ClaimState::DataWritten, Some((th, td, temp))) => {
                 // The -H in place: committed. The temporary -H still there: the rename never
-                // happened, and Exim has not seen the message. Neither, nor the -D: renamed, and
-                // Exim delivered it (it unlinks -D, then -H). Renamed, -H gone, -D still there:
+                // happened, and Exim has not seen the message. No -H, temporary -H or -D: renamed,
+                // and Exim delivered it (it unlinks -D, then -H); nothing of ours removes these
+                // files before the journal has left DataWritten. Renamed, -H gone, -D still there:
                 // not what Exim leaves; without a -H Exim will never deliver it, so the safe
                 // reading is "not committed".
                 th.exists() || (!temp.exists() && !td.exists())
