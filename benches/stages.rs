@@ -77,12 +77,18 @@ fn percentile_ms(sorted: &[Duration], p: usize) -> f64 {
 
 /// Run `work` once per message index from `threads` threads, each taking the next index.
 fn drive(threads: usize, n: usize, work: impl Fn(usize) + Sync) -> Timed {
+    drive_with(threads, n, || (), |_, i| work(i))
+}
+
+/// [`drive`], each thread with state of its own made by `open` (a connection, say).
+fn drive_with<S>(threads: usize, n: usize, open: impl Fn() -> S + Sync, work: impl Fn(&mut S, usize) + Sync) -> Timed {
     let next = AtomicUsize::new(0);
     let start = Instant::now();
     let mut latencies: Vec<Duration> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 s.spawn(|| {
+                    let mut state = open();
                     let mut mine = Vec::new();
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
@@ -90,7 +96,7 @@ fn drive(threads: usize, n: usize, work: impl Fn(usize) + Sync) -> Timed {
                             return mine;
                         }
                         let t = Instant::now();
-                        work(i);
+                        work(&mut state, i);
                         mine.push(t.elapsed());
                     }
                 })
@@ -177,36 +183,18 @@ fn exchange(conn: &mut spoolsift::stages::net::Conn, message: &Framed, want: &[u
 }
 
 /// The plain loop over kept sessions: each thread opens one `zIDSESSION` and sends its messages
-/// on it one at a time, as the clamav stage does.
+/// on it one at a time, as the clamav stage does (closing it, as the stage does, without `zEND`).
 fn session_loop(clamd: &Endpoint, wire: &[Framed], threads: usize) -> Timed {
-    let next = AtomicUsize::new(0);
-    let start = Instant::now();
-    let mut latencies: Vec<Duration> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut conn = clamd.connect(Duration::from_secs(5)).unwrap();
-                    conn.set_read_timeout(Duration::from_secs(60)).unwrap();
-                    conn.write_all(b"zIDSESSION\0").unwrap();
-                    let mut mine = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= wire.len() {
-                            conn.write_all(b"zEND\0").unwrap();
-                            return mine;
-                        }
-                        let t = Instant::now();
-                        exchange(&mut conn, &wire[i], format!("{}: stream: OK", mine.len() + 1).as_bytes());
-                        mine.push(t.elapsed());
-                    }
-                })
-            })
-            .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
-    });
-    let rate = wire.len() as f64 / start.elapsed().as_secs_f64();
-    latencies.sort();
-    Timed { rate, latencies }
+    let open = || {
+        let mut conn = clamd.connect(Duration::from_secs(5)).unwrap();
+        conn.set_read_timeout(Duration::from_secs(60)).unwrap();
+        conn.write_all(b"zIDSESSION\0").unwrap();
+        (conn, 0usize)
+    };
+    drive_with(threads, wire.len(), open, |(conn, scans), i| {
+        *scans += 1;
+        exchange(conn, &wire[i], format!("{scans}: stream: OK").as_bytes());
+    })
 }
 
 /// Seal every tenth corpus message with one ARC set, as a forwarder would have; the key record
