@@ -24,11 +24,6 @@ struct Relay {
     kinds: Arc<Mutex<Vec<&'static str>>>,
 }
 
-fn counting_relay(dir: &Path, clamd_socket: PathBuf) -> (String, Arc<AtomicUsize>) {
-    let relay = relay(dir, clamd_socket);
-    (relay.address, relay.accepted)
-}
-
 fn relay(dir: &Path, clamd_socket: PathBuf) -> Relay {
     let path = dir.join("relay.sock");
     let listener = UnixListener::bind(&path).unwrap();
@@ -70,7 +65,7 @@ fn relay(dir: &Path, clamd_socket: PathBuf) -> Relay {
 fn sessions_are_kept_between_scans_and_bounded() {
     let clamd = Clamd::start("100K");
     let relay_dir = tempfile::tempdir().unwrap();
-    let (relayed, accepted) = counting_relay(relay_dir.path(), clamd.dir.path().join("clamd.sock"));
+    let Relay { address: relayed, accepted, .. } = relay(relay_dir.path(), clamd.dir.path().join("clamd.sock"));
 
     // One after another: every scan on the one session, each reply numbered in turn.
     let s = stage(std::slice::from_ref(&relayed), |_| {});
