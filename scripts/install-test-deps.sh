@@ -11,8 +11,8 @@
 #     verify ARC chains against our implementation, and
 #     dnsmasq as a real DNS server on a loopback port for the ARC key lookups (the tests start
 #     their own; the package's service is not needed).
-# Must run as root. Safe to run again: nothing is installed or created twice, and the package
-# lists are refreshed only when a wanted package has no install candidate.
+# Must run as root. Safe to run again: nothing is installed or created twice. The package lists
+# are refreshed before anything is installed, never skipped (see below).
 #
 # Only clamav-daemon (and clamav-freshclam, which it depends on) ships a daemon. Nothing is
 # started by their postinsts when /usr/sbin/policy-rc.d exits 101 (as in our image) or there is
@@ -49,21 +49,19 @@ for p in "${PACKAGES[@]}"; do
 done
 
 if ((${#missing[@]} > 0)); then
-  # Refresh the package lists only if some wanted package is unknown to the current lists;
-  # an update costs time and network and is usually not needed on a prepared image.
-  need_update=0
-  for p in "${missing[@]}"; do
-    cand=$(apt-cache policy "$p" 2>/dev/null | awk '/Candidate:/{print $2; exit}')
-    if [[ -z $cand || $cand == "(none)" ]]; then
-      need_update=1
-      break
-    fi
-  done
-  if ((need_update)); then
-    apt-get update
-  fi
+  # Always refresh the package lists before installing. A fresh machine's lists are stale: a
+  # package may still have a candidate there while the exact versions of its dependencies are
+  # gone from the mirror, and the install then fails ("Depends: libpcre2-8-0 (= ...) but ... is to
+  # be installed"). Checking for a missing candidate does not catch that.
+  apt-get update
   echo "install-test-deps.sh: installing ${missing[*]}"
-  apt-get install -y --no-install-recommends "${missing[@]}"
+  if ! apt-get install -y --no-install-recommends "${missing[@]}"; then
+    # A mirror can change between the update and the install (a new version published in
+    # between): refresh once more and retry once before giving up.
+    echo "install-test-deps.sh: install failed; refreshing the package lists and retrying once" >&2
+    apt-get update
+    apt-get install -y --no-install-recommends "${missing[@]}"
+  fi
 else
   echo "install-test-deps.sh: all packages already installed"
 fi
