@@ -135,6 +135,34 @@ fn fifty_sets_pass_and_a_fifty_first_fails() {
     both_fail(&w, &over, failed(50, "ARC-Seal: instance i=51 above 50", &[]));
 }
 
+/// RFC 8617 §4.1.2 forbids only ARC-Seal in an AMS `h=`. Real signers list their own instance's
+/// ARC-Authentication-Results and sometimes earlier ARC-Message-Signature fields; such chains are
+/// valid, and a listed ARC-Seal fails the AMS (dkimpy agrees on both).
+#[test]
+fn ams_listing_arc_fields() {
+    require_dkimpy();
+    let mut w = World::new();
+    let hop1 = w.rsa_key("hop1.example", "arc", 2048);
+    let hop2 = w.rsa_key("hop2.example", "arc", 2048);
+    let domains = ["hop1.example", "hop2.example"];
+    // Hop 1 signs its own AAR (the only one in the block when it signs).
+    let aar = "from:to:subject:arc-authentication-results";
+    let one = w.dkimpy_sign_listing(&message(), &hop1, "hop1.example", "arc", "mx.hop1.example", "none", Some(aar));
+    assert!(field(&one, "ARC-Message-Signature: i=1").contains("arc-authentication-results"), "{one:?}");
+    assert_eq!(w.ours(&one), pass(1, 0, &domains[..1]));
+    assert_eq!(w.dkimpy_verify(&one).0.as_deref(), Some("pass"));
+    // Hop 2 lists both AARs and hop 1's AMS; every AMS still verifies, so oldest-pass stays 0.
+    let both = "from:to:subject:arc-authentication-results:arc-authentication-results:arc-message-signature";
+    let two = w.dkimpy_sign_listing(&one, &hop2, "hop2.example", "arc", "mx.hop2.example", "auto", Some(both));
+    assert!(field(&two, "ARC-Seal: i=2").contains("cv=pass"));
+    assert_eq!(w.ours(&two), pass(2, 0, &domains));
+    assert_eq!(w.dkimpy_verify(&two).0.as_deref(), Some("pass"));
+    // An AMS that lists ARC-Seal fails, for ours and for dkimpy.
+    let seal = "from:to:subject:arc-seal";
+    let bad = w.dkimpy_sign_listing(&one, &hop2, "hop2.example", "arc", "mx.hop2.example", "auto", Some(seal));
+    both_fail(&w, &bad, failed(2, "i=2 AMS h= lists arc-seal", &domains));
+}
+
 #[test]
 fn our_seals_verify_under_dkimpy() {
     require_dkimpy();

@@ -134,17 +134,27 @@ impl World {
 
     /// dkimpy adds an ARC set (with an Authentication-Results of `srv_id` carrying `cv`).
     pub fn dkimpy_sign(&self, msg: &[u8], key: &Key, domain: &str, selector: &str, srv_id: &str, cv: &str) -> Vec<u8> {
-        let args = [
-            "sign",
-            self.records.to_str().unwrap(),
-            key.pkcs1.to_str().unwrap(),
-            domain,
-            selector,
-            srv_id,
-            cv,
-            &T.to_string(),
-        ];
-        self.dkimpy(&args.map(|s| s.to_string()).iter().map(String::as_str).collect::<Vec<_>>(), msg)
+        self.dkimpy_sign_listing(msg, key, domain, selector, srv_id, cv, None)
+    }
+
+    /// As [`World::dkimpy_sign`], with the AMS `h=` list given (colon-separated) instead of
+    /// dkimpy's default.
+    #[allow(clippy::too_many_arguments)]
+    pub fn dkimpy_sign_listing(
+        &self,
+        msg: &[u8],
+        key: &Key,
+        domain: &str,
+        selector: &str,
+        srv_id: &str,
+        cv: &str,
+        h: Option<&str>,
+    ) -> Vec<u8> {
+        let t = T.to_string();
+        let mut args =
+            vec!["sign", self.records.to_str().unwrap(), key.pkcs1.to_str().unwrap(), domain, selector, srv_id, cv, &t];
+        args.extend(h);
+        self.dkimpy(&args, msg)
     }
 
     /// dkimpy's verdict: (cv or None, reason).

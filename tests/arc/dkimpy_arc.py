@@ -1,13 +1,16 @@
 #!/usr/bin/python3
 """ARC signing and verification with dkimpy, for the interop tests.
 
-    dkimpy_arc.py sign RECORDS KEY DOMAIN SELECTOR SRV_ID CV TIMESTAMP < message > message
+    dkimpy_arc.py sign RECORDS KEY DOMAIN SELECTOR SRV_ID CV TIMESTAMP [HEADERS] < message > message
     dkimpy_arc.py verify RECORDS < message          (prints {"cv": ..., "reason": ...})
 
 RECORDS is the JSON records file the Rust side reads too (name -> TXT string or array of
 strings). KEY is a PEM RSA private key (PKCS#1, as dkimpy wants it). CV is the chain status the
 signer vouches for: none, pass, fail, or auto (dkimpy's own arc_verify of the incoming message).
 dkimpy takes cv from an Authentication-Results field with SRV_ID, so one is added before signing.
+HEADERS, if given, is the AMS h= list, colon-separated (dkimpy's default otherwise); the new
+set's own ARC-Authentication-Results is already in the header block when the AMS is computed, so
+listing that field signs it (the AAR lowest in the block, by DKIM's bottom-up selection).
 Line ends are kept as the input has them (LF for spool-style messages).
 """
 import json
@@ -49,6 +52,7 @@ def main():
     if cmd != "sign":
         sys.exit("unknown command " + cmd)
     records, key, domain, selector, srv_id, cv, timestamp = sys.argv[2:9]
+    include = [h.encode() for h in sys.argv[9].split(":")] if len(sys.argv) > 9 else None
     if cv == "auto":
         cv, _ = verify(records, message)
         cv = cv or "fail"
@@ -60,7 +64,7 @@ def main():
     with open(key, "rb") as f:
         pem = f.read()
     fields = dkim.arc_sign(message, selector.encode(), domain.encode(), pem, srv_id.encode(),
-                           timestamp=int(timestamp))
+                           include_headers=include, timestamp=int(timestamp))
     if not fields:
         sys.exit("dkimpy produced no ARC set")
     out = b"".join(fields)

@@ -87,8 +87,15 @@ impl Sealer {
         let mut headers = Vec::new();
         for h in &config.headers {
             let lower = h.to_ascii_lowercase();
+            // RFC 8617 §4.1.2 forbids ARC-Seal in an AMS `h=` and Authentication-Results are
+            // deleted downstream (RFC 8601 §5), which would break the AMS. The other ARC fields
+            // are allowed, but the ARC-Seal already covers every set, so we sign none of them.
             if lower.starts_with("arc-") || lower == "authentication-results" {
-                return Err(format!("seal headers must not include {h} (RFC 8617 §4.1.2)"));
+                return Err(format!(
+                    "seal headers must not include {h}: an ARC-Seal may not be signed by an \
+                     ARC-Message-Signature (RFC 8617 §4.1.2), Authentication-Results are removed by \
+                     receivers (RFC 8601 §5), and the ARC-Seal covers the other ARC fields"
+                ));
             }
             if lower.is_empty() || lower.bytes().any(|b| !(33..=126).contains(&b) || b == b':') {
                 return Err(format!("seal headers: {h:?} is not a field name"));

@@ -14,6 +14,7 @@ use super::canon::{self, BodyHasher, Canon};
 use super::keys::{Algorithm, PublicKey};
 use super::tags::TagList;
 use crate::dns::{DnsError, TxtLookup};
+use crate::stages::authres;
 
 /// RFC 8617 §4.2.1: instances run from 1 to 50.
 pub const MAX_INSTANCE: u32 = 50;
@@ -122,11 +123,10 @@ pub struct Field<'a> {
 pub fn parse_field(kind: Kind, text: &[u8]) -> Result<Field<'_>, String> {
     let value = &text[value_start(text)..];
     if kind == Kind::Aar {
-        // `i=N;` then Authentication-Results content (RFC 8617 §4.1.1), not a tag list.
-        let v = value.trim_ascii_start();
-        let rest = v.strip_prefix(b"i=").ok_or("ARC-Authentication-Results: no i= at the start")?;
-        let semi = rest.iter().position(|&b| b == b';').ok_or("ARC-Authentication-Results: no `;` after i=")?;
-        let instance = parse_instance(rest[..semi].trim_ascii()).map_err(|e| format!("{}: {e}", kind.name()))?;
+        // `i=N;` then Authentication-Results content (RFC 8617 §4.1.1), not a tag list; CFWS
+        // may surround each part of `i=N`.
+        let (digits, _) = authres::aar_instance(value).map_err(|e| format!("{}: {e}", kind.name()))?;
+        let instance = parse_instance(digits).map_err(|e| format!("{}: {e}", kind.name()))?;
         return Ok(Field { kind, instance, text, tags: None });
     }
     let tags = TagList::parse(value).map_err(|e| format!("{}: {e}", kind.name()))?;
@@ -244,8 +244,11 @@ fn parse_sig<'a>(f: &Field<'a>, now: u64) -> Result<Sig<'a>, String> {
     sig.l = number(tags, "l")?;
     let h = tags.get("h").ok_or("h= missing")?;
     sig.h = h.split(|&b| b == b':').map(|n| n.trim_ascii().to_ascii_lowercase()).collect();
-    if let Some(bad) = sig.h.iter().find(|n| n.starts_with(b"arc-")) {
-        return Err(format!("h= lists {}", String::from_utf8_lossy(bad)));
+    // RFC 8617 §4.1.2 forbids only ARC-Seal here. Signers routinely list their own instance's
+    // ARC-Authentication-Results and earlier ARC-Message-Signature fields; those are selected
+    // bottom-up like any other field and verified normally.
+    if sig.h.iter().any(|n| n == b"arc-seal") {
+        return Err("h= lists arc-seal".into());
     }
     if !sig.h.iter().any(|n| n == b"from") {
         return Err("h= does not list From".into());
