@@ -17,6 +17,13 @@ use support::{poll, start_daemon, Exim, EximOptions};
 
 const USERS: [&str; 4] = ["bob", "carol", "dave", "eve"];
 
+/// Incoming Authentication-Results: three forgeries of the daemon's authserv-id (a nested comment,
+/// a quoted-string, the root's trailing dot) and one of another host, in every message.
+const FORGED_RESULTS: &str = "Authentication-Results: (outer (inner) comment) mx.test.example; arc=pass\n\
+                              Authentication-Results: \"mx.test.example\"; arc=pass\n\
+                              Authentication-Results: mx.test.example.; arc=pass\n\
+                              Authentication-Results: other.example; spf=pass\n";
+
 /// One message of the traffic mix and what must become of it.
 struct Sent {
     tag: String,
@@ -75,7 +82,7 @@ fn traffic(n: usize) -> Vec<(Sent, Envelope<'static>, Vec<u8>)> {
             _ => ("text/plain", format!("Hello, this is {tag}.\n.dot line\n").into_bytes()),
         };
         let data = format!(
-            "From: alice@test.example\nTo: {}\nSubject: {tag}\nMessage-ID: <{tag}@client.test>\nMIME-Version: 1.0\nContent-Type: {ctype}\nContent-Transfer-Encoding: 8bit\n\n",
+            "From: alice@test.example\nTo: {}\nSubject: {tag}\nMessage-ID: <{tag}@client.test>\nMIME-Version: 1.0\nContent-Type: {ctype}\nContent-Transfer-Encoding: 8bit\n{FORGED_RESULTS}\n",
             rcpts.join(", ")
         );
         let mut data = data.into_bytes();
@@ -276,6 +283,9 @@ fn run_traffic(n: usize, kills: usize) {
         let head = String::from_utf8_lossy(&f[..at]);
         assert_eq!(head.matches("\nX-Spoolsift-Status: clean").count(), 1, "{}: {head}", s.tag);
         assert_eq!(head.matches("\nAuthentication-Results: mx.test.example;").count(), 1, "{}", s.tag);
+        // Of the incoming Authentication-Results, only the one that is not a forgery of ours is left.
+        assert_eq!(head.matches("\nAuthentication-Results:").count(), 2, "{}: {head}", s.tag);
+        assert_eq!(head.matches("\nAuthentication-Results: other.example; spf=pass\n").count(), 1, "{}", s.tag);
         // Added by the Exim's router from the verdict database (recorded before the commit point,
         // so present even for messages re-queued just before a SIGKILL).
         assert_eq!(head.lines().filter(|l| *l == "X-Spoolsift-Verdict: clean").count(), 1, "{}: {head}", s.tag);

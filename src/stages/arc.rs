@@ -30,8 +30,8 @@ use serde::Deserialize;
 pub use seal::{NewSet, SealConfig, Sealer};
 pub use verify::{ArcResult, ArcStatus, DnsTrouble};
 
+use super::authres;
 use super::dcc::parse_host_address;
-use super::inject::claimed_authserv_id;
 use super::{Stage, StageError, StageResult, Verdict};
 use crate::dns::TxtLookup;
 use crate::outside::Clock;
@@ -209,9 +209,8 @@ impl Sealer {
         let mut resinfo = Vec::new();
         for line in h.headers.get(b"Authentication-Results") {
             let value = line.value();
-            if claimed_authserv_id(&value).eq_ignore_ascii_case(authserv_id.as_bytes()) {
-                let rest = value.iter().position(|&b| b == b';').map_or(&[][..], |p| &value[p + 1..]);
-                let rest = String::from_utf8_lossy(rest.trim_ascii()).into_owned();
+            if let Some(claim) = authres::claim(&value).ok().filter(|c| c.is(authserv_id)) {
+                let rest = String::from_utf8_lossy(claim.results(&value)).into_owned();
                 if !rest.is_empty() {
                     resinfo.push(rest);
                 }

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use crate::pipeline::policy::{verdict_text, Action, Decision};
 use crate::pipeline::run::StageOutcome;
 use crate::spool::{HeaderError, Position, Removal, SpoolHeader};
-use crate::stages::Verdict;
+use crate::stages::{authres, Verdict};
 
 /// What headers to add. Templates may use `{verdict}`, `{action}`, `{virus}`, `{version}`,
 /// `{stages}` and `{id}`.
@@ -73,15 +73,12 @@ pub fn sanitize(value: &str, max_bytes: usize) -> String {
     out.trim_end().to_string()
 }
 
-/// The authserv-id an Authentication-Results value claims: its first token, comments skipped.
-pub fn claimed_authserv_id(value: &[u8]) -> Vec<u8> {
-    let mut v = value.trim_ascii_start();
-    while v.first() == Some(&b'(') {
-        let close = v.iter().position(|&b| b == b')').map_or(v.len(), |p| p + 1);
-        v = v[close..].trim_ascii_start();
-    }
-    let end = v.iter().position(|&b| b == b';' || b.is_ascii_whitespace() || b == b'(').unwrap_or(v.len());
-    v[..end].to_vec()
+/// Whether an incoming Authentication-Results value is to be removed as a forgery of ours: it
+/// claims our authserv-id (read by the grammar, see [`authres`]), or no authserv-id can be read
+/// at all. Such an unreadable field is not valid (RFC 8601 §2.2), and a reader downstream may
+/// still find our name in it; RFC 8601 §5 allows removing every incoming field.
+pub fn forges_ours(value: &[u8], authserv_id: &str) -> bool {
+    authres::claim(value).map_or(true, |c| c.is(authserv_id))
 }
 
 /// The values a template can use.
@@ -157,10 +154,7 @@ impl InjectConfig {
 
         if self.remove_forged_results {
             h.headers.remove_where(
-                |l| {
-                    l.is_named(b"Authentication-Results")
-                        && claimed_authserv_id(&l.value()).eq_ignore_ascii_case(authserv_id.as_bytes())
-                },
+                |l| l.is_named(b"Authentication-Results") && forges_ours(&l.value(), authserv_id),
                 Removal::MarkDeleted,
             );
         }
@@ -230,9 +224,23 @@ mod tests {
     }
 
     #[test]
-    fn authserv_id_is_the_first_token() {
-        assert_eq!(claimed_authserv_id(b"mx.example.org; spf=pass"), b"mx.example.org");
-        assert_eq!(claimed_authserv_id(b" (comment) mx.example.org 1; none"), b"mx.example.org");
-        assert_eq!(claimed_authserv_id(b"mx.example.org(c); none"), b"mx.example.org");
+    fn forgeries_of_our_authserv_id() {
+        let ours = "mx.example.net";
+        for v in [
+            "mx.example.net; arc=pass",
+            "(outer (inner) comment) mx.example.net; arc=pass",
+            "\"mx.example.net\"; arc=pass",
+            "mx.example.net.; arc=pass",
+            "MX.example.net 1; arc=pass",
+            "mx.example.net garbage; arc=pass",
+            "(unterminated mx.example.net; arc=pass",
+            "",
+        ] {
+            assert!(forges_ours(v.as_bytes(), ours), "{v:?}");
+        }
+        for v in ["mx.example.org; arc=pass", "(mx.example.net) other.example; arc=pass", "\"mx.example.net.x\"; none"]
+        {
+            assert!(!forges_ours(v.as_bytes(), ours), "{v:?}");
+        }
     }
 }

@@ -100,6 +100,7 @@ pub trait Stage: Send + Sync {
 }
 
 pub mod arc;
+pub mod authres;
 pub mod clamav;
 pub mod content;
 pub mod dcc;
