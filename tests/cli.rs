@@ -48,16 +48,84 @@ fn check_config_names_file_line_and_reason() {
     std::fs::write(&p, "name = \"bad\"\n[stages.clamd]\n").unwrap();
     let o = spoolsift(&["check-config", p.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
-    assert_eq!(stderr(&o), format!("invalid: {}:2: unknown stage [stages.clamd]\n", p.display()));
-    std::fs::write(&p, "name = \"bad\"\n[stages.content]\n\n[stages.clamav]\nservers = [\"bogus\"]\n").unwrap();
+    assert_eq!(
+        stderr(&o),
+        format!("invalid: {}:2: unknown stage [stages.clamd]; the stages are arc, clamav, content, dcc\n", p.display())
+    );
+    // A constructor's complaint points at the key it names, not at the section.
+    std::fs::write(&p, "name = \"bad\"\n[stages.content]\n\n[stages.clamav]\nchunk_size = 5\nservers = [\"bogus\"]\n")
+        .unwrap();
     let o = spoolsift(&["check-config", p.to_str().unwrap()]);
     assert_eq!(
         stderr(&o),
-        format!(
-            "invalid: {}:4: [stages.clamav]: clamav server \"bogus\": expected unix:/path or tcp:host:port\n",
-            p.display()
-        )
+        format!("invalid: {}:6: [stages.clamav]: servers: \"bogus\": expected unix:/path or tcp:host:port\n", p.display())
     );
+}
+
+/// Check `text` as a pipeline file; (exit code, stdout, stderr with the file's path as `P`).
+fn check(text: &str) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("p.toml");
+    std::fs::write(&p, text).unwrap();
+    let o = spoolsift(&["check-config", p.to_str().unwrap()]);
+    let path = p.display().to_string();
+    (o.status.code(), stdout(&o).replace(&path, "P"), stderr(&o).replace(&path, "P"))
+}
+
+#[test]
+fn a_boolean_must_be_a_boolean() {
+    for bad in ["\"no\"", "\"false\"", "0", "1", "\"true\""] {
+        let text = format!("name = \"b\"\n\n[stages.content]\neicar = true\nenabled = {bad}\n");
+        assert_eq!(
+            check(&text),
+            (
+                Some(1),
+                String::new(),
+                "invalid: P:5: [stages.content] enabled must be true or false (a TOML boolean, unquoted)\n".into()
+            ),
+            "{bad}"
+        );
+    }
+    // Booleans inside a stage's settings and elsewhere are typed too.
+    let text = "name = \"b\"\n[stages.content]\neicar = \"yes\"\n";
+    assert_eq!(check(text).2, "invalid: P:3: [stages.content]: invalid type: string \"yes\", expected a boolean\n");
+    let text = "name = \"b\"\n[stages.content]\n[metrics]\nlisten = \"127.0.0.1:1\"\nallow_remote = \"no\"\n";
+    assert_eq!(check(text).2, "invalid: P:5: invalid type: string \"no\", expected a boolean\n");
+    // `enabled = false` really turns the stage off; `true` keeps it.
+    let (code, out, _) = check("name = \"b\"\n[stages.content]\nenabled = false\n[stages.arc]\nenabled = true\n");
+    assert_eq!((code, out.as_str()), (Some(0), "ok: P (b): stages [arc], scan/replay only\n"));
+}
+
+#[test]
+fn errors_in_a_stage_table_point_at_the_key() {
+    // A comment that mentions the section's name comes first; the error is on the key's line.
+    let text = "name = \"b\"\n# [stages.dcc] is set up below\n\n[stages.dcc]\naddress = \"tcp:127.0.0.1:1\"\n\
+                # timeout_ms is in milliseconds\ntimeout_ms = \"slow\"\n";
+    assert_eq!(check(text).2, "invalid: P:7: [stages.dcc]: invalid type: string \"slow\", expected u64\n");
+    let text = "name = \"b\"\n# [stages.dcc]\n[stages.dcc]\naddress = \"tcp:127.0.0.1:1\"\nbogus_key = 1\n";
+    let (code, _, err) = check(text);
+    assert_eq!(code, Some(1));
+    assert!(err.starts_with("invalid: P:5: [stages.dcc]: unknown field `bogus_key`"), "{err}");
+    let text = "name = \"b\"\n# [stages.dcc]\n[stages.dcc]\naddress = \"tcp:127.0.0.1:1\"\ntimeout_ms = 0\n";
+    assert_eq!(check(text).2, "invalid: P:5: [stages.dcc]: timeout_ms must be greater than zero\n");
+    // A missing key: the table's header.
+    let text = "name = \"b\"\n# [stages.arc.seal]\n[stages.arc]\n\n[stages.arc.seal]\ndomain = \"x.example\"\n";
+    let (_, _, err) = check(text);
+    assert!(err.starts_with("invalid: P:5: [stages.arc]: missing field `selector`"), "{err}");
+    // A comment mentioning [policy] before the real section.
+    let text = "name = \"b\"\n# [policy] below\n[stages.content]\n[policy]\ntemporary_failure = \"deliver\"\n";
+    assert!(check(text).2.starts_with("invalid: P:4: a stage failure may not lead to `deliver`"));
+}
+
+#[test]
+fn a_pipeline_without_stages_warns() {
+    let (code, out, err) = check("name = \"empty\"\n");
+    assert_eq!(code, Some(0));
+    assert_eq!(out, "ok: P (empty): stages [], scan/replay only\n");
+    assert_eq!(err, "warning: P: pipeline \"empty\" has no enabled stage: every message is delivered unchecked\n");
+    let (_, _, err) = check("name = \"off\"\n[stages.content]\nenabled = false\n");
+    assert!(err.contains("has no enabled stage"), "{err}");
+    assert_eq!(check("name = \"on\"\n[stages.content]\n").2, "");
 }
 
 #[test]

@@ -24,6 +24,7 @@ pub fn run(args: &Args) -> i32 {
                     _ => "scan/replay only",
                 };
                 println!("ok: {} ({}): stages [{}], {mode}", f.display(), cfg.name, names.join(", "));
+                cfg.warnings().iter().for_each(|w| eprintln!("warning: {w}"));
             }
             Err(e) => {
                 eprintln!("invalid: {e}");

@@ -81,6 +81,7 @@ fn load(args: &Args) -> Result<Loaded, String> {
         Some(path) => PipelineConfig::load(path).map_err(|e| e.to_string())?,
         None => PipelineConfig::embedded(),
     };
+    cfg.warnings().iter().for_each(|w| eprintln!("spoolsift: warning: {w}"));
     if let (None, Some(qf), Some(work)) = (&cfg.intake, &args.queuefile_dir, &args.work_dir) {
         cfg.intake = Some(IntakeConfig {
             queuefile_directory: Some(qf.clone()),

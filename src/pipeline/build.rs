@@ -1,7 +1,5 @@
 //! From a pipeline definition to the stages it names.
 
-use serde::de::DeserializeOwned;
-
 use super::config::{ConfigError, PipelineConfig};
 use std::sync::Arc;
 
@@ -12,15 +10,6 @@ use crate::stages::clamav::ClamavStage;
 use crate::stages::content::ContentScanner;
 use crate::stages::dcc::DccStage;
 use crate::stages::Stage;
-
-/// One `[stages.NAME]` table as the stage's own configuration type.
-fn settings<T: DeserializeOwned>(cfg: &PipelineConfig, name: &str, table: &toml::Table) -> Result<T, ConfigError> {
-    let mut t = table.clone();
-    t.remove("enabled");
-    t.try_into().map_err(|e: toml::de::Error| {
-        cfg.error(&format!("[stages.{name}]"), format!("[stages.{name}]: {}", e.message()))
-    })
-}
 
 /// Build the enabled stages, in name order (they run in parallel; the order only shows in
 /// reports). An unknown stage name is an error, not ignored: a typo must not turn a check off.
@@ -36,24 +25,20 @@ pub fn stages_with(cfg: &PipelineConfig, outside: &Outside) -> Result<Vec<Box<dy
         if !PipelineConfig::stage_enabled(table) {
             continue;
         }
-        let section = format!("[stages.{name}]");
-        let fail = |e: String| cfg.error(&section, format!("{section}: {e}"));
+        let fail = |e: String| cfg.stage_error(name, &e);
         let stage: Box<dyn Stage> = match name.as_str() {
-            "content" => Box::new(ContentScanner::new(settings(cfg, name, table)?).map_err(|e| fail(e.to_string()))?),
-            "clamav" => {
-                Box::new(ClamavStage::new(settings(cfg, name, table)?).map_err(fail)?.with_outside(outside.clone()))
-            }
+            "content" => Box::new(ContentScanner::new(cfg.stage_settings(name)?).map_err(|e| fail(e.to_string()))?),
+            "clamav" => Box::new(ClamavStage::new(cfg.stage_settings(name)?).map_err(fail)?.with_outside(outside.clone())),
             "dcc" => Box::new(
-                DccStage::new(settings(cfg, name, table)?)
-                    .map_err(|e| fail(e.to_string()))?
-                    .with_outside(outside.clone()),
+                DccStage::new(cfg.stage_settings(name)?).map_err(|e| fail(e.to_string()))?.with_outside(outside.clone()),
             ),
             "arc" => {
-                let config: ArcConfig = settings(cfg, name, table)?;
+                let config: ArcConfig = cfg.stage_settings(name)?;
                 arc_sealer(cfg)?;
                 Box::new(arc_stage(&config, outside).map_err(fail)?)
             }
-            other => return Err(cfg.error(&section, format!("unknown stage [stages.{other}]"))),
+            // PipelineConfig::parse refuses names outside config::STAGES.
+            other => unreachable!("stage {other} passed PipelineConfig::parse"),
         };
         out.push(stage);
     }
@@ -82,12 +67,16 @@ fn arc_stage(config: &ArcConfig, outside: &Outside) -> Result<ArcStage, String> 
 
 /// The ARC sealer of `[stages.arc.seal]`, if the arc stage is on and has one. Reads the key file.
 pub fn arc_sealer(cfg: &PipelineConfig) -> Result<Option<Sealer>, ConfigError> {
-    let Some(table) = cfg.stages.get("arc").filter(|t| PipelineConfig::stage_enabled(t)) else {
+    if !cfg.stages.get("arc").is_some_and(PipelineConfig::stage_enabled) {
         return Ok(None);
-    };
-    let config: ArcConfig = settings(cfg, "arc", table)?;
+    }
+    let config: ArcConfig = cfg.stage_settings("arc")?;
     let Some(seal) = config.seal else { return Ok(None) };
-    let fail = |e: String| cfg.error("[stages.arc.seal]", format!("[stages.arc.seal]: {e}"));
-    let pem = std::fs::read(&seal.key_file).map_err(|e| fail(format!("key_file {}: {e}", seal.key_file.display())))?;
-    Sealer::new(&seal, &pem).map(Some).map_err(fail)
+    let pem = std::fs::read(&seal.key_file).map_err(|e| {
+        cfg.error_at(
+            &["stages", "arc", "seal", "key_file"],
+            format!("[stages.arc.seal]: cannot read key_file {}: {e}", seal.key_file.display()),
+        )
+    })?;
+    Sealer::new(&seal, &pem).map(Some).map_err(|e| cfg.error_at(&["stages", "arc", "seal"], format!("[stages.arc.seal]: {e}")))
 }

@@ -4,7 +4,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+use toml::Spanned;
 
 use super::policy::Policy;
 use crate::stages::inject::InjectConfig;
@@ -209,29 +212,54 @@ impl ConfigError {
 impl PipelineConfig {
     /// Parse a definition; `file` names it in errors.
     pub fn parse(text: &str, file: &Path) -> Result<PipelineConfig, ConfigError> {
-        let mut cfg: PipelineConfig = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-            ConfigError::new(file, line, e.message().to_string())
-        })?;
+        let mut cfg: PipelineConfig =
+            toml::from_str(text).map_err(|e| ConfigError::new(file, e.span().map(|s| line_at(text, s.start)), e.message()))?;
         cfg.source = file.to_path_buf();
         cfg.text = text.to_string();
-        cfg.policy.check().map_err(|r| ConfigError::new(file, line_of(text, "[policy]"), r))?;
+        cfg.policy.check().map_err(|r| cfg.error_at(&["policy"], r))?;
         if let Some(i) = &cfg.intake {
             if i.queuefile_directory.is_some() == i.incoming_spool_directory.is_some() {
-                return Err(ConfigError::new(
-                    file,
-                    line_of(text, "[intake]"),
+                return Err(cfg.error_at(
+                    &["intake"],
                     "[intake] needs exactly one of queuefile_directory and incoming_spool_directory",
                 ));
             }
         }
         if let Some(m) = &cfg.metrics {
-            m.check().map_err(|r| ConfigError::new(file, line_of(text, "[metrics]"), r))?;
+            m.check().map_err(|r| cfg.error_at(&["metrics"], r))?;
         }
         if cfg.authserv_id.is_empty() || cfg.authserv_id.contains(|c: char| c.is_whitespace() || c == ';') {
-            return Err(ConfigError::new(file, line_of(text, "authserv_id"), "authserv_id must be one token"));
+            return Err(cfg.error_at(&["authserv_id"], "authserv_id must be one token"));
+        }
+        for (name, table) in &cfg.stages {
+            if !STAGES.contains(&name.as_str()) {
+                return Err(cfg.error_at(
+                    &["stages", name],
+                    format!("unknown stage [stages.{name}]; the stages are {}", STAGES.join(", ")),
+                ));
+            }
+            // A typo'd boolean must not turn a check on or off: only `true` and `false` are read.
+            if table.get("enabled").is_some_and(|v| !v.is_bool()) {
+                return Err(cfg.error_at(
+                    &["stages", name, "enabled"],
+                    format!("[stages.{name}] enabled must be true or false (a TOML boolean, unquoted)"),
+                ));
+            }
         }
         Ok(cfg)
+    }
+
+    /// What is legal but probably not meant: each a sentence for the admin.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.stages.values().any(PipelineConfig::stage_enabled) {
+            out.push(format!(
+                "{}: pipeline {:?} has no enabled stage: every message is delivered unchecked",
+                self.source.display(),
+                self.name
+            ));
+        }
+        out
     }
 
     pub fn load(path: &Path) -> Result<PipelineConfig, ConfigError> {
@@ -245,20 +273,93 @@ impl PipelineConfig {
             .expect("the embedded pipeline is valid")
     }
 
-    /// An error about this definition, pointing at the first line that contains `near`.
-    pub fn error(&self, near: &str, reason: impl Into<String>) -> ConfigError {
-        ConfigError::new(&self.source, line_of(&self.text, near), reason)
+    /// An error about the key at `path` (e.g. `["stages", "clamav", "servers"]`), pointing at the
+    /// line where that key is written, or at the deepest of its tables that is written.
+    pub fn error_at(&self, path: &[&str], reason: impl Into<String>) -> ConfigError {
+        ConfigError::new(&self.source, key_line(&self.text, path), reason)
     }
 
-    /// Whether a stage table is switched on (`enabled` defaults to true).
+    /// An error a stage's constructor found in its settings, pointing at the key it names (the
+    /// first key of that stage's table written in `reason` as a word), or else at the table.
+    pub fn stage_error(&self, name: &str, reason: &str) -> ConfigError {
+        let named = self.stages.get(name).and_then(|t| {
+            t.keys().filter_map(|k| word_at(reason, k).map(|at| (at, k))).min().map(|(_, k)| k.as_str())
+        });
+        let path: Vec<&str> = ["stages", name].into_iter().chain(named).collect();
+        self.error_at(&path, format!("[stages.{name}]: {reason}"))
+    }
+
+    /// Whether a stage table is switched on (`enabled` defaults to true; [`PipelineConfig::parse`]
+    /// refuses any value that is not a boolean).
     pub fn stage_enabled(table: &toml::Table) -> bool {
         table.get("enabled").and_then(toml::Value::as_bool).unwrap_or(true)
     }
+
+    /// The settings of stage `name` as its own configuration type (without `enabled`). Read from
+    /// the text, so that an error points at the line of the offending key or value.
+    pub fn stage_settings<T: DeserializeOwned>(&self, name: &str) -> Result<T, ConfigError> {
+        let fail = |line: Option<usize>, msg: &str| {
+            ConfigError::new(&self.source, line, format!("[stages.{name}]: {}", msg.trim_end()))
+        };
+        let doc = DeTable::parse(&self.text).map_err(|e| fail(None, e.message()))?;
+        let table = lookup(doc.get_ref(), &["stages", name]).ok_or_else(|| fail(None, "no such stage"))?;
+        let span = table.span();
+        let DeValue::Table(table) = table.clone().into_inner() else {
+            return Err(fail(Some(line_at(&self.text, span.start)), "not a table"));
+        };
+        let table: DeTable<'_> = table.into_iter().filter(|(k, _)| k.get_ref() != "enabled").collect();
+        T::deserialize(ValueDeserializer::from(Spanned::new(span, DeValue::Table(table))))
+            .map_err(|e| fail(e.span().map(|s| line_at(&self.text, s.start)), e.message()))
+    }
 }
 
-/// The first line of `text` containing `needle`, for pointing at a section in an error.
-pub fn line_of(text: &str, needle: &str) -> Option<usize> {
-    text.lines().position(|l| l.contains(needle)).map(|i| i + 1)
+/// The stages a pipeline may name (one file each under `src/stages/`).
+pub const STAGES: [&str; 4] = ["arc", "clamav", "content", "dcc"];
+
+/// Where `word` first stands in `text` as a whole word (not inside a longer name).
+fn word_at(text: &str, word: &str) -> Option<usize> {
+    let name_byte = |b: Option<&u8>| b.is_some_and(|&b| b.is_ascii_alphanumeric() || b == b'_');
+    text.match_indices(word)
+        .map(|(at, _)| at)
+        .find(|&at| !name_byte(text.as_bytes().get(at.wrapping_sub(1))) && !name_byte(text.as_bytes().get(at + word.len())))
+}
+
+/// The 1-based line of byte offset `at`.
+fn line_at(text: &str, at: usize) -> usize {
+    text.as_bytes()[..at.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+/// The value at `path` in a parsed document, with its span.
+fn lookup<'a, 'i>(mut table: &'a DeTable<'i>, path: &[&str]) -> Option<&'a Spanned<DeValue<'i>>> {
+    let (last, parents) = path.split_last()?;
+    for key in parents {
+        match table.iter().find(|(k, _)| k.get_ref() == key)?.1.get_ref() {
+            DeValue::Table(t) => table = t,
+            _ => return None,
+        }
+    }
+    table.iter().find(|(k, _)| k.get_ref() == last).map(|(_, v)| v)
+}
+
+/// The line of the key at `path` as written (a `key =` line or a `[table]` header); failing
+/// that, of the deepest table on the path that is written. Never a comment that merely mentions
+/// the name.
+pub fn key_line(text: &str, path: &[&str]) -> Option<usize> {
+    let doc = DeTable::parse(text).ok()?;
+    let mut table = doc.get_ref();
+    let mut line = None;
+    for key in path {
+        let (k, v) = table.iter().find(|(k, _)| k.get_ref() == key)?;
+        // A table made only by a dotted header (`[stages.arc]` makes `stages`) has an empty span.
+        if !k.span().is_empty() {
+            line = Some(line_at(text, k.span().start));
+        }
+        match v.get_ref() {
+            DeValue::Table(t) => table = t,
+            _ => break,
+        }
+    }
+    line
 }
 
 #[cfg(test)]

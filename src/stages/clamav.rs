@@ -143,13 +143,13 @@ pub struct ClamavStage {
 impl ClamavStage {
     pub fn new(config: ClamavConfig) -> Result<ClamavStage, String> {
         if config.servers.is_empty() {
-            return Err("clamav: no servers configured".into());
+            return Err("servers: none configured".into());
         }
         if config.chunk_size == 0 || config.chunk_size > u32::MAX as usize {
-            return Err("clamav: chunk_size must be between 1 and 2^32-1".into());
+            return Err("chunk_size must be between 1 and 2^32-1".into());
         }
         if config.max_connections_per_server == 0 {
-            return Err("clamav: max_connections_per_server must be at least 1".into());
+            return Err("max_connections_per_server must be at least 1".into());
         }
         let servers = config
             .servers
@@ -157,7 +157,7 @@ impl ClamavStage {
             .map(|s| {
                 Ok(Server {
                     label: s.clone(),
-                    addr: Endpoint::parse(s).map_err(|why| format!("clamav server {s:?}: {why}"))?,
+                    addr: Endpoint::parse(s).map_err(|why| format!("servers: {s:?}: {why}"))?,
                     slots: Semaphore::new(config.max_connections_per_server),
                     down_until: Mutex::new(None),
                     idle: Mutex::new(Vec::new()),

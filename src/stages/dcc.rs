@@ -116,11 +116,11 @@ impl Default for DccConfig {
 /// A configuration the stage cannot run with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DccConfigError {
-    #[error("dcc address {0:?}: expected unix:/path or tcp:host:port")]
+    #[error("address {0:?}: expected unix:/path or tcp:host:port")]
     Address(String),
-    #[error("dcc option word {0:?} is not one dccifd knows (or is `body`, which this stage cannot read)")]
+    #[error("options: {0:?} is not an option word dccifd knows (or is `body`, which this stage cannot read)")]
     Option(String),
-    #[error("dcc {0} must be greater than zero")]
+    #[error("{0} must be greater than zero")]
     Zero(&'static str),
 }
 
