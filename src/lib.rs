@@ -7,6 +7,7 @@ pub mod cli;
 pub mod dns;
 pub mod intake;
 pub mod metrics;
+pub mod output;
 pub mod outside;
 pub mod pipeline;
 pub mod requeue;

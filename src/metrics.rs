@@ -229,12 +229,12 @@ pub fn serve(listener: TcpListener, metrics: Arc<Metrics>) -> io::Result<std::th
                 Ok(stream) => {
                     if let Err(e) = answer(stream, &metrics) {
                         if !matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) {
-                            eprintln!("spoolsift: metrics http: {e}");
+                            crate::errln!("spoolsift: metrics http: {e}");
                         }
                     }
                 }
                 Err(e) => {
-                    eprintln!("spoolsift: metrics http accept: {e}");
+                    crate::errln!("spoolsift: metrics http accept: {e}");
                     std::thread::sleep(Duration::from_millis(100));
                 }
             }

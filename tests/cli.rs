@@ -58,7 +58,10 @@ fn check_config_names_file_line_and_reason() {
     let o = spoolsift(&["check-config", p.to_str().unwrap()]);
     assert_eq!(
         stderr(&o),
-        format!("invalid: {}:6: [stages.clamav]: servers: \"bogus\": expected unix:/path or tcp:host:port\n", p.display())
+        format!(
+            "invalid: {}:6: [stages.clamav]: servers: \"bogus\": expected unix:/path or tcp:host:port\n",
+            p.display()
+        )
     );
 }
 
@@ -193,4 +196,34 @@ fn scan_reports_and_exits_by_what_it_found() {
     std::fs::write(dir.path().join("1xXOQE-0004A8-22-H"), b"").unwrap();
     let o = spoolsift(&["scan", "--report", report.to_str().unwrap(), dir.path().to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(3), "an unreadable pair outranks a finding");
+}
+
+/// Run with standard output a pipe whose reader has gone (as under `| head -1`); standard error
+/// is kept apart, to see that nothing panicked.
+fn into_closed_pipe(args: &[&str]) -> (std::process::ExitStatus, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_spoolsift"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    (o.status, String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+#[test]
+fn a_closed_pipe_ends_each_command_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    for args in [
+        &["scan", "spool-fixtures"][..],
+        &["inspect", "spool-fixtures/b496-single"],
+        &["check-config", "pipelines/default.toml"],
+        &["arc-verify", "spool-fixtures/b496-single/1xXYfU-00034G-1x-H"],
+    ] {
+        let (status, err) = into_closed_pipe(args);
+        // Ended by SIGPIPE, as a Unix tool is; not a panic (exit 101), not an error message.
+        assert_eq!(status.signal(), Some(libc::SIGPIPE), "{args:?}: {status:?} {err}");
+        assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{args:?}: {err}");
+    }
 }

@@ -57,7 +57,7 @@ pub fn run(args: &Args) -> i32 {
         Some(p) => match std::fs::read(p).map_err(|e| e.to_string()).and_then(|b| StaticTxt::from_json(&b)) {
             Ok(t) => Box::new(t),
             Err(e) => {
-                eprintln!("spoolsift arc-verify: {}: {e}", p.display());
+                crate::errln!("spoolsift arc-verify: {}: {e}", p.display());
                 return exit::ERROR;
             }
         },
@@ -66,7 +66,7 @@ pub fn run(args: &Args) -> i32 {
             match DnsTxt::new(&settings) {
                 Ok(r) => Box::new(r),
                 Err(e) => {
-                    eprintln!("spoolsift arc-verify: {e}");
+                    crate::errln!("spoolsift arc-verify: {e}");
                     return exit::ERROR;
                 }
             }
@@ -84,7 +84,7 @@ pub fn run(args: &Args) -> i32 {
                     "oldest_pass": r.oldest_pass,
                     "domains": r.domains,
                 });
-                println!("{line}");
+                crate::outln!("{line}");
             }
             Ok(r) => {
                 let mut line = format!("{}: arc={}", f.display(), r.result.as_str());
@@ -97,10 +97,10 @@ pub fn run(args: &Args) -> i32 {
                 if !r.reason.is_empty() {
                     line.push_str(&format!(" ({})", r.reason));
                 }
-                println!("{line}");
+                crate::outln!("{line}");
             }
             Err(e) => {
-                eprintln!("spoolsift arc-verify: {e}");
+                crate::errln!("spoolsift arc-verify: {e}");
                 status = exit::ERROR;
             }
         }

@@ -32,7 +32,7 @@ pub fn run(args: &Args) -> i32 {
     match capture(args) {
         Ok(()) => exit::OK,
         Err(e) => {
-            eprintln!("spoolsift capture: {e}");
+            crate::errln!("spoolsift capture: {e}");
             exit::ERROR
         }
     }
@@ -60,7 +60,7 @@ fn capture(args: &Args) -> Result<(), String> {
     let now = Clock::System.now_secs();
     let snap = capture::snapshot(&args.queue_dir, &args.out_dir, now).map_err(|e| e.to_string())?;
     for (path, why) in &snap.skipped {
-        eprintln!("spoolsift capture: not copied: {}: {why}", path.display());
+        crate::errln!("spoolsift capture: not copied: {}: {why}", path.display());
     }
     let mut manifest = Manifest {
         format: capture::FORMAT,
@@ -94,19 +94,19 @@ fn capture(args: &Args) -> Result<(), String> {
             })
             .collect();
         for f in failures {
-            eprintln!("spoolsift capture: not scanned: {f}");
+            crate::errln!("spoolsift capture: not scanned: {f}");
         }
         capture::write_atomically(&args.out_dir.join(capture::ANSWERS), &book.to_json(now))
             .map_err(|e| format!("{}: {e}", args.out_dir.display()))?;
         manifest.answers = Some(capture::ANSWERS.into());
         manifest.pipeline = Some(cfg.name.clone());
         let (services, txt) = book.len();
-        eprintln!("recorded {services} service answers and {txt} DNS TXT answers");
+        crate::errln!("recorded {services} service answers and {txt} DNS TXT answers");
     }
     // The manifest last: its presence says the capture is complete.
     capture::write_atomically(&args.out_dir.join(capture::MANIFEST), &manifest.to_json())
         .map_err(|e| format!("{}: {e}", args.out_dir.display()))?;
-    eprintln!(
+    crate::errln!(
         "captured {} messages into {} ({} not copied)",
         manifest.messages.len(),
         args.out_dir.display(),

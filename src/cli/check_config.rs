@@ -23,11 +23,11 @@ pub fn run(args: &Args) -> i32 {
                     (Some(_), Some(_)) => "watch",
                     _ => "scan/replay only",
                 };
-                println!("ok: {} ({}): stages [{}], {mode}", f.display(), cfg.name, names.join(", "));
-                cfg.warnings().iter().for_each(|w| eprintln!("warning: {w}"));
+                crate::outln!("ok: {} ({}): stages [{}], {mode}", f.display(), cfg.name, names.join(", "));
+                cfg.warnings().iter().for_each(|w| crate::errln!("warning: {w}"));
             }
             Err(e) => {
-                eprintln!("invalid: {e}");
+                crate::errln!("invalid: {e}");
                 bad += 1;
             }
         }

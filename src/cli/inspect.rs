@@ -188,7 +188,7 @@ pub fn run(args: &Args) -> i32 {
     let files = match collect(&args.paths) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("spoolsift inspect: {e}");
+            crate::errln!("spoolsift inspect: {e}");
             return exit::ERROR;
         }
     };
@@ -200,25 +200,28 @@ pub fn run(args: &Args) -> i32 {
         match loaded {
             Ok((value, problems)) => {
                 for p in &problems {
-                    eprintln!("invalid: {p}");
+                    crate::errln!("invalid: {p}");
                 }
                 invalid += usize::from(!problems.is_empty());
-                if !args.check && writeln!(out, "{value}").is_err() {
-                    return exit::ERROR;
+                if !args.check {
+                    if let Err(e) = crate::output::checked(writeln!(out, "{value}")) {
+                        crate::errln!("spoolsift inspect: writing to standard output: {e}");
+                        return exit::ERROR;
+                    }
                 }
             }
             Err(e) => {
                 if matches!(e.reason, crate::spool::Reason::Io(_)) && e.line == 0 && !path.exists() {
-                    eprintln!("spoolsift inspect: {e}");
+                    crate::errln!("spoolsift inspect: {e}");
                     return exit::ERROR;
                 }
-                eprintln!("invalid: {e}");
+                crate::errln!("invalid: {e}");
                 invalid += 1;
             }
         }
     }
     if invalid > 0 {
-        eprintln!("{invalid} of {} messages invalid", files.len());
+        crate::errln!("{invalid} of {} messages invalid", files.len());
         exit::INVALID
     } else {
         exit::OK

@@ -35,7 +35,7 @@ pub fn run(args: &Args) -> i32 {
     match serve(args) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("spoolsift quarantine: {e}");
+            crate::errln!("spoolsift quarantine: {e}");
             exit::ERROR
         }
     }
@@ -56,17 +56,17 @@ fn serve(args: &Args) -> Result<i32, String> {
                     .as_array()
                     .map(|a| a.iter().filter_map(|r| r.as_str()).collect())
                     .unwrap_or_default();
-                println!("{} {} {}", e.key, e.id, reasons.join("; "));
+                crate::outln!("{} {} {}", e.key, e.id, reasons.join("; "));
             }
         }
         Sub::Show { key } => {
             let e = entry(&store, key)?;
-            println!("{}", serde_json::to_string_pretty(&e.verdict).map_err(|e| e.to_string())?);
+            crate::outln!("{}", serde_json::to_string_pretty(&e.verdict).map_err(|e| e.to_string())?);
         }
         Sub::Delete { key } => {
             let e = entry(&store, key)?;
             store.delete(&e).map_err(|e| e.to_string())?;
-            eprintln!("deleted {} ({})", e.key, e.id);
+            crate::errln!("deleted {} ({})", e.key, e.id);
         }
         Sub::Release { key } => {
             let e = entry(&store, key)?;
@@ -97,7 +97,7 @@ fn serve(args: &Args) -> Result<i32, String> {
             let done = requeue::commit(&target, &header, BodyPlan::Copy(&data)).map_err(|e| e.to_string())?;
             drop(data);
             store.delete(&e).map_err(|e| e.to_string())?;
-            eprintln!("released {} as {}", e.key, done.id);
+            crate::errln!("released {} as {}", e.key, done.id);
             if rq.kick {
                 Kicker::new(exim).kick(&[done.id]).map_err(|e| e.to_string())?;
             }

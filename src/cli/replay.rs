@@ -56,7 +56,7 @@ pub fn run(args: &Args) -> i32 {
     match replay(args) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("spoolsift replay: {e}");
+            crate::errln!("spoolsift replay: {e}");
             exit::ERROR
         }
     }
@@ -97,26 +97,28 @@ fn replay(args: &Args) -> Result<i32, String> {
     capture::write_atomically(&args.out.join(ACTIONS), &text).map_err(|e| format!("{}: {e}", args.out.display()))?;
     // Standard output is kept for the comparison.
     for h in &handled {
-        eprintln!("{}", h.log_line());
+        crate::errln!("{}", h.log_line());
     }
 
     let mut code = exit::OK;
     if let Some(expect) = &args.expect {
         let diff = replay_diff::compare(expect, &args.out)?;
         if !diff.is_empty() {
-            print!("{diff}");
+            crate::out!("{diff}");
             code = exit::INVALID;
         }
     }
     let (missing, missing_txt) = (book.missing(), book.missing_txt());
     for m in &missing {
-        eprintln!(
+        crate::errln!(
             "spoolsift replay: missing answer: stage {} message {} request sha256 {}",
-            m.stage, m.message_id, m.request
+            m.stage,
+            m.message_id,
+            m.request
         );
     }
     for name in &missing_txt {
-        eprintln!("spoolsift replay: missing answer: DNS TXT {name}");
+        crate::errln!("spoolsift replay: missing answer: DNS TXT {name}");
     }
     if !missing.is_empty() || !missing_txt.is_empty() {
         code = MISSING_ANSWERS;

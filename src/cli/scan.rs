@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use super::exit;
 use super::inspect::text;
 use crate::intake::archive::{self, Shard};
+use crate::output::checked;
 use crate::pipeline::{self, Action, PipelineConfig};
 use crate::spool::{DataFile, MessageView, SpoolHeader, SpoolPair};
 use crate::stages::Stage;
@@ -88,14 +89,14 @@ pub fn run(args: &Args) -> i32 {
     let (cfg, stages) = match stages {
         Ok(x) => x,
         Err(e) => {
-            eprintln!("spoolsift scan: {e}");
+            crate::errln!("spoolsift scan: {e}");
             return exit::ERROR;
         }
     };
     let found = match archive::walk(&args.paths, args.shard) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("spoolsift scan: {e}");
+            crate::errln!("spoolsift scan: {e}");
             return exit::ERROR;
         }
     };
@@ -103,7 +104,7 @@ pub fn run(args: &Args) -> i32 {
         Some(p) => match std::fs::File::create(p) {
             Ok(f) => Box::new(std::io::BufWriter::new(f)),
             Err(e) => {
-                eprintln!("spoolsift scan: {}: {e}", p.display());
+                crate::errln!("spoolsift scan: {}: {e}", p.display());
                 return exit::ERROR;
             }
         },
@@ -112,7 +113,7 @@ pub fn run(args: &Args) -> i32 {
     let pool = match rayon::ThreadPoolBuilder::new().num_threads(args.jobs.unwrap_or(0)).build() {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("spoolsift scan: {e}");
+            crate::errln!("spoolsift scan: {e}");
             return exit::ERROR;
         }
     };
@@ -123,8 +124,15 @@ pub fn run(args: &Args) -> i32 {
     let mut verdicts: std::collections::BTreeMap<String, usize> = Default::default();
     let mut unreadable = found.incomplete.len();
     let mut bytes = 0u64;
+    let report_failed = |e: std::io::Error| {
+        let to = args.report.as_ref().map_or("standard output".to_string(), |p| p.display().to_string());
+        crate::errln!("spoolsift scan: writing the report to {to}: {e}");
+        exit::ERROR
+    };
     for (path, why) in &found.incomplete {
-        let _ = writeln!(sink, "{}", error_line(path, why));
+        if let Err(e) = checked(writeln!(sink, "{}", error_line(path, why))) {
+            return report_failed(e);
+        }
     }
     // Chunks keep memory flat on a large archive while the output stays in path order.
     for chunk in found.pairs.chunks(256) {
@@ -145,34 +153,34 @@ pub fn run(args: &Args) -> i32 {
                     error_line(&pair.header_path(), &why)
                 }
             };
-            if writeln!(sink, "{line}").is_err() {
-                return exit::ERROR;
+            if let Err(e) = checked(writeln!(sink, "{line}")) {
+                return report_failed(e);
             }
         }
         progress.advance(chunk.len() as u64);
     }
     progress.finish();
-    if sink.flush().is_err() {
-        return exit::ERROR;
+    if let Err(e) = checked(sink.flush()) {
+        return report_failed(e);
     }
     let secs = start.elapsed().as_secs_f64().max(1e-9);
     let scanned: usize = counts.values().sum();
-    eprintln!(
+    crate::errln!(
         "scanned {scanned} messages ({:.1} MB) in {secs:.2} s: {:.0} msg/s, {:.1} MB/s",
         bytes as f64 / 1e6,
         scanned as f64 / secs,
         bytes as f64 / 1e6 / secs
     );
-    eprintln!("  {:<32} {:>8}", "action", "messages");
+    crate::errln!("  {:<32} {:>8}", "action", "messages");
     for (action, n) in &counts {
-        eprintln!("  {action:<32} {n:>8}");
+        crate::errln!("  {action:<32} {n:>8}");
     }
-    eprintln!("  {:<32} {:>8}", "stage verdict", "messages");
+    crate::errln!("  {:<32} {:>8}", "stage verdict", "messages");
     for (verdict, n) in &verdicts {
-        eprintln!("  {verdict:<32} {n:>8}");
+        crate::errln!("  {verdict:<32} {n:>8}");
     }
     if unreadable > 0 {
-        eprintln!("  {:<32} {unreadable:>8}", "unreadable pairs");
+        crate::errln!("  {:<32} {unreadable:>8}", "unreadable pairs");
         return UNREADABLE;
     }
     if counts.iter().any(|(a, n)| *a != "deliver" && *n > 0) {
@@ -215,7 +223,7 @@ impl Progress {
             None if self.last_line.get().elapsed() >= std::time::Duration::from_secs(5) => {
                 self.last_line.set(Instant::now());
                 let rate = self.done.get() as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
-                eprintln!("scanned {}/{} ({rate:.0} msg/s)", self.done.get(), self.total);
+                crate::errln!("scanned {}/{} ({rate:.0} msg/s)", self.done.get(), self.total);
             }
             None => {}
         }

@@ -81,7 +81,7 @@ fn load(args: &Args) -> Result<Loaded, String> {
         Some(path) => PipelineConfig::load(path).map_err(|e| e.to_string())?,
         None => PipelineConfig::embedded(),
     };
-    cfg.warnings().iter().for_each(|w| eprintln!("spoolsift: warning: {w}"));
+    cfg.warnings().iter().for_each(|w| crate::errln!("spoolsift: warning: {w}"));
     if let (None, Some(qf), Some(work)) = (&cfg.intake, &args.queuefile_dir, &args.work_dir) {
         cfg.intake = Some(IntakeConfig {
             queuefile_directory: Some(qf.clone()),
@@ -129,8 +129,8 @@ fn load(args: &Args) -> Result<Loaded, String> {
 /// Once a minute: orphan `-D` files aside, expired dedupe and verdict entries out.
 fn housekeeping(engine: &Engine<'_>) {
     match engine.intake.move_orphans(&engine.dirs.rejected) {
-        Ok(moved) => moved.iter().for_each(|p| eprintln!("spoolsift: orphan -D moved aside: {}", p.display())),
-        Err(e) => eprintln!("spoolsift: orphan sweep: {e}"),
+        Ok(moved) => moved.iter().for_each(|p| crate::errln!("spoolsift: orphan -D moved aside: {}", p.display())),
+        Err(e) => crate::errln!("spoolsift: orphan sweep: {e}"),
     }
     let now = crate::state::journal::now_secs();
     let _ = engine.db.expire_dedupe(now);
@@ -167,7 +167,7 @@ pub fn run(args: &Args) -> i32 {
     match serve(args) {
         Ok(()) => exit::OK,
         Err(e) => {
-            eprintln!("spoolsift watch: {e}");
+            crate::errln!("spoolsift watch: {e}");
             exit::ERROR
         }
     }
@@ -223,7 +223,7 @@ fn serve(args: &Args) -> Result<(), String> {
     engine.sealer = sealer;
     engine.retention_secs = rq.dedupe_retention_secs;
     for note in engine.recover().map_err(|e| format!("recovery: {e}"))? {
-        eprintln!("spoolsift: recovery: {note}");
+        crate::errln!("spoolsift: recovery: {note}");
     }
 
     let metrics = Arc::new(Metrics::new());
@@ -240,14 +240,14 @@ fn serve(args: &Args) -> Result<(), String> {
         let listener = metrics::bind(addr, allow_remote).map_err(|e| format!("metrics listen {addr}: {e}"))?;
         let bound = listener.local_addr().map_err(|e| e.to_string())?;
         metrics::serve(listener, Arc::clone(&metrics)).map_err(|e| format!("metrics listen {addr}: {e}"))?;
-        eprintln!("spoolsift: metrics on http://{bound}/metrics");
+        crate::errln!("spoolsift: metrics on http://{bound}/metrics");
     }
     let textfile = metrics_cfg.as_ref().and_then(|m| m.textfile.clone());
     let write_textfile = |metrics: &Metrics| {
         if let Some(path) = &textfile {
             // Metrics are for observing; failing to write them loses no mail.
             if let Err(e) = metrics.write_textfile(path) {
-                eprintln!("spoolsift: metrics textfile {}: {e}", path.display());
+                crate::errln!("spoolsift: metrics textfile {}: {e}", path.display());
             }
         }
     };
@@ -309,7 +309,8 @@ fn serve(args: &Args) -> Result<(), String> {
         };
         let committer_side = |engine: &Engine<'_>, handled: Vec<Handled>| {
             for h in &handled {
-                println!("{}", h.log_line());
+                // Not outln!: a closed standard output must not stop the daemon.
+                crate::output::log_line(format_args!("{}\n", h.log_line()));
             }
             metrics.record(&handled);
             gauges(engine, &metrics);
@@ -328,9 +329,9 @@ fn serve(args: &Args) -> Result<(), String> {
                     engine.stages = stages;
                     engine.sealer = sealer;
                     engine.stages.iter().for_each(|s| metrics.register_stage(s.name()));
-                    eprintln!("spoolsift: reloaded the pipeline");
+                    crate::errln!("spoolsift: reloaded the pipeline");
                 }
-                Err(e) => eprintln!("spoolsift: reload failed, keeping the running pipeline: {e}"),
+                Err(e) => crate::errln!("spoolsift: reload failed, keeping the running pipeline: {e}"),
             }
         }
     }

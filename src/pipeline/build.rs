@@ -28,9 +28,13 @@ pub fn stages_with(cfg: &PipelineConfig, outside: &Outside) -> Result<Vec<Box<dy
         let fail = |e: String| cfg.stage_error(name, &e);
         let stage: Box<dyn Stage> = match name.as_str() {
             "content" => Box::new(ContentScanner::new(cfg.stage_settings(name)?).map_err(|e| fail(e.to_string()))?),
-            "clamav" => Box::new(ClamavStage::new(cfg.stage_settings(name)?).map_err(fail)?.with_outside(outside.clone())),
+            "clamav" => {
+                Box::new(ClamavStage::new(cfg.stage_settings(name)?).map_err(fail)?.with_outside(outside.clone()))
+            }
             "dcc" => Box::new(
-                DccStage::new(cfg.stage_settings(name)?).map_err(|e| fail(e.to_string()))?.with_outside(outside.clone()),
+                DccStage::new(cfg.stage_settings(name)?)
+                    .map_err(|e| fail(e.to_string()))?
+                    .with_outside(outside.clone()),
             ),
             "arc" => {
                 let config: ArcConfig = cfg.stage_settings(name)?;
@@ -78,5 +82,7 @@ pub fn arc_sealer(cfg: &PipelineConfig) -> Result<Option<Sealer>, ConfigError> {
             format!("[stages.arc.seal]: cannot read key_file {}: {e}", seal.key_file.display()),
         )
     })?;
-    Sealer::new(&seal, &pem).map(Some).map_err(|e| cfg.error_at(&["stages", "arc", "seal"], format!("[stages.arc.seal]: {e}")))
+    Sealer::new(&seal, &pem)
+        .map(Some)
+        .map_err(|e| cfg.error_at(&["stages", "arc", "seal"], format!("[stages.arc.seal]: {e}")))
 }

@@ -218,7 +218,7 @@ impl Engine<'_> {
         if let Some(k) = &self.kicker {
             if let Err(e) = k.kick_in_background(&kick) {
                 // Nothing is lost: the messages stay queued for the next queue run.
-                eprintln!("spoolsift: delivery kick failed: {e}");
+                crate::errln!("spoolsift: delivery kick failed: {e}");
             }
         }
         Ok(handled_all)
@@ -243,12 +243,12 @@ impl Engine<'_> {
             return;
         }
         if let Err(e) = db.record(&entries) {
-            eprintln!("spoolsift: verdict database: {e}");
+            crate::errln!("spoolsift: verdict database: {e}");
         }
     }
 
     fn back_to_claimed(&self, mut rec: ClaimRecord, why: &str) -> io::Result<()> {
-        eprintln!("spoolsift: {}: re-queue failed, will retry: {why}", rec.original_id);
+        crate::errln!("spoolsift: {}: re-queue failed, will retry: {why}", rec.original_id);
         rec.state = ClaimState::Claimed;
         rec.target_id = None;
         rec.not_before = self.clock.now_secs() + 5;

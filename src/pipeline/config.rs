@@ -212,8 +212,8 @@ impl ConfigError {
 impl PipelineConfig {
     /// Parse a definition; `file` names it in errors.
     pub fn parse(text: &str, file: &Path) -> Result<PipelineConfig, ConfigError> {
-        let mut cfg: PipelineConfig =
-            toml::from_str(text).map_err(|e| ConfigError::new(file, e.span().map(|s| line_at(text, s.start)), e.message()))?;
+        let mut cfg: PipelineConfig = toml::from_str(text)
+            .map_err(|e| ConfigError::new(file, e.span().map(|s| line_at(text, s.start)), e.message()))?;
         cfg.source = file.to_path_buf();
         cfg.text = text.to_string();
         cfg.policy.check().map_err(|r| cfg.error_at(&["policy"], r))?;
@@ -282,9 +282,10 @@ impl PipelineConfig {
     /// An error a stage's constructor found in its settings, pointing at the key it names (the
     /// first key of that stage's table written in `reason` as a word), or else at the table.
     pub fn stage_error(&self, name: &str, reason: &str) -> ConfigError {
-        let named = self.stages.get(name).and_then(|t| {
-            t.keys().filter_map(|k| word_at(reason, k).map(|at| (at, k))).min().map(|(_, k)| k.as_str())
-        });
+        let named = self
+            .stages
+            .get(name)
+            .and_then(|t| t.keys().filter_map(|k| word_at(reason, k).map(|at| (at, k))).min().map(|(_, k)| k.as_str()));
         let path: Vec<&str> = ["stages", name].into_iter().chain(named).collect();
         self.error_at(&path, format!("[stages.{name}]: {reason}"))
     }
@@ -319,9 +320,9 @@ pub const STAGES: [&str; 4] = ["arc", "clamav", "content", "dcc"];
 /// Where `word` first stands in `text` as a whole word (not inside a longer name).
 fn word_at(text: &str, word: &str) -> Option<usize> {
     let name_byte = |b: Option<&u8>| b.is_some_and(|&b| b.is_ascii_alphanumeric() || b == b'_');
-    text.match_indices(word)
-        .map(|(at, _)| at)
-        .find(|&at| !name_byte(text.as_bytes().get(at.wrapping_sub(1))) && !name_byte(text.as_bytes().get(at + word.len())))
+    text.match_indices(word).map(|(at, _)| at).find(|&at| {
+        !name_byte(text.as_bytes().get(at.wrapping_sub(1))) && !name_byte(text.as_bytes().get(at + word.len()))
+    })
 }
 
 /// The 1-based line of byte offset `at`.

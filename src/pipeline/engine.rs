@@ -366,7 +366,7 @@ impl<'e> Engine<'e> {
             };
             // An unsealed message is still a good message; say why and deliver it.
             if let Err(why) = sealed {
-                eprintln!("spoolsift: {}: ARC {why}", h.id);
+                crate::errln!("spoolsift: {}: ARC {why}", h.id);
             }
         }
         for r in pending.iter().filter(|r| !owed.contains(r)) {
@@ -413,7 +413,7 @@ impl<'e> Engine<'e> {
         match rayon::ThreadPoolBuilder::new().num_threads(want).thread_name(|i| format!("spoolsift-scan-{i}")).build() {
             Ok(built) => Some(Arc::clone(pool.insert(Arc::new(built)))),
             Err(e) => {
-                eprintln!("spoolsift: scan threads: {e}");
+                crate::errln!("spoolsift: scan threads: {e}");
                 None
             }
         }
