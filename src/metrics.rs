@@ -11,8 +11,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io;
+use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -220,80 +220,91 @@ pub fn bind(addr: SocketAddr, allow_remote: bool) -> io::Result<TcpListener> {
     TcpListener::bind(addr)
 }
 
-/// Answer `GET /metrics` on `listener` from a background thread, one request per connection, one
-/// connection at a time: a scrape is tiny, and the timeouts bound what a stalled client costs.
+/// How long a client has to send its request head. A scrape's arrives at once; a client that
+/// connects and sends nothing, or trickles, is dropped after this, without holding up others.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(1);
+/// The longest a whole exchange may take, answer included (a client that does not read).
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest request head read; a scrape's is a few hundred bytes.
+pub const MAX_REQUEST: usize = 8192;
+/// Connections served at once; more are closed at once (the endpoint is local and scrapes are
+/// rare, so this only bounds what a misbehaving local client can hold).
+const MAX_CONNECTIONS: usize = 64;
+
+/// Answer `GET /metrics` on `listener` from a background thread. hyper serves each connection
+/// concurrently with a header timeout and a size limit, so an idle or slow client costs nothing
+/// to a scrape beside it.
 pub fn serve(listener: TcpListener, metrics: Arc<Metrics>) -> io::Result<std::thread::JoinHandle<()>> {
+    serve_with(listener, metrics, HEADER_TIMEOUT)
+}
+
+/// [`serve`] with another header timeout (the tests lengthen it, so that an idle connection is
+/// certainly still open while they scrape beside it).
+pub fn serve_with(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    header_timeout: Duration,
+) -> io::Result<std::thread::JoinHandle<()>> {
+    listener.set_nonblocking(true)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build()?;
     std::thread::Builder::new().name("metrics-http".into()).spawn(move || {
-        for conn in listener.incoming() {
-            match conn {
-                Ok(stream) => {
-                    if let Err(e) = answer(stream, &metrics) {
-                        if !matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) {
-                            crate::errln!("spoolsift: metrics http: {e}");
-                        }
+        runtime.block_on(async move {
+            let listener = match tokio::net::TcpListener::from_std(listener) {
+                Ok(l) => l,
+                Err(e) => return crate::errln!("spoolsift: metrics http: {e}"),
+            };
+            let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+            loop {
+                let stream = match listener.accept().await {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        crate::errln!("spoolsift: metrics http accept: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
                     }
-                }
-                Err(e) => {
-                    crate::errln!("spoolsift: metrics http accept: {e}");
-                    std::thread::sleep(Duration::from_millis(100));
-                }
+                };
+                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else { continue };
+                let metrics = Arc::clone(&metrics);
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(header_timeout)
+                        .max_buf_size(MAX_REQUEST)
+                        .keep_alive(false)
+                        .serve_connection(
+                            hyper_util::rt::TokioIo::new(stream),
+                            hyper::service::service_fn(move |req| {
+                                let answer = answer(&req, &metrics);
+                                async move { Ok::<_, std::convert::Infallible>(answer) }
+                            }),
+                        );
+                    // Timeouts and clients that go away are not worth a log line.
+                    let _ = tokio::time::timeout(EXCHANGE_TIMEOUT, conn).await;
+                });
             }
-        }
+        })
     })
 }
 
-/// The largest request head read; a scrape's is a few hundred bytes.
-const MAX_REQUEST: usize = 8192;
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
-
-fn answer(mut stream: TcpStream, metrics: &Metrics) -> io::Result<()> {
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
-    stream.set_write_timeout(Some(IO_TIMEOUT))?;
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    let complete = loop {
-        if buf.windows(4).any(|w| w == b"\r\n\r\n") || buf.windows(2).any(|w| w == b"\n\n") {
-            break true;
-        }
-        if buf.len() >= MAX_REQUEST {
-            break false;
-        }
-        let n = stream.read(&mut chunk)?;
-        if n == 0 {
-            break false;
-        }
-        buf.extend_from_slice(&chunk[..n.min(MAX_REQUEST - buf.len())]);
-    };
-    let line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
-    let line = String::from_utf8_lossy(line);
-    let mut parts = line.trim_end_matches('\r').split(' ');
-    let (method, target) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
-    let path = target.split('?').next().unwrap_or_default();
-    let (status, ctype, body) = if !complete || parts.next().is_none_or(|v| !v.starts_with("HTTP/")) {
-        ("400 Bad Request", "text/plain; charset=utf-8", "bad request\n".to_string())
-    } else if method == "GET" && path == "/metrics" {
-        ("200 OK", CONTENT_TYPE, metrics.render())
+fn answer<B>(req: &hyper::Request<B>, metrics: &Metrics) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+    let (status, ctype, body) = if req.method() == hyper::Method::GET && req.uri().path() == "/metrics" {
+        (hyper::StatusCode::OK, CONTENT_TYPE, metrics.render())
     } else {
-        ("404 Not Found", "text/plain; charset=utf-8", "not found; try /metrics\n".to_string())
+        (hyper::StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "not found; try /metrics\n".to_string())
     };
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(body.as_bytes())?;
-    stream.flush()?;
-    let _ = stream.shutdown(std::net::Shutdown::Write);
-    // Read (a bounded amount of) whatever the client still sends before closing: closing with
-    // unread input resets the connection, which can destroy the response in flight.
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
-    let _ = io::copy(&mut (&stream).take(64 * 1024), &mut io::sink());
-    Ok(())
+    let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(ctype));
+    r
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Instant;
 
     fn handled(action: &str, stages: &[(&str, &str, u128)]) -> Handled {
         Handled {
@@ -434,28 +445,95 @@ spoolsift_oldest_unprocessed_age_seconds 42
         out
     }
 
-    #[test]
-    fn http_endpoint() {
+    /// The status line and the body of a response.
+    fn status_and_body(r: &str) -> (&str, &str) {
+        let status = r.split("\r\n").next().unwrap_or_default();
+        (status, r.split_once("\r\n\r\n").map_or("", |(_, b)| b))
+    }
+
+    fn header<'a>(r: &'a str, name: &str) -> Option<&'a str> {
+        let head = r.split_once("\r\n\r\n")?.0;
+        head.split("\r\n")
+            .find_map(|l| l.split_once(": ").filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v))
+    }
+
+    fn endpoint(header_timeout: Duration) -> (SocketAddr, Arc<Metrics>) {
         let l = bind("127.0.0.1:0".parse().unwrap(), false).unwrap();
         let addr = l.local_addr().unwrap();
         let m = Arc::new(Metrics::new());
-        serve(l, Arc::clone(&m)).unwrap();
+        serve_with(l, Arc::clone(&m), header_timeout).unwrap();
+        (addr, m)
+    }
+
+    #[test]
+    fn http_endpoint() {
+        let (addr, m) = endpoint(HEADER_TIMEOUT);
         let r = get(addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
         let body = m.render();
-        assert_eq!(
-            r,
-            format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: {CONTENT_TYPE}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            )
-        );
-        assert!(get(addr, "GET / HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404 "));
-        assert!(get(addr, "POST /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404 "));
-        assert!(get(addr, "garbage\r\n\r\n").starts_with("HTTP/1.1 400 "));
+        assert_eq!(status_and_body(&r), ("HTTP/1.1 200 OK", body.as_str()));
+        assert_eq!(header(&r, "content-type"), Some(CONTENT_TYPE));
+        assert_eq!(header(&r, "content-length"), Some(body.len().to_string().as_str()));
+        assert_eq!(header(&r, "connection"), Some("close"));
+        assert_eq!(status_and_body(&get(addr, "GET / HTTP/1.1\r\n\r\n")).0, "HTTP/1.1 404 Not Found");
+        assert_eq!(status_and_body(&get(addr, "POST /metrics HTTP/1.1\r\n\r\n")).0, "HTTP/1.1 404 Not Found");
+        assert_eq!(status_and_body(&get(addr, "garbage\r\n\r\n")).0, "HTTP/1.1 400 Bad Request");
         // Oversized heads are refused, not buffered.
-        let big = format!("GET /metrics HTTP/1.1\r\nX: {}", "a".repeat(MAX_REQUEST - 26));
-        assert_eq!(big.len(), MAX_REQUEST);
-        assert!(get(addr, &big).starts_with("HTTP/1.1 400 "));
+        // The server closes with the rest of the head unread, so the client may see a reset
+        // instead of the 431; what it must never see is an answer.
+        let big = format!("GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(4 * MAX_REQUEST));
+        let mut s = TcpStream::connect(addr).unwrap();
+        let mut out = Vec::new();
+        let _ = s.write_all(big.as_bytes()).and_then(|()| s.read_to_end(&mut out));
+        let out = String::from_utf8_lossy(&out);
+        assert!(out.is_empty() || out.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"), "{out}");
+    }
+
+    /// Whether the server has closed `s` (EOF) rather than kept it open (nothing to read yet).
+    fn closed(s: &TcpStream) -> bool {
+        s.set_nonblocking(true).unwrap();
+        let mut b = [0u8; 1];
+        let r = (&*s).read(&mut b);
+        s.set_nonblocking(false).unwrap();
+        match r {
+            Ok(0) => true,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => true,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn idle_and_trickling_clients_do_not_hold_up_a_scrape() {
+        // A long header timeout: the idle clients are certainly still connected while we scrape,
+        // so a server that served one connection at a time would still be waiting on the first.
+        let (addr, m) = endpoint(Duration::from_secs(600));
+        let idle: Vec<TcpStream> = (0..12).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        let mut trickle = TcpStream::connect(addr).unwrap();
+        trickle.write_all(b"GET /met").unwrap();
+        for _ in 0..3 {
+            let r = get(addr, "GET /metrics HTTP/1.1\r\n\r\n");
+            assert_eq!(status_and_body(&r), ("HTTP/1.1 200 OK", m.render().as_str()));
+        }
+        assert!(idle.iter().all(|s| !closed(s)), "the idle connections are still open");
+        assert!(!closed(&trickle));
+        // The trickling client finishes its request and gets its answer too.
+        trickle.write_all(b"rics HTTP/1.1\r\n\r\n").unwrap();
+        let mut out = String::new();
+        trickle.read_to_string(&mut out).unwrap();
+        assert_eq!(status_and_body(&out).0, "HTTP/1.1 200 OK");
+    }
+
+    #[test]
+    fn a_client_that_sends_no_request_is_dropped_after_the_header_timeout() {
+        let (addr, _) = endpoint(Duration::from_millis(200));
+        let idle = TcpStream::connect(addr).unwrap();
+        let mut slow = TcpStream::connect(addr).unwrap();
+        slow.write_all(b"GET /metrics HTTP/1.1\r\n").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !(closed(&idle) && closed(&slow)) {
+            assert!(Instant::now() < deadline, "the server never closed the idle connections");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     #[test]

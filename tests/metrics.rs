@@ -118,7 +118,8 @@ fn http(port: u16, request: &str) -> Option<(String, String)> {
 fn scrape(port: u16) -> Option<String> {
     let (head, body) = http(port, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
-    assert!(head.contains("\r\nContent-Type: text/plain; version=0.0.4"), "{head}");
+    // Field names are case-insensitive (RFC 9110 §5.1).
+    assert!(head.to_ascii_lowercase().contains("\r\ncontent-type: text/plain; version=0.0.4"), "{head}");
     Some(body)
 }
 
