@@ -227,3 +227,67 @@ fn a_closed_pipe_ends_each_command_quietly() {
         assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn errors_name_what_was_being_done_and_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let o = spoolsift(&["scan", "/nonexistent-spool"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(stderr(&o), "spoolsift scan: /nonexistent-spool: No such file or directory (os error 2)\n");
+    // A file that is not a spool file is said to be one, not counted as nothing found.
+    let eml = d.join("m.eml");
+    std::fs::write(&eml, "From: a@b.example\nSubject: x\n\nhi\n").unwrap();
+    let o = spoolsift(&["scan", eml.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let line: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(line["error"], "not an Exim spool file: its name is not <id>-H or <id>-D");
+    assert!(stderr(&o).contains("unreadable pairs                        1"), "{}", stderr(&o));
+    // A directory without spool files.
+    let o = spoolsift(&["scan", d.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(
+        stderr(&o).starts_with(&format!("spoolsift scan: no spool files (<id>-H and <id>-D) under {}\n", d.display()))
+    );
+    let o = spoolsift(&["inspect", d.to_str().unwrap()]);
+    assert_eq!(stderr(&o), format!("spoolsift inspect: no spool files (<id>-H) under {}\n", d.display()));
+    let o = spoolsift(&["inspect", "/nonexistent-spool"]);
+    assert_eq!(stderr(&o), "spoolsift inspect: /nonexistent-spool: No such file or directory (os error 2)\n");
+
+    // watch: a missing Exim binary and a missing queuefile directory, each with its setting.
+    for sub in ["qf", "spool/input"] {
+        std::fs::create_dir_all(d.join(sub)).unwrap();
+    }
+    let p = d.join("p.toml");
+    let write = |qf: &str| {
+        let text = format!(
+            "name = \"w\"\n[stages.content]\n\n[intake]\nqueuefile_directory = \"{}\"\nwork_directory = \"{}\"\n\n\
+             [requeue]\nspool_directory = \"{}\"\nexim_command = [\"/nonexistent/exim4\", \"-C\", \"/etc/x.conf\"]\n",
+            d.join(qf).display(),
+            d.join("work").display(),
+            d.join("spool").display()
+        );
+        std::fs::write(&p, text).unwrap();
+    };
+    write("qf-missing");
+    let o = spoolsift(&["watch", "--pipeline", p.to_str().unwrap(), "--once"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "spoolsift watch: cannot take messages from {} (queuefile_directory in {}:5): No such file or directory (os error 2)\n",
+            d.join("qf-missing").display(),
+            p.display()
+        )
+    );
+    write("qf");
+    let o = spoolsift(&["watch", "--pipeline", p.to_str().unwrap(), "--once"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "spoolsift watch: cannot run Exim at /nonexistent/exim4 (exim_command in {}:10): No such file or directory (os error 2)\n",
+            p.display()
+        )
+    );
+}

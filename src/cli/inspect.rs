@@ -34,19 +34,23 @@ pub fn text(b: &[u8]) -> String {
 
 /// The `-H` files named by the arguments, in a stable order.
 fn collect(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
+    let at = |p: &std::path::Path| {
+        let p = p.to_path_buf();
+        move |e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", p.display()))
+    };
     let mut out = Vec::new();
     for p in paths {
         if p.is_dir() {
             let mut found = Vec::new();
-            for entry in std::fs::read_dir(p)? {
-                let entry = entry?;
+            for entry in std::fs::read_dir(p).map_err(at(p))? {
+                let entry = entry.map_err(at(p))?;
                 let name = entry.file_name();
                 let bytes = name.as_encoded_bytes();
                 if MessageId::from_file_name(bytes, b'H').is_some() {
                     found.push(entry.path());
                 } else if bytes.len() == 1 && bytes[0].is_ascii_alphanumeric() && entry.path().is_dir() {
-                    for sub in std::fs::read_dir(entry.path())? {
-                        let sub = sub?;
+                    for sub in std::fs::read_dir(entry.path()).map_err(at(&entry.path()))? {
+                        let sub = sub.map_err(at(&entry.path()))?;
                         if MessageId::from_file_name(sub.file_name().as_encoded_bytes(), b'H').is_some() {
                             found.push(sub.path());
                         }
@@ -54,9 +58,12 @@ fn collect(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
                 }
             }
             found.sort();
+            if found.is_empty() {
+                crate::errln!("spoolsift inspect: no spool files (<id>-H) under {}", p.display());
+            }
             out.extend(found);
         } else {
-            std::fs::metadata(p)?;
+            std::fs::metadata(p).map_err(at(p))?;
             let name = p.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default();
             match MessageId::from_file_name(name, b'D') {
                 Some(id) => out.push(p.with_file_name(format!("{id}-H"))),

@@ -100,6 +100,9 @@ pub fn run(args: &Args) -> i32 {
             return exit::ERROR;
         }
     };
+    for root in &found.empty_roots {
+        crate::errln!("spoolsift scan: no spool files (<id>-H and <id>-D) under {}", root.display());
+    }
     let mut sink: Box<dyn Write> = match &args.report {
         Some(p) => match std::fs::File::create(p) {
             Ok(f) => Box::new(std::io::BufWriter::new(f)),

@@ -177,12 +177,33 @@ fn serve(args: &Args) -> Result<(), String> {
     let (cfg, stages, sealer) = load(args)?;
     let intake_cfg = cfg.intake.clone().expect("checked by load");
     let rq = cfg.requeue.clone().expect("checked by load");
+    for (key, dir) in [
+        ("queuefile_directory", &intake_cfg.queuefile_directory),
+        ("incoming_spool_directory", &intake_cfg.incoming_spool_directory),
+    ] {
+        if let Some(dir) = dir {
+            let why = match std::fs::metadata(dir) {
+                Ok(m) if m.is_dir() => continue,
+                Ok(_) => "not a directory".to_string(),
+                Err(e) => e.to_string(),
+            };
+            let origin = if args.queuefile_dir.is_some() && key == "queuefile_directory" {
+                "--queuefile-dir".to_string()
+            } else {
+                cfg.origin(&["intake", key])
+            };
+            return Err(format!("cannot take messages from {} ({origin}): {why}", dir.display()));
+        }
+    }
     let _lock = lock_work_dir(&intake_cfg.work_directory).map_err(|e| e.to_string())?;
     let dirs = WorkDirs::new(&intake_cfg.work_directory);
     dirs.create().map_err(|e| format!("{}: {e}", intake_cfg.work_directory.display()))?;
     let env = open_env(&dirs.state).map_err(|e| format!("{}: {e}", dirs.state.display()))?;
     let db = StateDb::new(&env).map_err(|e| e.to_string())?;
-    let exim = EximCommand::new(rq.exim_command.clone());
+    let exim = EximCommand::new(rq.exim_command.clone()).configured_at(cfg.origin(&["requeue", "exim_command"]));
+    if rq.kick || rq.split_spool_directory.is_none() {
+        exim.check_runnable().map_err(|e| e.to_string())?;
+    }
     let split = match rq.split_spool_directory {
         Some(s) => s,
         None => exim.split_spool_directory().map_err(|e| e.to_string())?,

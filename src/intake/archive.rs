@@ -12,8 +12,16 @@ use crate::spool::{MessageId, SpoolPair};
 pub struct Found {
     /// Pairs whose `-H` name is a valid id, sorted by path.
     pub pairs: Vec<SpoolPair>,
-    /// `-H` files without their `-D` (Exim skips these), and `-D` files without their `-H`.
+    /// `-H` files without their `-D` (Exim skips these), `-D` files without their `-H`, and files
+    /// named on the command line that are not spool files at all.
     pub incomplete: Vec<(PathBuf, &'static str)>,
+    /// Directories named on the command line under which no spool file was found.
+    pub empty_roots: Vec<PathBuf>,
+}
+
+/// An I/O error that names the path it happened on.
+fn at(path: &Path) -> impl Fn(io::Error) -> io::Error + '_ {
+    move |e| io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
 /// A deterministic split of the id space, so several machines can share an archive.
@@ -50,23 +58,28 @@ pub fn walk(roots: &[PathBuf], shard: Option<Shard>) -> io::Result<Found> {
     let mut found = Found::default();
     let mut stack: Vec<PathBuf> = Vec::new();
     for root in roots {
-        let meta = std::fs::metadata(root)?;
+        let meta = std::fs::metadata(root).map_err(at(root))?;
+        let before = found.pairs.len() + found.incomplete.len();
         if meta.is_dir() {
             stack.push(root.clone());
-        } else {
-            consider(root, &mut found);
+        } else if !consider(root, &mut found) {
+            found.incomplete.push((root.clone(), "not an Exim spool file: its name is not <id>-H or <id>-D"));
         }
         while let Some(dir) = stack.pop() {
-            let mut entries: Vec<_> = std::fs::read_dir(&dir)?.collect::<Result<_, _>>()?;
+            let mut entries: Vec<_> =
+                std::fs::read_dir(&dir).and_then(|rd| rd.collect::<Result<_, _>>()).map_err(at(&dir))?;
             entries.sort_by_key(|e| e.file_name());
             for e in entries {
-                let ft = e.file_type()?;
+                let ft = e.file_type().map_err(at(&e.path()))?;
                 if ft.is_dir() {
                     stack.push(e.path());
                 } else if ft.is_file() {
                     consider(&e.path(), &mut found);
                 }
             }
+        }
+        if meta.is_dir() && found.pairs.len() + found.incomplete.len() == before {
+            found.empty_roots.push(root.clone());
         }
     }
     if let Some(s) = shard {
@@ -77,7 +90,8 @@ pub fn walk(roots: &[PathBuf], shard: Option<Shard>) -> io::Result<Found> {
     Ok(found)
 }
 
-fn consider(path: &Path, found: &mut Found) {
+/// Take `path` if it is named as a spool file; whether it is.
+fn consider(path: &Path, found: &mut Found) -> bool {
     let name = path.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default();
     if let Some(id) = MessageId::from_file_name(name, b'H') {
         let pair = SpoolPair::new(path.parent().unwrap_or(Path::new(".")), id);
@@ -91,7 +105,10 @@ fn consider(path: &Path, found: &mut Found) {
         if !pair.header_path().is_file() {
             found.incomplete.push((path.to_path_buf(), "-D without its -H"));
         }
+    } else {
+        return false;
     }
+    true
 }
 
 #[cfg(test)]

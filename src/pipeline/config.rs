@@ -279,6 +279,16 @@ impl PipelineConfig {
         ConfigError::new(&self.source, key_line(&self.text, path), reason)
     }
 
+    /// Where the key at `path` is set, for a message about its value: `exim_command in
+    /// /etc/spoolsift/default.toml:12`, or `exim_command (not set in FILE: the default)`.
+    pub fn origin(&self, path: &[&str]) -> String {
+        let key = path.last().copied().unwrap_or_default();
+        match key_line(&self.text, path) {
+            Some(line) if lookup_path_exists(&self.text, path) => format!("{key} in {}:{line}", self.source.display()),
+            _ => format!("{key} not set in {}: the default", self.source.display()),
+        }
+    }
+
     /// An error a stage's constructor found in its settings, pointing at the key it names (the
     /// first key of that stage's table written in `reason` as a word), or else at the table.
     pub fn stage_error(&self, name: &str, reason: &str) -> ConfigError {
@@ -340,6 +350,11 @@ fn lookup<'a, 'i>(mut table: &'a DeTable<'i>, path: &[&str]) -> Option<&'a Spann
         }
     }
     table.iter().find(|(k, _)| k.get_ref() == last).map(|(_, v)| v)
+}
+
+/// Whether the key at `path` is written in the document (not only its tables).
+fn lookup_path_exists(text: &str, path: &[&str]) -> bool {
+    DeTable::parse(text).is_ok_and(|doc| lookup(doc.get_ref(), path).is_some())
 }
 
 /// The line of the key at `path` as written (a `key =` line or a `[table]` header); failing

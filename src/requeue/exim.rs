@@ -14,28 +14,70 @@ use crate::spool::MessageId;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EximCommand {
     pub argv: Vec<OsString>,
+    /// Where the command was configured (`exim_command in FILE:LINE`), for error messages.
+    pub origin: Option<String>,
 }
 
 impl EximCommand {
     pub fn new<I: IntoIterator<Item = S>, S: Into<OsString>>(argv: I) -> EximCommand {
-        EximCommand { argv: argv.into_iter().map(Into::into).collect() }
+        EximCommand { argv: argv.into_iter().map(Into::into).collect(), origin: None }
+    }
+
+    /// The same command, saying where it was configured in its errors.
+    pub fn configured_at(mut self, origin: String) -> EximCommand {
+        self.origin = Some(origin);
+        self
+    }
+
+    /// An error about running this command, naming the program and where it was configured.
+    fn error(&self, what: &str, e: impl std::fmt::Display) -> io::Error {
+        let prog = self.argv.first().map_or("(empty)".into(), |p| p.to_string_lossy());
+        let origin = self.origin.as_ref().map_or(String::new(), |o| format!(" ({o})"));
+        io::Error::other(format!("{what} Exim at {prog}{origin}: {e}"))
     }
 
     fn command(&self) -> io::Result<Command> {
-        let (prog, args) = self.argv.split_first().ok_or_else(|| io::Error::other("empty Exim command"))?;
+        let (prog, args) = self.argv.split_first().ok_or_else(|| self.error("cannot run", "empty command"))?;
         let mut c = Command::new(prog);
         c.args(args);
         Ok(c)
     }
 
+    /// Whether the program can be started: a path names an executable file, a bare name is found
+    /// on `PATH`. Checked at start, so that a wrong path is said at once, not at the first kick.
+    pub fn check_runnable(&self) -> io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let prog = std::path::Path::new(self.argv.first().ok_or_else(|| self.error("cannot run", "empty command"))?);
+        let candidates: Vec<std::path::PathBuf> = if prog.components().count() > 1 {
+            vec![prog.to_path_buf()]
+        } else {
+            std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).map(|d| d.join(prog)).collect()
+        };
+        let mut last = io::Error::from(io::ErrorKind::NotFound);
+        for c in candidates {
+            match std::fs::metadata(&c) {
+                Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => return Ok(()),
+                Ok(_) => last = io::Error::from(io::ErrorKind::PermissionDenied),
+                Err(e) => last = e,
+            }
+        }
+        Err(self.error("cannot run", last))
+    }
+
     /// The value of one main option (`exim -bP <name>` prints `name = value`).
     pub fn option(&self, name: &str) -> io::Result<String> {
-        let out = self.command()?.arg("-bP").arg(name).stdin(Stdio::null()).output()?;
+        let out = self
+            .command()?
+            .arg("-bP")
+            .arg(name)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| self.error("cannot run", e))?;
         if !out.status.success() {
-            return Err(io::Error::other(format!(
-                "exim -bP {name} failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
+            return Err(self.error(
+                &format!("`-bP {name}` failed with {}:", out.status),
+                String::from_utf8_lossy(&out.stderr).trim(),
+            ));
         }
         let text = String::from_utf8_lossy(&out.stdout);
         let line = text.lines().next().unwrap_or_default();
@@ -78,6 +120,7 @@ impl Kicker {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
+            .map_err(|e| self.exim.error("cannot run", e))
     }
 
     /// Run the deliveries and wait for them. Exim delivers each id in a child, one after another.
@@ -86,7 +129,7 @@ impl Kicker {
         for chunk in ids.chunks(self.batch.max(1)) {
             let status = self.spawn(chunk)?.wait()?;
             if !status.success() {
-                return Err(io::Error::other(format!("{:?} {} exited with {status}", self.exim.argv, self.flag)));
+                return Err(self.exim.error(&format!("`{}` of {} messages:", self.flag, chunk.len()), status));
             }
         }
         Ok(())
