@@ -131,7 +131,7 @@ fn check_config_reads_the_seal_key() {
     assert_eq!(
         String::from_utf8(o.stderr).unwrap(),
         format!(
-            "invalid: {}:5: [stages.arc.seal]: key_file {}: No such file or directory (os error 2)\n",
+            "invalid: {}:8: [stages.arc.seal]: cannot read key_file {}: No such file or directory (os error 2)\n",
             p.display(),
             w.path().join("absent.pem").display()
         )
