@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Coverage-guided fuzzing of the -H reader (fuzz/fuzz_targets/spool_header.rs) for a bounded time.
+# Coverage-guided fuzzing of one target of fuzz/fuzz_targets/ for a bounded time.
 #
-#   scripts/fuzz.sh [SECONDS]        default 60; exits non-zero on any crash, leak or timeout
+#   scripts/fuzz.sh [SECONDS] [TARGET]   default 60 s of spool_header (the -H reader); exits
+#                                        non-zero on any crash, leak or timeout
+#
+# TARGET content_structure checks the content scanner's MIME structure census against
+# mail-parser's parse; it is seeded with whole messages (the spool fixtures' bodies with a header).
 #
 # Works on stable Rust: libFuzzer comes from the libfuzzer-sys crate (crates.io, built with the
 # machine's C++ compiler), and the coverage instrumentation is the set of stable codegen flags that
@@ -15,6 +19,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds="${1:-60}"
+name="${2:-spool_header}"
+case "$name" in
+spool_header | content_structure | content_decoding) ;;
+*)
+    echo "usage: $0 [SECONDS] [spool_header|content_structure|content_decoding]" >&2
+    exit 2
+    ;;
+esac
 case "$seconds" in
 '' | *[!0-9]*)
     echo "usage: $0 [SECONDS]" >&2
@@ -32,26 +44,36 @@ export RUSTFLAGS="-Cpasses=sancov-module \
  -Cllvm-args=-simplifycfg-branch-fold-threshold=0 \
  --cfg fuzzing -Cdebug-assertions -Coverflow-checks -Ccodegen-units=1"
 # Built for an explicit --target so that RUSTFLAGS do not reach build scripts and proc macros.
-cargo build --manifest-path fuzz/Cargo.toml --release --target "$target" --bin spool_header
-bin="fuzz/target/$target/release/spool_header"
+cargo build --manifest-path fuzz/Cargo.toml --release --target "$target" --bin "$name"
+bin="fuzz/target/$target/release/$name"
 
-corpus=fuzz/corpus/spool_header
-artifacts=fuzz/artifacts/spool_header
+corpus="fuzz/corpus/$name"
+artifacts="fuzz/artifacts/$name"
 mkdir -p "$corpus" "$artifacts"
 seeds="$(mktemp -d)"
 trap 'rm -rf "$seeds"' EXIT
 n=0
-while IFS= read -r -d '' f; do
-    cp "$f" "$seeds/seed-$n"
-    n=$((n + 1))
-done < <(find tests/data spool-fixtures tests/malformed -type f \
-    ! -name expected.txt ! -name '*.md' ! -name '*-D' -print0 2>/dev/null)
-echo "fuzz: $n seed files, $(find "$corpus" -type f | wc -l) in the working corpus, ${seconds}s"
+if [ "$name" = spool_header ]; then
+    while IFS= read -r -d '' f; do
+        cp "$f" "$seeds/seed-$n"
+        n=$((n + 1))
+    done < <(find tests/data spool-fixtures tests/malformed -type f \
+        ! -name expected.txt ! -name '*.md' ! -name '*-D' -print0 2>/dev/null)
+    dict=(-dict=fuzz/spool_header.dict)
+else
+    # Whole messages: each fixture's body (its -D without the id line) under a MIME header.
+    while IFS= read -r -d '' f; do
+        { printf 'Content-Type: multipart/mixed; boundary="b1"\n\n'; tail -n +2 "$f"; } >"$seeds/seed-$n"
+        n=$((n + 1))
+    done < <(find spool-fixtures -type f -name '*-D' -print0)
+    dict=()
+fi
+echo "fuzz: $name, $n seed files, $(find "$corpus" -type f | wc -l) in the working corpus, ${seconds}s"
 
 # New inputs go to the first directory (the working corpus); the seeds are only read.
 status=0
 "$bin" "$corpus" "$seeds" \
-    -dict=fuzz/spool_header.dict \
+    "${dict[@]}" \
     -max_len=8192 \
     -timeout=10 \
     -rss_limit_mb=2048 \
@@ -64,4 +86,4 @@ if [ "$status" -ne 0 ]; then
     echo "reproduce with: $bin <input>" >&2
     exit "$status"
 fi
-echo "fuzz: no crash in ${seconds}s"
+echo "fuzz: $name: no crash in ${seconds}s"

@@ -11,7 +11,8 @@ bash scripts/build-exim.sh trixie
 
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
-bash scripts/fuzz.sh "${SPOOLSIFT_FUZZ_SECONDS:-60}"
+bash scripts/fuzz.sh "${SPOOLSIFT_FUZZ_SECONDS:-60}" spool_header
+bash scripts/fuzz.sh "${SPOOLSIFT_FUZZ_SECONDS:-60}" content_structure
 # Last, so that its summary closes the output. Benches print tables and are run by
 # scripts/bench.sh, not here.
 cargo test

@@ -593,7 +593,22 @@ fn multipart_nesting_is_bounded_and_the_raw_search_covers_the_rest() {
     }
     let fields = base_fields(&["Content-Type: multipart/mixed; boundary=\"top\""]);
     let body = [b"--top\n".as_slice(), &body, b"--top--\n"].concat();
+    // By default the structure census stops it before any parse (tests/content_structure.rs).
     let r = scan(&fields, &body);
+    assert_eq!(r.verdict, infected());
+    assert_eq!(
+        r.details,
+        details(&[
+            ("part", "raw"),
+            ("virus", "Eicar-Test-Signature"),
+            ("part", "message"),
+            ("rule", "structure:depth"),
+            ("limit", "64")
+        ])
+    );
+    // With that limit raised, the walk's own bound holds.
+    let deep = ContentScanner::new(ContentConfig { max_depth: 100, ..ContentConfig::default() }).unwrap();
+    let r = scan_with(&deep, &fields, &body);
     assert_eq!(r.verdict, infected());
     let section = ["1"; 64].join(".");
     assert_eq!(

@@ -29,6 +29,7 @@ mod decode;
 pub mod eicar;
 mod own;
 mod rules;
+pub mod structure;
 
 use std::borrow::Cow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -44,6 +45,7 @@ use self::decode::{declared_encoding, encoding_named, part_bytes, transfer_decod
 use self::eicar::Eicar;
 use self::own::Bail;
 use self::rules::NameRules;
+use self::structure::{Breach, StructureLimits};
 use super::{Stage, StageError, StageResult, Verdict};
 use crate::spool::MessageView;
 
@@ -77,6 +79,15 @@ pub struct ContentConfig {
     /// How many message/rfc822 levels to descend into. Deeper parts are still searched for the
     /// test string undecoded, and the result notes the limit. At most 64.
     pub max_nesting: usize,
+    /// Most MIME parts in a message, at every level (containers and nested messages count). A
+    /// message with more is blocked (`structure:parts`) without being parsed: the parser's memory
+    /// grows with the number of parts, and 47 MB of empty parts is 9.5 million of them.
+    pub max_parts: usize,
+    /// Most multipart and message levels one inside the other (`structure:depth`).
+    pub max_depth: usize,
+    /// Most header fields in any one part, the message's own header included
+    /// (`structure:header-fields`).
+    pub max_header_fields: usize,
 }
 
 impl Default for ContentConfig {
@@ -110,6 +121,9 @@ impl Default for ContentConfig {
             max_message_size: 50 * 1024 * 1024,
             max_part_size: 0,
             max_nesting: 10,
+            max_parts: 10_000,
+            max_depth: 64,
+            max_header_fields: 1_000,
         }
     }
 }
@@ -413,6 +427,17 @@ impl Stage for ContentScanner {
             return Ok(Scan { findings: vec![f], ..Scan::default() }.into_result());
         }
         let io_err = |e: std::io::Error| StageError::Temporary(format!("reading the message: {e}"));
+        let limits = self.structure_limits();
+        let fields = view.header.headers.live().count();
+        if fields > limits.max_header_fields {
+            // Not even the header is handed to the parser; the body is still searched as it is.
+            let mut scan = Scan::default();
+            scan.add(Finding::breach(Breach::HeaderFields { limit: limits.max_header_fields }, fields));
+            if self.config.eicar && self.eicar.scan_body(view.body, |_| {}).map_err(io_err)? {
+                scan.add(Finding::virus("raw", None));
+            }
+            return Ok(scan.into_result());
+        }
         let mut head = view.header.headers.live_bytes();
         head.push(b'\n');
         let single = catch_unwind(AssertUnwindSafe(|| {
@@ -426,7 +451,25 @@ impl Stage for ContentScanner {
             return Ok(scan.into_result());
         }
         let data = view.to_vec().map_err(io_err)?;
+        if let Err(breach) = structure::census(&data, &limits) {
+            let mut scan = Scan::default();
+            scan.add(Finding::breach(breach, 0));
+            if self.config.eicar && self.eicar.in_part(data.get(head.len()..).unwrap_or_default()) {
+                scan.add(Finding::virus("raw", None));
+            }
+            return Ok(scan.into_result());
+        }
         Ok(self.scan_bytes(&data, head.len(), false).into_result())
+    }
+}
+
+impl ContentScanner {
+    fn structure_limits(&self) -> StructureLimits {
+        StructureLimits {
+            max_parts: self.config.max_parts,
+            max_depth: self.config.max_depth,
+            max_header_fields: self.config.max_header_fields,
+        }
     }
 }
 
@@ -496,6 +539,17 @@ impl Finding {
             verdict: Verdict::Blocked { rule: rule.into() },
             extra: Vec::new(),
         }
+    }
+
+    /// A structure limit crossed; `found` is the count when it is known (0 otherwise: the census
+    /// stops at the first part over the limit).
+    fn breach(breach: Breach, found: usize) -> Finding {
+        let mut f = Finding::blocked("message", None, breach.rule());
+        if found > 0 {
+            f.extra.push(("found".into(), found.to_string()));
+        }
+        f.extra.push(("limit".into(), breach.limit().to_string()));
+        f
     }
 
     fn sized(mut self, size: u64, limit: u64) -> Finding {

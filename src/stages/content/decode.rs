@@ -48,7 +48,7 @@ pub fn encoding_named(cte: Option<&str>) -> Encoding {
 
 /// Decoding that never fails: base64 skips what is not in its alphabet, quoted-printable keeps
 /// what is not a valid escape. Malware senders rely on decoders that give up.
-fn lenient_decode(raw: &[u8], enc: Encoding) -> Vec<u8> {
+pub(super) fn lenient_decode(raw: &[u8], enc: Encoding) -> Vec<u8> {
     match enc {
         Encoding::Base64 => {
             let mut out = Vec::with_capacity(raw.len() / 4 * 3);
