@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use spoolsift::intake::queuefile::QueuefileDir;
+use spoolsift::pipeline::config::IntakeConfig;
 use spoolsift::pipeline::engine::{Engine, WorkDirs};
 use spoolsift::pipeline::{Next, PipelineConfig};
 use spoolsift::requeue::{Marker, TargetSpool};
@@ -284,6 +285,44 @@ fn once_per_recipient_copies_deliver_each_recipient_once() {
     assert_eq!(q.len(), 1, "exactly one re-queued copy");
     assert_eq!(q[0].pending_recipients().count(), 2, "bob and carol, once");
     assert!(list(&w.qf).is_empty());
+}
+
+#[test]
+fn a_header_file_over_the_limit_is_moved_aside_unread() {
+    let mut w = World::new();
+    let big = w.drop_copy(None, &[], "big\n");
+    let size = std::fs::metadata(w.qf.join(format!("{big}-H"))).unwrap().len();
+    let lines = w.with_engine(|e| {
+        e.pipeline.intake = Some(IntakeConfig {
+            queuefile_directory: Some(w.qf.clone()),
+            incoming_spool_directory: None,
+            work_directory: w.root.path().join("work"),
+            orphan_age_secs: 900,
+            rescan_interval_ms: 1000,
+            max_header_file_bytes: size - 1,
+        });
+        run_until_idle(e)
+    });
+    assert!(lines.len() == 1 && lines[0].contains("action=rejected"), "{lines:?}");
+    assert!(w.queued().is_empty());
+    let rejected = w.root.path().join("work/rejected");
+    let entry = list(&rejected).pop().unwrap();
+    let reason = std::fs::read_to_string(rejected.join(&entry).join("reason")).unwrap();
+    assert!(reason.ends_with(&format!("{big}-H (byte 0): file is larger than {} bytes\n", size - 1)), "{reason}");
+    // At the limit it is taken.
+    let ok = w.drop_copy(None, &[], "fits\n");
+    w.with_engine(|e| {
+        e.pipeline.intake = Some(IntakeConfig {
+            queuefile_directory: Some(w.qf.clone()),
+            incoming_spool_directory: None,
+            work_directory: w.root.path().join("work"),
+            orphan_age_secs: 900,
+            rescan_interval_ms: 1000,
+            max_header_file_bytes: size,
+        });
+        run_until_idle(e)
+    });
+    assert_eq!(w.queued().iter().map(|h| h.id.clone()).collect::<Vec<_>>(), [ok]);
 }
 
 #[test]

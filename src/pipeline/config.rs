@@ -68,6 +68,9 @@ pub struct IntakeConfig {
     /// Full rescans of the directory, the safety net under inotify (events can be lost).
     #[serde(default = "default_rescan_ms")]
     pub rescan_interval_ms: u64,
+    /// A `-H` larger than this is moved aside unread (the pair goes to `rejected/`).
+    #[serde(default = "default_max_header_file")]
+    pub max_header_file_bytes: u64,
 }
 
 /// `[requeue]`: the Exim spool messages go back into.
@@ -176,6 +179,9 @@ fn default_orphan_age() -> u64 {
 }
 fn default_rescan_ms() -> u64 {
     1000
+}
+fn default_max_header_file() -> u64 {
+    crate::spool::header_file::MAX_HEADER_FILE
 }
 fn default_marker() -> String {
     "acl_m_scanned".into()

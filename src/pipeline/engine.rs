@@ -3,6 +3,7 @@
 //! ([`super::commit`], which also lists the durability steps). [`super::executor`] overlaps the
 //! three; [`super::recovery`] finishes what a crash interrupted.
 
+use crate::spool::header_file::MAX_HEADER_FILE;
 use std::collections::{BTreeSet, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -283,7 +284,8 @@ impl<'e> Engine<'e> {
         let (hp, dp) = self.dirs.files(&rec.key);
         let id = MessageId::parse(rec.original_id.as_bytes())
             .map_err(|e| SpoolError::whole_file(crate::spool::Reason::BadFileName(e.to_string())).in_file(&hp))?;
-        let bytes = crate::spool::header_file::read_bytes(&hp, None)?;
+        let limit = self.pipeline.intake.as_ref().map_or(MAX_HEADER_FILE, |i| i.max_header_file_bytes);
+        let bytes = crate::spool::header_file::read_bytes(&hp, Some(limit))?;
         let header = SpoolHeader::parse(&bytes, Some(&id)).map_err(|e| e.in_file(&hp))?;
         let data = DataFile::open(&dp, &id)?;
         let now = self.clock.now_secs();

@@ -19,8 +19,10 @@ use super::tree::{parse_node, NonRecipients};
 pub const MAX_LINE: usize = 4 * 16384;
 /// Exim rejects more recipients than this in one file.
 pub const MAX_RECIPIENTS: usize = 16384;
-/// We refuse to load a `-H` file larger than this (16384 recipients of maximal length would fit).
-pub const MAX_HEADER_FILE: u64 = 256 * 1024 * 1024;
+/// The default limit on a `-H` file's size; larger ones are refused unread (the daemon's is
+/// `[intake] max_header_file_bytes`). Exim's own limits make a real one far smaller: its header
+/// section is at most `header_maxsize` (1 MB by default) and recipients are short lines.
+pub const MAX_HEADER_FILE: u64 = 64 * 1024 * 1024;
 
 /// Exclusive lower and upper bounds for the keys of a subtree still to be read.
 type KeyBounds = (Option<Vec<u8>>, Option<Vec<u8>>);
@@ -373,6 +375,21 @@ impl SpoolHeader {
             }
             if text.is_empty() || text[0] == b' ' || text[0] == b'\t' || text[0] == b'\n' {
                 return Err(bad("header text starts with whitespace (wrong length before it?)"));
+            }
+            // Exim folds what it writes: a line break inside a header is followed by white space.
+            // One that is not would be re-queued, and delivered, as two header fields.
+            if let Some(p) = text[..text.len() - 1]
+                .iter()
+                .enumerate()
+                .position(|(i, &b)| b == b'\n' && !matches!(text[i + 1], b' ' | b'\t'))
+            {
+                return Err(SpoolError::new(
+                    line_no + text[..p].iter().filter(|&&b| b == b'\n').count(),
+                    (start + p) as u64,
+                    Reason::BadHeader(
+                        "line break inside a header not followed by white space (Exim folds every line it writes)",
+                    ),
+                ));
             }
             headers.push(HeaderLine::from_spool(HeaderFlag::from_byte(flag), text.to_vec()));
             line_no += text.iter().filter(|&&b| b == b'\n').count() - 1;
