@@ -1,7 +1,8 @@
 //! `spoolsift watch`: the daemon. Watches the queuefile directory (inotify, plus a periodic full
 //! rescan because events can be lost), and runs the engine on what arrives.
 //!
-//! SIGTERM/SIGINT: finish the batches in hand, commit them, exit. SIGHUP: reload the pipeline (stages,
+//! SIGTERM/SIGINT: finish the batches in hand, commit them, exit (at most 5 s later, finished or
+//! not: the journal keeps the rest for the next start). SIGHUP: reload the pipeline (stages,
 //! policy, headers); a definition that does not load is reported and the old one kept.
 
 use std::path::{Path, PathBuf};
@@ -149,7 +150,7 @@ fn update_gauges(engine: &Engine<'_>, metrics: &Metrics) {
     if let Ok(pairs) = engine.intake.list() {
         depth += pairs.len() as u64;
         for p in &pairs {
-            if let Ok(mtime) = std::fs::metadata(p.header_path()).and_then(|m| m.modified()) {
+            if let Ok(mtime) = std::fs::symlink_metadata(p.header_path()).and_then(|m| m.modified()) {
                 oldest = oldest.max(now.duration_since(mtime).map_or(0, |d| d.as_secs()));
             }
         }
@@ -162,6 +163,33 @@ fn update_gauges(engine: &Engine<'_>, metrics: &Metrics) {
         }
     }
     metrics.set_queue(depth, oldest);
+}
+
+/// How long a stop may wait for the batches in hand before the daemon exits anyway.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// A stop must not wait on a scan that does not end (a service that stopped answering within its
+/// timeouts, say): after [`STOP_GRACE`] the process exits. Nothing is lost by it: what was
+/// claimed and not committed is in the journal, and the next start takes it again, exactly as
+/// after a crash.
+fn stop_within_grace() -> Result<(), String> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+        .map_err(|e| e.to_string())?;
+    std::thread::Builder::new()
+        .name("stop-grace".into())
+        .spawn(move || {
+            if signals.forever().next().is_some() {
+                std::thread::sleep(STOP_GRACE);
+                crate::errln!(
+                    "spoolsift: stopping: the messages in hand were not finished {} s after the signal; \
+                     exiting now, their claims stay in the journal for the next start",
+                    STOP_GRACE.as_secs()
+                );
+                std::process::exit(exit::OK);
+            }
+        })
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 pub fn run(args: &Args) -> i32 {
@@ -281,6 +309,7 @@ fn serve(args: &Args) -> Result<(), String> {
         signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(|e| e.to_string())?;
     }
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload)).map_err(|e| e.to_string())?;
+    stop_within_grace()?;
     let (tx, rx) = crossbeam_channel::bounded::<()>(1);
     let mut watcher = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
         // A full channel already holds a wake-up; nothing is lost by dropping this one.

@@ -10,6 +10,7 @@
 //! lock (checked with `F_OFD_GETLK`, which takes none), the `-D` starts with its id line, and the
 //! `-D` did not change size or mtime while it was copied (a queuefile copy still growing).
 
+use crate::spool::open::open_regular;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -92,19 +93,26 @@ pub fn snapshot(source: &Path, out: &Path, now: u64) -> io::Result<Snapshot> {
 fn copy_pair(pair: &SpoolPair, queue: &Path, now: u64) -> io::Result<Result<Captured, String>> {
     let id = &pair.id;
     let gone = || Ok(Err("taken away while being copied".to_string()));
-    match DataLock::peek(&pair.data_path(), id.first_line_len() as u64)? {
-        LockProbe::Locked => return Ok(Err("-D locked (Exim is receiving or delivering it)".into())),
-        LockProbe::Absent => return gone(),
-        LockProbe::Unlocked => {}
+    let not_regular = |e: &io::Error| crate::spool::open::is_not_regular(e).then(|| Ok(Err(e.to_string())));
+    match DataLock::peek(&pair.data_path(), id.first_line_len() as u64) {
+        Ok(LockProbe::Locked) => return Ok(Err("-D locked (Exim is receiving or delivering it)".into())),
+        Ok(LockProbe::Absent) => return gone(),
+        Ok(LockProbe::Unlocked) => {}
+        Err(e) => return not_regular(&e).unwrap_or(Err(e)),
     }
-    let mut data = match std::fs::File::open(pair.data_path()) {
+    let mut data = match open_regular(&pair.data_path(), false) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return gone(),
-        other => other?,
+        Err(e) => return not_regular(&e).unwrap_or(Err(e)),
+        Ok(f) => f,
     };
     let before = data.metadata()?;
-    let header = match std::fs::read(pair.header_path()) {
+    let header = match open_regular(&pair.header_path(), false).and_then(|mut f| {
+        let mut b = Vec::new();
+        io::Read::read_to_end(&mut f, &mut b).map(|_| b)
+    }) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return gone(),
-        other => other?,
+        Err(e) => return not_regular(&e).unwrap_or(Err(e)),
+        Ok(b) => b,
     };
     let data_tmp = queue.join(format!(".{id}-D.tmp"));
     let (data_size, data_sha256, first_line) = copy_hashing(&mut data, &data_tmp)?;

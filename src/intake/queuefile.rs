@@ -154,26 +154,41 @@ impl QueuefileDir {
     /// Check the completeness rule for one pair and, when it holds, lock its `-D`. The returned
     /// lock must be held until the pair has been moved away. For an Exim spool the lock is Exim's
     /// own: while we hold it, no Exim process delivers the message.
-    pub fn check(&self, pair: &SpoolPair) -> io::Result<Result<(Ready, DataLock), NotYet>> {
+    ///
+    /// A pair either of whose names is not a regular file (a link, FIFO, directory...: nothing
+    /// Exim writes) is taken at once and without a lock, opened by nobody, so that the engine's
+    /// reader refuses it and it is moved aside with the reason; it must neither stop the daemon
+    /// nor stay in the directory to be looked at again.
+    pub fn check(&self, pair: &SpoolPair) -> io::Result<Result<(Ready, Option<DataLock>), NotYet>> {
         let pair = pair.clone();
         let id = &pair.id;
         let lock_len = id.first_line_len() as u64;
-        if !pair.header_path().exists() {
-            return Ok(Err(NotYet::Incomplete));
+        let odd = |pair: SpoolPair| Ok(Ok((Ready { pair, size: 0 }, None)));
+        match std::fs::symlink_metadata(pair.header_path()) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Err(NotYet::Incomplete)),
+            Err(e) => return Err(e),
+            Ok(m) if !m.file_type().is_file() => {
+                return match std::fs::symlink_metadata(pair.data_path()) {
+                    Ok(_) => odd(pair),
+                    Err(_) => Ok(Err(NotYet::Incomplete)),
+                }
+            }
+            Ok(_) => {}
         }
         let lock = match DataLock::try_acquire(&pair.data_path(), lock_len) {
             Ok(Some(l)) => l,
             Ok(None) => return Ok(Err(NotYet::Locked)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Err(NotYet::Incomplete)),
+            Err(e) if crate::spool::open::is_not_regular(&e) => return odd(pair),
             Err(e) => return Err(e),
         };
         let meta = lock.file().metadata()?;
         if matches!(self.kind, IntakeKind::EximSpool { .. }) {
             // Exim renames -H into place last and holds the -D lock while receiving.
-            return Ok(Ok((Ready { pair, size: meta.len() }, lock)));
+            return Ok(Ok((Ready { pair, size: meta.len() }, Some(lock))));
         }
         let Some(input) = &self.spool_input else {
-            return Ok(self.settled(pair, &meta).map(|r| (r, lock)));
+            return Ok(self.settled(pair, &meta).map(|r| (r, Some(lock))));
         };
         let spool_dev = self.spool_dev.lock().unwrap_or_else(|p| p.into_inner()).unwrap_or_else(|| device_of(input));
         if spool_dev == Some(meta.dev()) {
@@ -185,7 +200,7 @@ impl QueuefileDir {
             // `exim -Meb` does, is a new inode that this copy is not of; the re-queue's own look
             // at the spool, `requeue::decide`, still sees it and its lock.) Nothing here can grow.
             self.sizes.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
-            return Ok(Ok((Ready { pair, size: meta.len() }, lock)));
+            return Ok(Ok((Ready { pair, size: meta.len() }, Some(lock))));
         }
         // Copy mode: the original is another inode, whose lock says whether the attempt is over.
         for original in candidate_paths(input, id, 'D') {
@@ -193,7 +208,7 @@ impl QueuefileDir {
                 return Ok(Err(NotYet::Locked));
             }
         }
-        Ok(self.settled(pair, &meta).map(|r| (r, lock)))
+        Ok(self.settled(pair, &meta).map(|r| (r, Some(lock))))
     }
 
     /// Copy mode: nothing on the file says the copy is finished, so wait for one look at which the
@@ -216,14 +231,20 @@ impl QueuefileDir {
             let e = e?;
             let Some(id) = MessageId::from_file_name(e.file_name().as_encoded_bytes(), b'D') else { continue };
             let pair = SpoolPair::new(&self.dir, id.clone());
-            if pair.header_path().exists() {
+            if std::fs::symlink_metadata(pair.header_path()).is_ok() {
                 continue;
             }
             let age = e.metadata()?.modified().ok().and_then(|m| now.duration_since(m).ok()).unwrap_or_default();
             if age < self.orphan_age {
                 continue;
             }
-            let Some(_lock) = DataLock::try_acquire(&e.path(), id.first_line_len() as u64)? else { continue };
+            // Not a regular file: no Exim holds it; it goes aside without a lock.
+            let _lock = match DataLock::try_acquire(&e.path(), id.first_line_len() as u64) {
+                Ok(Some(lock)) => Some(lock),
+                Ok(None) => continue,
+                Err(e) if crate::spool::open::is_not_regular(&e) => None,
+                Err(e) => return Err(e),
+            };
             std::fs::create_dir_all(aside)?;
             let to = aside.join(e.file_name());
             std::fs::rename(e.path(), &to)?;

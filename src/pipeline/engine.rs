@@ -221,7 +221,7 @@ impl<'e> Engine<'e> {
         let mut bytes: u64 = out
             .iter()
             .map(|r| self.dirs.files(&r.key).1)
-            .filter_map(|p| std::fs::metadata(p).ok())
+            .filter_map(|p| std::fs::symlink_metadata(p).ok())
             .map(|m| m.len())
             .sum();
         let mut ready = Vec::new();

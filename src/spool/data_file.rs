@@ -3,9 +3,9 @@
 //! Bodies can be large, so nothing here loads one into memory: counts are taken by streaming and
 //! readers use positional reads on the open file.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::error::{Reason, SpoolError};
@@ -76,11 +76,7 @@ pub struct DataFile {
 impl DataFile {
     /// Open read-only, refusing a symlink as Exim does.
     pub fn open(path: &Path, id: &MessageId) -> Result<DataFile, SpoolError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(path)
-            .map_err(|e| SpoolError::io(path, &e))?;
+        let file = super::open::open_regular(path, false).map_err(|e| SpoolError::io(path, &e))?;
         DataFile::from_file(file, path, id)
     }
 

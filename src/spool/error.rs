@@ -54,6 +54,9 @@ pub enum Reason {
     BadBody(&'static str),
     #[error("refusing to write: {0}")]
     Unwritable(&'static str),
+    /// A link, FIFO, directory... under a spool file's name (the message says which).
+    #[error("{0}")]
+    NotRegularFile(String),
     #[error("I/O error: {0}")]
     Io(String),
 }
@@ -81,7 +84,12 @@ impl SpoolError {
     }
 
     pub fn io(path: impl Into<PathBuf>, err: &std::io::Error) -> Self {
-        SpoolError { path: Some(path.into()), line: 0, offset: 0, reason: Reason::Io(err.to_string()) }
+        let reason = if super::open::is_not_regular(err) {
+            Reason::NotRegularFile(err.to_string())
+        } else {
+            Reason::Io(err.to_string())
+        };
+        SpoolError { path: Some(path.into()), line: 0, offset: 0, reason }
     }
 
     /// Attach the file the bytes came from.

@@ -144,7 +144,7 @@ fn option_prefix(text: &[u8]) -> Result<OptionPrefix<'_>, &'static str> {
 /// `-H` in place (it renames a new one over it), and neither do we.
 pub fn read_bytes(path: &Path, limit: Option<u64>) -> Result<Vec<u8>, SpoolError> {
     let io = |e: std::io::Error| SpoolError::io(path, &e);
-    let file = std::fs::File::open(path).map_err(io)?;
+    let file = super::open::open_regular(path, false).map_err(io)?;
     let len = file.metadata().map_err(io)?.len();
     if let Some(limit) = limit.filter(|&l| len > l) {
         return Err(SpoolError::whole_file(Reason::FileTooLarge { limit }).in_file(path));

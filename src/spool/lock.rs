@@ -5,11 +5,12 @@
 //! of the file, so we use open file description (OFD) locks: they conflict with Exim's, and they
 //! live exactly as long as the `File` that holds them.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+
+use super::open::open_regular;
 
 /// Try a non-blocking OFD lock on `[0, len)`. `Ok(false)` means someone else holds a conflicting
 /// lock.
@@ -52,13 +53,12 @@ impl DataLock {
     /// Open `path` and lock `[0, first_line_len)` without waiting. Opens read-write for a write
     /// lock; where that is not permitted, read-only with a read lock, which conflicts with Exim's
     /// write lock just the same. `Ok(None)`: the file is locked by someone else.
+    /// Only a regular file is opened (see [`super::open`]): anything else is an `InvalidInput`
+    /// error.
     pub fn try_acquire(path: &Path, first_line_len: u64) -> io::Result<Option<DataLock>> {
-        let flags = libc::O_NOFOLLOW | libc::O_CLOEXEC;
-        let (file, write) = match OpenOptions::new().read(true).write(true).custom_flags(flags).open(path) {
+        let (file, write) = match open_regular(path, true) {
             Ok(f) => (f, true),
-            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-                (OpenOptions::new().read(true).custom_flags(flags).open(path)?, false)
-            }
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => (open_regular(path, false)?, false),
             Err(e) => return Err(e),
         };
         Ok(try_lock_range(&file, write, first_line_len)?.then_some(DataLock { file }))
@@ -78,7 +78,7 @@ impl DataLock {
     /// (`F_OFD_GETLK`), not even for a moment, so it cannot make an Exim process that tries to
     /// lock the file at that instant skip the message: for copying from a live queue.
     pub fn peek(path: &Path, first_line_len: u64) -> io::Result<LockProbe> {
-        let file = match OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(path) {
+        let file = match open_regular(path, false) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(LockProbe::Absent),
             Err(e) => return Err(e),

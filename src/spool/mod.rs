@@ -11,6 +11,7 @@ pub mod headers;
 pub mod id;
 pub mod lock;
 pub mod message;
+pub mod open;
 pub mod options;
 pub mod paths;
 pub mod recipients;

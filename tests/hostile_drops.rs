@@ -1,0 +1,160 @@
+//! What a hostile local account can put in the queuefile directory, against the running daemon:
+//! links, FIFOs and directories under spool file names are moved aside with what they are (never
+//! followed, never read, never quoted), the daemon goes on with the other messages, and SIGTERM
+//! stops it within seconds even while a scan is stuck on a service that does not answer.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use support::{list, poll, standalone_pipeline, start_daemon, Daemon};
+
+const LIMIT: Duration = Duration::from_secs(60);
+const SECRET: &str = "root:SECRET-HASH-THAT-MUST-NOT-LEAK:19000:0:99999:7:::";
+
+struct World {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    qf: PathBuf,
+    input: PathBuf,
+    log: PathBuf,
+}
+
+impl World {
+    fn new() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let (qf, input) = (root.join("queuefile"), root.join("spool/input"));
+        std::fs::create_dir_all(&qf).unwrap();
+        std::fs::create_dir_all(&input).unwrap();
+        World { _dir: dir, log: root.join("daemon.log"), root, qf, input }
+    }
+
+    fn header_text(id: &str) -> String {
+        let subject = "Subject: hostile drops";
+        format!(
+            "{id}-H\nDebian-exim 102 105\n<drop@example.org>\n1795895471 0\n-received_protocol local\n-body_linecount 1\nXX\n1\nuser@example.org\n\n{:03}  {subject}\n",
+            subject.len() + 1
+        )
+    }
+
+    fn path(&self, id: &str, suffix: char) -> PathBuf {
+        self.qf.join(format!("{id}-{suffix}"))
+    }
+
+    fn regular(&self, id: &str, suffix: char) {
+        let text = match suffix {
+            'H' => World::header_text(id),
+            _ => format!("{id}-D\nbody\n"),
+        };
+        std::fs::write(self.path(id, suffix), text).unwrap();
+    }
+}
+
+fn mkfifo(p: &Path) {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o666) }, 0, "{}", p.display());
+}
+
+#[test]
+fn links_fifos_and_directories_are_moved_aside_and_the_daemon_goes_on() {
+    let w = World::new();
+    let secret = w.root.join("shadow");
+    std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
+    // (id, what the -H is, what the -D is, the kind named in the reason)
+    let cases = [
+        ("1zzzzz-00000000001-0001", "link", "regular", "a symbolic link"),
+        ("1zzzzz-00000000002-0001", "fifo", "regular", "a FIFO"),
+        ("1zzzzz-00000000003-0001", "regular", "fifo", "a FIFO"),
+        ("1zzzzz-00000000004-0001", "regular", "link", "a symbolic link"),
+        ("1zzzzz-00000000005-0001", "regular", "dir", "a directory"),
+        ("1zzzzz-00000000006-0001", "dir", "regular", "a directory"),
+    ];
+    for (id, h, d, _) in cases {
+        for (suffix, what) in [('D', d), ('H', h)] {
+            let p = w.path(id, suffix);
+            match what {
+                "regular" => w.regular(id, suffix),
+                "link" => std::os::unix::fs::symlink(&secret, &p).unwrap(),
+                "fifo" => mkfifo(&p),
+                "dir" => std::fs::create_dir(&p).unwrap(),
+                _ => unreachable!(),
+            }
+        }
+    }
+    let good = "1zzzzz-00000000009-0001";
+    w.regular(good, 'D');
+    w.regular(good, 'H');
+
+    let pipeline = standalone_pipeline(&w.root, "hostile", "");
+    let mut daemon = Daemon(start_daemon(&pipeline, &w.log));
+    poll("the good message re-queued", LIMIT, || w.input.join(format!("{good}-H")).exists().then_some(()));
+    let rejected = w.root.join("work/rejected");
+    poll("every odd pair moved aside", LIMIT, || (list(&rejected).len() == cases.len()).then_some(()));
+    assert_eq!(list(&w.qf), Vec::<String>::new(), "nothing left in the queuefile directory");
+    assert!(daemon.0.try_wait().unwrap().is_none(), "the daemon is still running");
+
+    for entry in list(&rejected) {
+        let (_, id) = entry.split_once('.').unwrap();
+        let (_, h, d, kind) = cases.iter().find(|c| c.0 == id).unwrap();
+        let reason = std::fs::read_to_string(rejected.join(&entry).join("reason")).unwrap();
+        let odd = if *h != "regular" { 'H' } else { 'D' };
+        assert!(
+            reason.trim_end().ends_with(&format!("{entry}-{odd} (byte 0): not a regular file ({kind})")),
+            "{id} ({h}, {d}): {reason}"
+        );
+        // Both names are there, as they were: the link still a link, the FIFO a FIFO.
+        let mut names = list(&rejected.join(&entry));
+        names.sort();
+        assert_eq!(names, [format!("{id}-D"), format!("{id}-H"), "reason".into()]);
+    }
+    // The linked file was never read: its bytes are nowhere.
+    let log = std::fs::read_to_string(&w.log).unwrap();
+    assert!(!log.contains("SECRET"), "{log}");
+    for entry in list(&rejected) {
+        let reason = std::fs::read_to_string(rejected.join(&entry).join("reason")).unwrap();
+        assert!(!reason.contains("SECRET"), "{reason}");
+    }
+
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(daemon.0.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    let status = poll("the daemon to exit", LIMIT, || daemon.0.try_wait().unwrap());
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn sigterm_stops_the_daemon_while_a_scan_is_stuck() {
+    let w = World::new();
+    // A "clamd" that accepts and never answers: the scan waits for its read timeout (10 min).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let _ = held_tx.send(conn);
+        }
+    });
+    let sections = format!(
+        "[stages.clamav]\nservers = [\"tcp:127.0.0.1:{port}\"]\nread_timeout_ms = 600000\nsession_idle_ms = 0\n"
+    );
+    let pipeline = standalone_pipeline(&w.root, "stuck", &sections);
+    let id = "1zzzzz-00000000001-0002";
+    w.regular(id, 'D');
+    w.regular(id, 'H');
+    let mut daemon = Daemon(start_daemon(&pipeline, &w.log));
+    // The scan is under way once the fake clamd has its connection.
+    let _conn = held_rx.recv_timeout(LIMIT).expect("the clamav stage connected");
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(daemon.0.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    // Within a few seconds, not after the 10-minute timeout.
+    let status = poll("the daemon to exit after SIGTERM", Duration::from_secs(30), || daemon.0.try_wait().unwrap());
+    assert!(status.success(), "{status:?}");
+    let log = std::fs::read_to_string(&w.log).unwrap();
+    assert!(log.contains("exiting now, their claims stay in the journal for the next start"), "{log}");
+    // Nothing was lost: the claim is in the work directory, not delivered, not deleted.
+    assert!(!w.input.join(format!("{id}-H")).exists());
+    let work: Vec<String> = list(&w.root.join("work/work"));
+    assert_eq!(work.len(), 2, "{work:?}");
+}
