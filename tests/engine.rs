@@ -300,6 +300,7 @@ fn a_header_file_over_the_limit_is_moved_aside_unread() {
             orphan_age_secs: 900,
             rescan_interval_ms: 1000,
             max_header_file_bytes: size - 1,
+            trusted_uid: None,
         });
         run_until_idle(e)
     });
@@ -319,6 +320,7 @@ fn a_header_file_over_the_limit_is_moved_aside_unread() {
             orphan_age_secs: 900,
             rescan_interval_ms: 1000,
             max_header_file_bytes: size,
+            trusted_uid: None,
         });
         run_until_idle(e)
     });

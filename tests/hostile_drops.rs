@@ -158,3 +158,57 @@ fn sigterm_stops_the_daemon_while_a_scan_is_stuck() {
     let work: Vec<String> = list(&w.root.join("work/work"));
     assert_eq!(work.len(), 2, "{work:?}");
 }
+
+/// The inode of a file.
+fn inode(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).unwrap().ino()
+}
+
+#[test]
+fn a_data_file_others_can_write_is_copied_before_the_scan() {
+    use std::io::Write;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let w = World::new();
+    let pipeline = standalone_pipeline(&w.root, "owners", "");
+    // Exim's own: owned by the spool's owner (here, as the test runs, root), mode 0640.
+    let own = "1zzzzz-00000000001-0003";
+    w.regular(own, 'D');
+    std::fs::set_permissions(w.path(own, 'D'), std::fs::Permissions::from_mode(0o640)).unwrap();
+    let own_inode = inode(&w.path(own, 'D'));
+    w.regular(own, 'H');
+    // A local account's: someone else's, writable by all; the dropper keeps it open.
+    let foreign = "1zzzzz-00000000002-0003";
+    w.regular(foreign, 'D');
+    std::os::unix::fs::chown(w.path(foreign, 'D'), Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(w.path(foreign, 'D'), std::fs::Permissions::from_mode(0o666)).unwrap();
+    let foreign_inode = inode(&w.path(foreign, 'D'));
+    let mut dropper = std::fs::OpenOptions::new().write(true).open(w.path(foreign, 'D')).unwrap();
+    w.regular(foreign, 'H');
+    // One with a third link the dropper keeps elsewhere.
+    let linked = "1zzzzz-00000000003-0003";
+    w.regular(linked, 'D');
+    std::fs::set_permissions(w.path(linked, 'D'), std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::fs::hard_link(w.path(linked, 'D'), w.root.join("kept-1")).unwrap();
+    std::fs::hard_link(w.path(linked, 'D'), w.root.join("kept-2")).unwrap();
+    let linked_inode = inode(&w.path(linked, 'D'));
+    w.regular(linked, 'H');
+
+    let _daemon = Daemon(start_daemon(&pipeline, &w.log));
+    let queued = |id: &str| w.input.join(format!("{id}-D"));
+    for id in [own, foreign, linked] {
+        poll(&format!("{id} re-queued"), LIMIT, || w.input.join(format!("{id}-H")).exists().then_some(()));
+    }
+    let spool_owner = std::fs::metadata(&w.input).unwrap().uid();
+    assert_eq!(inode(&queued(own)), own_inode, "Exim's own -D is queued as it is (linked)");
+    for (id, dropped) in [(foreign, foreign_inode), (linked, linked_inode)] {
+        let m = std::fs::metadata(queued(id)).unwrap();
+        assert_ne!(m.ino(), dropped, "{id}: a copy is queued, not the dropped inode");
+        assert_eq!((m.uid(), m.mode() & 0o7777, m.nlink()), (spool_owner, 0o640, 1), "{id}");
+    }
+    // Rewriting the dropped file after the verdict changes nothing that is queued.
+    let before = std::fs::read(queued(foreign)).unwrap();
+    dropper.write_all(b"rewritten after the scan\n").unwrap();
+    assert_eq!(std::fs::read(queued(foreign)).unwrap(), before);
+    assert_eq!(before, format!("{foreign}-D\nbody\n").into_bytes());
+}

@@ -91,6 +91,7 @@ fn load(args: &Args) -> Result<Loaded, String> {
             orphan_age_secs: 900,
             rescan_interval_ms: 1000,
             max_header_file_bytes: crate::spool::header_file::MAX_HEADER_FILE,
+            trusted_uid: None,
         });
     }
     if let Some(i) = cfg.intake.as_mut() {

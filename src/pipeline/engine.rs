@@ -5,7 +5,8 @@
 
 use crate::spool::header_file::MAX_HEADER_FILE;
 use std::collections::{BTreeSet, HashSet};
-use std::io;
+use std::io::{self, Read, Seek};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -280,6 +281,37 @@ impl<'e> Engine<'e> {
         }
     }
 
+    /// The work `-D` as a file only Exim's user can write, before anything reads it. A dropped
+    /// `-D` that is owned by someone else, has another mode than Exim's 0640, or more links than
+    /// the original and its copy, could be rewritten after the scan, and in link mode that very
+    /// inode would be queued: such a file is copied into a new one with the spool's owner and
+    /// mode, which replaces it in the work directory. The copy is what is scanned and queued.
+    fn own_data(&self, data: DataFile, dp: &Path, id: &MessageId) -> Result<DataFile, SpoolError> {
+        let io = |e: io::Error| SpoolError::io(dp, &e);
+        let meta = data.file().metadata().map_err(io)?;
+        let trusted = self.pipeline.intake.as_ref().and_then(|i| i.trusted_uid).or(self.target.owner.map(|o| o.0));
+        let foreign = trusted.is_some_and(|uid| meta.uid() != uid)
+            || meta.mode() & 0o7777 != self.target.mode
+            || meta.nlink() > 2;
+        if !foreign {
+            return Ok(data);
+        }
+        let tmp = dp.with_file_name(format!("{}.own.tmp", dp.file_name().unwrap_or_default().to_string_lossy()));
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io(e)),
+            _ => {}
+        }
+        let mut src = data.file().try_clone().map_err(io)?;
+        src.seek(io::SeekFrom::Start(0)).map_err(io)?;
+        crate::requeue::commit::create_filled(&self.target, &tmp, |f| {
+            io::copy(&mut (&mut src).take(meta.len()), f).map(drop)
+        })
+        .map_err(|e| SpoolError::io(&tmp, &io::Error::other(e.to_string())))?;
+        std::fs::rename(&tmp, dp).map_err(io)?;
+        requeue::sync_dir(&self.dirs.work).map_err(io)?;
+        DataFile::open(dp, id)
+    }
+
     fn try_evaluate(&self, rec: &ClaimRecord) -> Result<Plan, SpoolError> {
         let (hp, dp) = self.dirs.files(&rec.key);
         let id = MessageId::parse(rec.original_id.as_bytes())
@@ -287,7 +319,7 @@ impl<'e> Engine<'e> {
         let limit = self.pipeline.intake.as_ref().map_or(MAX_HEADER_FILE, |i| i.max_header_file_bytes);
         let bytes = crate::spool::header_file::read_bytes(&hp, Some(limit))?;
         let header = SpoolHeader::parse(&bytes, Some(&id)).map_err(|e| e.in_file(&hp))?;
-        let data = DataFile::open(&dp, &id)?;
+        let data = self.own_data(DataFile::open(&dp, &id)?, &dp, &id)?;
         let now = self.clock.now_secs();
         let pending: Vec<Vec<u8>> = header.pending_recipients().map(|(_, r)| r.address().to_vec()).collect();
         let owed: Vec<Vec<u8>> =

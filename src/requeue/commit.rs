@@ -154,7 +154,7 @@ fn write_new_file(
 
 /// Create `path` (which must not exist) with the target's owner and mode, fill it and sync it.
 /// On failure nothing is left at `path`.
-fn create_filled(
+pub(crate) fn create_filled(
     target: &TargetSpool,
     path: &Path,
     fill: impl FnOnce(&mut File) -> io::Result<()>,
