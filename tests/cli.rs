@@ -291,3 +291,92 @@ fn errors_name_what_was_being_done_and_where() {
         )
     );
 }
+
+/// A daemon pipeline with these directories (TOML string values, `{root}` replaced).
+fn layout(root: &std::path::Path, qf: &str, work: &str, spool: &str) -> String {
+    let r = root.display().to_string();
+    format!(
+        "name = \"l\"\n[stages.content]\n\n[intake]\nqueuefile_directory = \"{}\"\nwork_directory = \"{}\"\n\n\
+         [requeue]\nspool_directory = \"{}\"\nexim_command = [\"true\"]\nsplit_spool_directory = false\nkick = false\n",
+        qf.replace("{root}", &r),
+        work.replace("{root}", &r),
+        spool.replace("{root}", &r)
+    )
+}
+
+#[test]
+fn layouts_that_lose_mail_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("spool/input")).unwrap();
+    let ok = layout(root, "{root}/spoolsift/queuefile", "{root}/spoolsift", "{root}/spool");
+    assert_eq!(check(&ok).0, Some(0), "{:?}", check(&ok));
+    let r = root.display();
+    let cases = [
+        // The queuefile directory is Exim's own input/: every message would be taken again and
+        // deleted as owing nothing.
+        (
+            layout(root, "{root}/spool/input", "{root}/spoolsift", "{root}/spool"),
+            format!("P:5: the queuefile directory ({r}/spool/input) is inside Exim's spool ({r}/spool)"),
+        ),
+        (
+            layout(root, "{root}/spoolsift/queuefile", "{root}/spoolsift", "/"),
+            "P:9: spool_directory / is a system directory, not an Exim spool".to_string(),
+        ),
+        (
+            layout(root, "{root}/spoolsift/queuefile", "{root}/spoolsift", "/etc"),
+            "P:9: spool_directory /etc is a system directory, not an Exim spool".to_string(),
+        ),
+        (
+            layout(root, "spoolsift/queuefile", "{root}/spoolsift", "{root}/spool"),
+            "P:5: queuefile_directory must be an absolute path: spoolsift/queuefile".to_string(),
+        ),
+        (
+            layout(root, "{root}/spoolsift/queuefile", "{root}/spool", "{root}/spool"),
+            format!("P:6: the work directory's work/ ({r}/spool/work) is inside Exim's spool ({r}/spool)"),
+        ),
+        (
+            layout(root, "{root}/spoolsift/work", "{root}/spoolsift", "{root}/spool"),
+            format!(
+                "P:5: the queuefile directory ({r}/spoolsift/work) is the same directory as the work directory's work/ ({r}/spoolsift/work)"
+            ),
+        ),
+        (
+            layout(root, "{root}/spoolsift/x/../../spool/input", "{root}/spoolsift", "{root}/spool"),
+            format!("P:5: the queuefile directory ({r}/spool/input) is inside Exim's spool ({r}/spool)"),
+        ),
+    ];
+    for (text, want) in cases {
+        let (code, _, err) = check(&text);
+        assert_eq!((code, err.trim_end()), (Some(1), format!("invalid: {want}").as_str()), "{text}");
+    }
+    // Another file system than Exim's spool: every re-queue would fail with EXDEV.
+    let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_ne!(std::fs::metadata(shm.path()).unwrap().dev(), std::fs::metadata(root).unwrap().dev());
+    let text =
+        layout(root, "{root}/spoolsift/queuefile", &format!("{}/spoolsift", shm.path().display()), "{root}/spool");
+    let (code, _, err) = check(&text);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.starts_with(&format!(
+            "invalid: P:6: work_directory {}/spoolsift is on another file system than the intake {r}/spoolsift/queuefile",
+            shm.path().display()
+        )),
+        "{err}"
+    );
+    // watch refuses it too, with the command line's directories.
+    let o = spoolsift(&[
+        "watch",
+        "--queuefile-dir",
+        &format!("{r}/spool/input"),
+        "--work-dir",
+        &format!("{r}/spoolsift"),
+        "--spool-dir",
+        &format!("{r}/spool"),
+        "--no-exim",
+        "--once",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("is inside Exim's spool"), "{}", stderr(&o));
+}

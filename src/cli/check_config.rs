@@ -15,7 +15,9 @@ pub struct Args {
 pub fn run(args: &Args) -> i32 {
     let mut bad = 0;
     for f in &args.files {
-        let checked = PipelineConfig::load(f).and_then(|c| pipeline::build::stages(&c).map(|s| (c, s)));
+        let checked = PipelineConfig::load(f)
+            .and_then(|c| c.check_layout(true).map(|()| c))
+            .and_then(|c| pipeline::build::stages(&c).map(|s| (c, s)));
         match checked {
             Ok((cfg, stages)) => {
                 let names: Vec<&str> = stages.iter().map(|s| s.name()).collect();

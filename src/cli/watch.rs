@@ -119,6 +119,8 @@ fn load(args: &Args) -> Result<Loaded, String> {
             r.split_spool_directory.get_or_insert(false);
         }
     }
+    // Again after the command line's directories, and now with the file systems compared.
+    cfg.check_layout(true).map_err(|e| e.to_string())?;
     let stages = pipeline::build::stages(&cfg).map_err(|e| e.to_string())?;
     if cfg.intake.is_none() || cfg.requeue.is_none() {
         return Err(

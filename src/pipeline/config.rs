@@ -242,6 +242,7 @@ impl PipelineConfig {
         if cfg.authserv_id.is_empty() || cfg.authserv_id.contains(|c: char| c.is_whitespace() || c == ';') {
             return Err(cfg.error_at(&["authserv_id"], "authserv_id must be one token"));
         }
+        cfg.check_layout(false)?;
         for (name, table) in &cfg.stages {
             if !STAGES.contains(&name.as_str()) {
                 return Err(cfg.error_at(
