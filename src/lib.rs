@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod output;
 pub mod outside;
 pub mod pipeline;
+pub mod private_files;
 pub mod requeue;
 pub mod sinks;
 pub mod spool;

@@ -212,3 +212,84 @@ fn a_data_file_others_can_write_is_copied_before_the_scan() {
     assert_eq!(std::fs::read(queued(foreign)).unwrap(), before);
     assert_eq!(before, format!("{foreign}-D\nbody\n").into_bytes());
 }
+
+/// The EICAR test file, assembled at run time (the middle piece reversed).
+fn eicar() -> String {
+    let mut s = String::from("X5O!P%@AP[4\\PZX54(P^)7CC)7}");
+    s.extend("SURIVITNA-DRADNATS-RACIE$".chars().rev());
+    s.push_str("-TEST-FILE!$H+H*");
+    s
+}
+
+#[test]
+fn spoolsifts_own_directories_and_files_have_their_modes_whatever_the_umask() {
+    use std::os::unix::fs::MetadataExt;
+    let w = World::new();
+    let pipeline = standalone_pipeline(&w.root, "modes", "");
+    let infected = "1zzzzz-00000000001-0004";
+    std::fs::write(w.path(infected, 'D'), format!("{infected}-D\n{}\n", eicar())).unwrap();
+    w.regular(infected, 'H');
+    let bad = "1zzzzz-00000000002-0004";
+    std::fs::write(w.path(bad, 'D'), format!("{bad}-D\nbody\n")).unwrap();
+    std::fs::write(w.path(bad, 'H'), format!("{bad}-H\nnot a spool file\n")).unwrap();
+    let _daemon = Daemon(start_daemon(&pipeline, &w.log));
+    let (quarantine, rejected) = (w.root.join("work/quarantine"), w.root.join("work/rejected"));
+    poll("both handled", LIMIT, || (list(&quarantine).len() == 1 && list(&rejected).len() == 1).then_some(()));
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o7777;
+    for d in ["work", "quarantine", "rejected", "state"] {
+        assert_eq!(mode(&w.root.join("work").join(d)), 0o750, "{d}/");
+    }
+    let q = quarantine.join(&list(&quarantine)[0]);
+    assert_eq!(mode(&q), 0o750);
+    assert_eq!(mode(&q.join("verdict.json")), 0o640);
+    for suffix in ['H', 'D'] {
+        assert_eq!(mode(&q.join(format!("{infected}-{suffix}"))), 0o600, "quarantined -{suffix}");
+    }
+    let r = rejected.join(&list(&rejected)[0]);
+    assert_eq!(mode(&r), 0o750);
+    assert_eq!(mode(&r.join("reason")), 0o640);
+}
+
+/// A small tmpfs mounted for the test, unmounted when it ends.
+struct SmallFs(PathBuf);
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_is_an_error_not_a_crash() {
+    let w = World::new();
+    let mnt = w.root.join("full");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let ok = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"]).arg(&mnt).status();
+    assert!(ok.is_ok_and(|s| s.success()), "mount a tmpfs (the tests run as root)");
+    let _mounted = SmallFs(mnt.clone());
+    for d in ["q", "s/input", "w"] {
+        std::fs::create_dir_all(mnt.join(d)).unwrap();
+    }
+    // Fill it.
+    let _ = std::fs::write(mnt.join("fill"), vec![0u8; 128 * 1024]);
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_spoolsift"))
+        .args(["watch", "--no-exim", "--once", "--queuefile-dir"])
+        .arg(mnt.join("q"))
+        .arg("--work-dir")
+        .arg(mnt.join("w"))
+        .arg("--spool-dir")
+        .arg(mnt.join("s"))
+        .output()
+        .unwrap();
+    // Before: killed by SIGBUS inside LMDB at every start.
+    assert_eq!(o.status.code(), Some(2), "{:?}", o.status);
+    let state = mnt.join("w/state");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        format!(
+            "spoolsift watch: {}: only 0 bytes free on the file system of {}; the database needs at least 1048576\n",
+            state.display(),
+            state.display()
+        )
+    );
+}

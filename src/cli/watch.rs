@@ -5,6 +5,7 @@
 //! not: the journal keeps the rest for the next start). SIGHUP: reload the pipeline (stages,
 //! policy, headers); a definition that does not load is reported and the old one kept.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -64,8 +65,14 @@ fn notify_systemd(state: &str) {
 
 /// Only one daemon per work directory: its state and files are not shared.
 fn lock_work_dir(root: &Path) -> std::io::Result<std::fs::File> {
-    std::fs::create_dir_all(root)?;
-    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(root.join("spoolsift.lock"))?;
+    crate::private_files::create_dir(root)?;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(root.join("spoolsift.lock"))?;
+    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(crate::private_files::FILE_MODE))?;
     match f.try_lock() {
         Ok(()) => Ok(f),
         Err(std::fs::TryLockError::WouldBlock) => {

@@ -245,10 +245,14 @@ impl QueuefileDir {
                 Err(e) if crate::spool::open::is_not_regular(&e) => None,
                 Err(e) => return Err(e),
             };
-            std::fs::create_dir_all(aside)?;
+            crate::private_files::create_dir(aside)?;
             let to = aside.join(e.file_name());
             std::fs::rename(e.path(), &to)?;
-            std::fs::write(aside.join(format!("{id}.reason")), b"orphan -D without -H (a failed queuefile copy)\n")?;
+            crate::private_files::write_file(
+                &aside.join(format!("{id}.reason")),
+                b"orphan -D without -H (a failed queuefile copy)\n",
+                crate::private_files::FILE_MODE,
+            )?;
             moved.push(to);
         }
         if !moved.is_empty() {

@@ -259,8 +259,12 @@ impl Engine<'_> {
     fn reject(&self, rec: &ClaimRecord, error: &str) -> io::Result<()> {
         let (hp, dp) = self.dirs.files(&rec.key);
         let dir = self.dirs.rejected.join(&rec.key);
-        std::fs::create_dir_all(&dir)?;
-        std::fs::write(dir.join("reason"), format!("{error}\n"))?;
+        crate::private_files::create_dir(&dir)?;
+        crate::private_files::write_file(
+            &dir.join("reason"),
+            format!("{error}\n").as_bytes(),
+            crate::private_files::FILE_MODE,
+        )?;
         for (from, suffix) in [(&dp, 'D'), (&hp, 'H')] {
             match std::fs::rename(from, dir.join(format!("{}-{suffix}", rec.original_id))) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),

@@ -46,9 +46,12 @@ impl WorkDirs {
         }
     }
 
+    /// Make the directories (0750, see [`crate::private_files`]); existing ones get that mode
+    /// too, whatever an earlier version or umask left them with.
     pub fn create(&self) -> io::Result<()> {
         for d in [&self.work, &self.quarantine, &self.rejected, &self.state] {
-            std::fs::create_dir_all(d)?;
+            crate::private_files::create_dir(d)?;
+            crate::private_files::set_mode(d, crate::private_files::DIR_MODE)?;
         }
         Ok(())
     }

@@ -42,19 +42,19 @@ impl QuarantineStore {
     /// Move a pair in (rename: same file system, nothing copied) with its verdict. The verdict is
     /// written and synced first, so an entry never exists without its reason.
     pub fn store(&self, key: &str, id: &MessageId, header: &Path, data: &Path, verdict: &Value) -> io::Result<Entry> {
+        use crate::private_files::{create_dir, set_mode, write_file, FILE_MODE, QUARANTINE_MODE};
         let dir = self.dir.join(key);
-        std::fs::create_dir_all(&dir)?;
+        create_dir(&dir)?;
         let tmp = dir.join("verdict.json.tmp");
         let mut text = serde_json::to_vec_pretty(verdict).map_err(io::Error::other)?;
         text.push(b'\n');
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&text)?;
-            f.sync_all()?;
-        }
+        write_file(&tmp, &text, FILE_MODE)?;
         std::fs::rename(&tmp, dir.join("verdict.json"))?;
         let entry = Entry { key: key.to_string(), id: id.clone(), dir: dir.clone(), verdict: verdict.clone() };
+        // Malware, readable by its owner only; set on the work files before they move in.
+        for p in [data, header] {
+            set_mode(p, QUARANTINE_MODE)?;
+        }
         std::fs::rename(data, entry.data_path())?;
         std::fs::rename(header, entry.header_path())?;
         sync_dir(&dir)?;

@@ -63,10 +63,40 @@ pub struct StateDb<'e> {
     meta: Database<'e, Str, U64<BigEndian>>,
 }
 
+/// What an LMDB environment needs free on its file system to be opened at all (see
+/// [`require_free_space`]).
+pub const MIN_FREE_BYTES: u64 = 1 << 20;
+
+/// Refuse to open an LMDB environment in `dir` when its file system has less than `min` bytes
+/// free. LMDB maps its lock file (and reads its data file) through `mmap`; on a full file system
+/// the first touch of a page that cannot be allocated is a SIGBUS, which kills the process before
+/// any error can be returned, at every start. Checked first, it is an error that says why.
+pub fn require_free_space(dir: &Path, min: u64) -> std::io::Result<()> {
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).map_err(std::io::Error::other)?;
+    // SAFETY: a zeroed statvfs is a valid value for statvfs(3) to fill; the path is NUL-terminated.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointers for the duration of the call.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let free = u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize));
+    if free < min {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::StorageFull,
+            format!(
+                "only {free} bytes free on the file system of {}; the database needs at least {min}",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Open (creating) the LMDB environment in `dir`. heed refuses a second open of the same
 /// environment in one process; another process is kept out by the daemon's lock file.
 pub fn open_env(dir: &Path) -> heed::Result<Env> {
-    std::fs::create_dir_all(dir)?;
+    crate::private_files::create_dir(dir)?;
+    require_free_space(dir, MIN_FREE_BYTES)?;
     // SAFETY: heed's requirement is that the environment is not opened twice in one process,
     // which it checks itself (EnvAlreadyOpened), and that the files are not modified by other
     // means while open.

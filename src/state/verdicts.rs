@@ -57,6 +57,8 @@ impl VerdictDb {
     pub fn open(path: &Path) -> Result<VerdictDb, String> {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+            crate::state::journal::require_free_space(parent, crate::state::journal::MIN_FREE_BYTES)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
         }
         let db = SystemLmdb::open(path, 256 << 20).map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(VerdictDb { db })
