@@ -79,7 +79,7 @@ pub fn require_free_space(dir: &Path, min: u64) -> std::io::Result<()> {
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    let free = u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize));
+    let free = st.f_bavail.saturating_mul(st.f_frsize);
     if free < min {
         return Err(std::io::Error::new(
             std::io::ErrorKind::StorageFull,
