@@ -235,7 +235,13 @@ fn a_quarantine_stopped_halfway_is_undone_and_done_again_whole() {
             assert!(w.with_engine(run_until_idle).is_empty());
             continue;
         }
-        assert_eq!(notes, [format!("{key}: interrupted quarantine undone; will be processed again")]);
+        assert_eq!(
+            notes,
+            [
+                format!("{key}: interrupted quarantine undone; will be processed again"),
+                "1 claims left by a stopped daemon are scanned one at a time".into()
+            ]
+        );
         assert!(!entry_dir.exists(), "the partial entry is gone");
         assert_eq!(list(&w.root.path().join("work/work")), [format!("{key}-D"), format!("{key}-H")]);
         let lines = w.with_engine(run_until_idle);
@@ -424,7 +430,13 @@ fn a_roll_back_stopped_before_its_files_were_gone_is_finished() {
     let mut w = World::new();
     let (rec, target) = crashed_in(&mut w, ClaimState::Claimed, true, false, true);
     let notes = w.with_engine(|e| e.recover().unwrap());
-    assert_eq!(notes, [format!("{}: interrupted roll-back finished; will be processed again", rec.key)]);
+    assert_eq!(
+        notes,
+        [
+            format!("{}: interrupted roll-back finished; will be processed again", rec.key),
+            "1 claims left by a stopped daemon are scanned one at a time".into()
+        ]
+    );
     assert!(!w.input().join(format!("{target}-D")).exists(), "our partial -D is gone");
     assert!(!w.input().join(format!("rq.{target}.H.tmp")).exists(), "our temporary -H is gone");
     let left = w.with_engine(|e| e.db.all().unwrap());
@@ -728,4 +740,63 @@ fn a_slow_batch_holds_the_intake_back() {
     });
     assert_eq!(lines.len(), total, "{lines:?}");
     assert!(most_claimed <= 4, "claimed and not committed at once: {most_claimed}");
+}
+
+#[test]
+fn a_message_that_stops_the_daemon_is_isolated_and_moved_aside_and_the_others_go_through() {
+    let mut w = World::new();
+    let poison = w.drop_copy(None, &[], "poison\n");
+    let innocent: Vec<MessageId> = (0..2).map(|i| w.drop_copy(None, &[], &format!("innocent {i}\n"))).collect();
+    // The daemon claims all three in one batch and dies while scanning it.
+    let first = w.with_engine(|e| e.claim_batch().unwrap());
+    assert_eq!(first.len(), 3);
+    // Each start recovers and scans the claims one at a time; scanning the poison kills it again.
+    let mut starts = Vec::new();
+    for _ in 0..6 {
+        let (notes, lines, died) = w.with_engine(|e| {
+            let notes = e.recover().unwrap();
+            let mut lines = Vec::new();
+            loop {
+                let batch = e.claim_batch().unwrap();
+                if batch.is_empty() {
+                    return (notes, lines, false);
+                }
+                if batch.len() == 1 && batch[0].original_id == poison.as_str() && batch[0].lone_scans <= 3 {
+                    return (notes, lines, true);
+                }
+                lines.extend(e.process(batch).unwrap().iter().map(|h| h.log_line()));
+            }
+        });
+        starts.push((notes, lines.clone(), died));
+        if !died {
+            break;
+        }
+    }
+    // Start 1: the three have no lone scans yet, so they go in key order and the poison, first,
+    // kills it. Start 2: the innocents (fewer lone scans) go first, alone, and are delivered;
+    // then the poison kills it again. Start 3: only the poison, which kills it. Start 4: the
+    // poison is moved aside unscanned.
+    assert_eq!(starts.len(), 4, "{starts:#?}");
+    let isolating = |n: usize| vec![format!("{n} claims left by a stopped daemon are scanned one at a time")];
+    assert_eq!((&starts[0].0, starts[0].1.len(), starts[0].2), (&isolating(3), 0, true));
+    assert_eq!((&starts[1].0, starts[1].1.len(), starts[1].2), (&isolating(3), 2, true));
+    for (line, id) in starts[1].1.iter().zip(&innocent) {
+        assert!(line.starts_with(&format!("{id} ")) && line.contains("action=deliver"), "{line}");
+    }
+    assert_eq!((&starts[2].0, starts[2].1.len(), starts[2].2), (&isolating(1), 0, true));
+    assert_eq!((&starts[3].0, starts[3].2), (&isolating(1), false));
+    assert_eq!(starts[3].1.len(), 1);
+    assert!(
+        starts[3].1[0].starts_with(&format!("{poison} ")) && starts[3].1[0].contains("action=rejected"),
+        "{:?}",
+        starts[3]
+    );
+    let rejected = w.root.path().join("work/rejected");
+    let entry = list(&rejected).pop().unwrap();
+    let reason = std::fs::read_to_string(rejected.join(&entry).join("reason")).unwrap();
+    assert_eq!(reason, "the daemon stopped during each of 3 scans of this message alone; moved aside unscanned\n");
+    let mut queued: Vec<MessageId> = w.queued().into_iter().map(|h| h.id).collect();
+    queued.sort();
+    assert_eq!(queued, innocent);
+    assert!(w.with_engine(|e| e.db.all().unwrap()).is_empty(), "the journal is empty");
 }

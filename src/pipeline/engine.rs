@@ -163,6 +163,8 @@ pub struct Engine<'e> {
     pub clock: Clock,
     /// Keys of claims taken but not yet committed.
     pub(super) in_flight: Mutex<HashSet<String>>,
+    /// Claims a stopped daemon left, scanned one at a time (`isolation.rs`).
+    pub(super) isolation: Mutex<super::isolation::Isolation>,
     scan_pool: Mutex<Option<Arc<rayon::ThreadPool>>>,
 }
 
@@ -200,6 +202,7 @@ impl<'e> Engine<'e> {
             sealer: None,
             clock: Clock::System,
             in_flight: Mutex::default(),
+            isolation: Mutex::default(),
             scan_pool: Mutex::default(),
         }
     }
@@ -209,6 +212,9 @@ impl<'e> Engine<'e> {
     /// again: the in-flight set is held while the journal is read, and a batch's keys leave it
     /// only after its last journal write, so a claim is seen either in flight or as it ended.
     pub fn claim_batch(&self) -> io::Result<Vec<ClaimRecord>> {
+        if let Some(lone) = self.claim_lone()? {
+            return Ok(lone);
+        }
         let now = self.clock.now_secs();
         let batch = &self.pipeline.batch;
         let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
@@ -254,6 +260,7 @@ impl<'e> Engine<'e> {
                 not_before: 0,
                 target_id: None,
                 handing_on: Vec::new(),
+                lone_scans: 0,
             })
             .collect();
         self.db.put(&records).map_err(io::Error::other)?;
@@ -317,6 +324,14 @@ impl<'e> Engine<'e> {
 
     fn try_evaluate(&self, rec: &ClaimRecord) -> Result<Plan, SpoolError> {
         let (hp, dp) = self.dirs.files(&rec.key);
+        if rec.lone_scans > super::isolation::MAX_LONE_SCANS {
+            return Ok(Plan::Rejected {
+                error: format!(
+                    "the daemon stopped during each of {} scans of this message alone; moved aside unscanned",
+                    super::isolation::MAX_LONE_SCANS
+                ),
+            });
+        }
         let id = MessageId::parse(rec.original_id.as_bytes())
             .map_err(|e| SpoolError::whole_file(crate::spool::Reason::BadFileName(e.to_string())).in_file(&hp))?;
         let limit = self.pipeline.intake.as_ref().map_or(MAX_HEADER_FILE, |i| i.max_header_file_bytes);

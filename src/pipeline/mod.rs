@@ -7,6 +7,7 @@ pub mod commit;
 pub mod config;
 pub mod engine;
 pub mod executor;
+pub mod isolation;
 pub mod layout;
 pub mod policy;
 pub mod recovery;

@@ -45,6 +45,21 @@ impl Engine<'_> {
                 notes.push(note);
             }
         }
+        // What is left as claimed was in flight when the daemon stopped (or is a deferral): each
+        // is scanned alone before anything else.
+        let now = self.clock.now_secs();
+        let left: Vec<String> = self
+            .db
+            .all()
+            .map_err(io::Error::other)?
+            .into_iter()
+            .filter(|r| r.state == ClaimState::Claimed && r.not_before <= now)
+            .map(|r| r.key)
+            .collect();
+        if !left.is_empty() {
+            notes.push(format!("{} claims left by a stopped daemon are scanned one at a time", left.len()));
+            self.isolate(left);
+        }
         let temps = remove_temp_files(&self.target.input)?;
         if temps > 0 {
             notes.push(format!("removed {temps} temporary files of an interrupted re-queue"));

@@ -48,6 +48,10 @@ pub struct ClaimRecord {
     /// that a crash after the commit point still remembers them (dedupe).
     #[serde(default)]
     pub handing_on: Vec<Vec<u8>>,
+    /// Scans of this claim alone, after the daemon had stopped while it was in flight, counted
+    /// before each starts (see `pipeline/isolation.rs`).
+    #[serde(default)]
+    pub lone_scans: u32,
 }
 
 pub fn now_secs() -> u64 {
@@ -215,6 +219,7 @@ mod tests {
             not_before: 0,
             target_id: None,
             handing_on: Vec::new(),
+            lone_scans: 0,
         }
     }
 

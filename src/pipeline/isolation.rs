@@ -1,0 +1,73 @@
+//! After the daemon stopped in the middle of a batch (killed, out of memory, a crash in a library
+//! on some message), the claims it left are scanned one at a time before anything else, each
+//! counting its lone scans in the journal before the scan starts. A message that stops the daemon
+//! again is then the only one in its batch, so the messages claimed with it go through at the next
+//! start instead of being taken down with it every time; and one whose lone scans reach
+//! [`MAX_LONE_SCANS`] without finishing is moved aside unscanned, with that reason, instead of
+//! stopping the daemon for ever.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::time::Duration;
+
+use super::engine::Engine;
+use crate::state::{ClaimRecord, ClaimState};
+
+/// Lone scans a claim may have been in when the daemon stopped; the next is refused.
+pub const MAX_LONE_SCANS: u32 = 3;
+
+/// The claims still to be scanned alone, and the one being scanned.
+#[derive(Debug, Default)]
+pub struct Isolation {
+    pending: BTreeSet<String>,
+    current: Option<String>,
+}
+
+impl Engine<'_> {
+    /// Recovery's hand-over: these claims were left by a daemon that stopped.
+    pub(super) fn isolate(&self, keys: impl IntoIterator<Item = String>) {
+        self.isolation.lock().unwrap_or_else(|p| p.into_inner()).pending.extend(keys);
+    }
+
+    /// The next claim to scan alone, as a batch of one; `None` once none is left. While one is
+    /// being scanned this waits for it: a second one beside it would count the scan that stopped
+    /// the daemon against both.
+    pub(super) fn claim_lone(&self) -> io::Result<Option<Vec<ClaimRecord>>> {
+        loop {
+            let mut iso = self.isolation.lock().unwrap_or_else(|p| p.into_inner());
+            if iso.pending.is_empty() && iso.current.is_none() {
+                return Ok(None);
+            }
+            let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            if iso.current.as_ref().is_some_and(|k| in_flight.contains(k)) {
+                drop((in_flight, iso));
+                // Rare (only after a crash) and short: a poll is simpler than a condition shared
+                // with the committer.
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+            iso.current = None;
+            let now = self.clock.now_secs();
+            let mut waiting: Vec<ClaimRecord> = self
+                .db
+                .all()
+                .map_err(io::Error::other)?
+                .into_iter()
+                .filter(|r| iso.pending.contains(&r.key) && r.state == ClaimState::Claimed && r.not_before <= now)
+                .collect();
+            // The fewest lone scans first: the messages that were only beside the culprit.
+            waiting.sort_by_key(|r| (r.lone_scans, r.key.clone()));
+            let Some(mut rec) = waiting.into_iter().next() else {
+                iso.pending.clear();
+                return Ok(None);
+            };
+            iso.pending.remove(&rec.key);
+            rec.lone_scans += 1;
+            // Durable before the scan: a stop during it must be counted.
+            self.db.put(std::slice::from_ref(&rec)).map_err(io::Error::other)?;
+            in_flight.insert(rec.key.clone());
+            iso.current = Some(rec.key.clone());
+            return Ok(Some(vec![rec]));
+        }
+    }
+}
