@@ -800,3 +800,27 @@ fn a_message_that_stops_the_daemon_is_isolated_and_moved_aside_and_the_others_go
     assert_eq!(queued, innocent);
     assert!(w.with_engine(|e| e.db.all().unwrap()).is_empty(), "the journal is empty");
 }
+
+#[test]
+fn deferred_claims_are_not_isolated_by_restarts() {
+    let mut w = World::new();
+    w.down.store(true, Ordering::SeqCst);
+    let id = w.drop_copy(None, &[], "deferred\n");
+    let lines = w.with_engine(|e| {
+        let batch = e.claim_batch().unwrap();
+        e.process(batch).unwrap().iter().map(|h| h.log_line()).collect::<Vec<_>>()
+    });
+    assert!(lines[0].contains("action=defer"), "{lines:?}");
+    // Five restarts while it waits: it was not in flight at any of them.
+    for _ in 0..5 {
+        assert_eq!(w.with_engine(|e| e.recover().unwrap()), Vec::<String>::new());
+    }
+    let rec = w.with_engine(|e| e.db.all().unwrap()).pop().unwrap();
+    assert_eq!((rec.lone_scans, rec.scan_run), (0, None));
+    w.down.store(false, Ordering::SeqCst);
+    let lines = w.with_engine(|e| {
+        e.recover().unwrap();
+        run_until_idle(e)
+    });
+    assert!(lines.len() == 1 && lines[0].starts_with(&format!("{id} ")) && lines[0].contains("action=deliver"), "{lines:?}");
+}

@@ -33,6 +33,8 @@ impl Engine<'_> {
         keys.iter().for_each(|k| {
             in_flight.remove(k);
         });
+        drop(in_flight);
+        self.in_flight_done.notify_all();
         Ok(handled)
     }
 
@@ -77,6 +79,9 @@ impl Engine<'_> {
                 Plan::Defer { handled } => {
                     rec.attempts += 1;
                     rec.not_before = now + self.pipeline.defer.backoff(rec.attempts);
+                    // Its scan finished: it waits now, and owes no lone scans.
+                    rec.scan_run = None;
+                    rec.lone_scans = 0;
                     journal_updates.push(rec);
                     handled_all.push(handled);
                 }

@@ -163,8 +163,12 @@ pub struct Engine<'e> {
     pub clock: Clock,
     /// Keys of claims taken but not yet committed.
     pub(super) in_flight: Mutex<HashSet<String>>,
+    /// Signalled when a batch's keys leave `in_flight`.
+    pub(super) in_flight_done: std::sync::Condvar,
     /// Claims a stopped daemon left, scanned one at a time (`isolation.rs`).
     pub(super) isolation: Mutex<super::isolation::Isolation>,
+    /// This daemon run's number in the journal (set by `recover`), marked on the claims it scans.
+    pub(super) run: u64,
     scan_pool: Mutex<Option<Arc<rayon::ThreadPool>>>,
 }
 
@@ -202,7 +206,9 @@ impl<'e> Engine<'e> {
             sealer: None,
             clock: Clock::System,
             in_flight: Mutex::default(),
+            in_flight_done: std::sync::Condvar::new(),
             isolation: Mutex::default(),
+            run: 0,
             scan_pool: Mutex::default(),
         }
     }
@@ -228,6 +234,11 @@ impl<'e> Engine<'e> {
             .collect();
         in_flight.extend(out.iter().map(|r| r.key.clone()));
         drop(in_flight);
+        if !out.is_empty() {
+            // Deferred claims taken again: marked as in this run's hands (see `isolation.rs`).
+            out.iter_mut().for_each(|r| r.scan_run = Some(self.run));
+            self.db.put(&out).map_err(io::Error::other)?;
+        }
         let mut bytes: u64 = out
             .iter()
             .map(|r| self.dirs.files(&r.key).1)
@@ -261,6 +272,7 @@ impl<'e> Engine<'e> {
                 target_id: None,
                 handing_on: Vec::new(),
                 lone_scans: 0,
+                scan_run: Some(self.run),
             })
             .collect();
         self.db.put(&records).map_err(io::Error::other)?;

@@ -16,6 +16,9 @@ use crate::state::{ClaimRecord, ClaimState};
 /// Lone scans a claim may have been in when the daemon stopped; the next is refused.
 pub const MAX_LONE_SCANS: u32 = 3;
 
+/// How long a claim for the next lone scan waits for the current one to finish.
+const LONE_WAIT: Duration = Duration::from_millis(500);
+
 /// The claims still to be scanned alone, and the one being scanned.
 #[derive(Debug, Default)]
 pub struct Isolation {
@@ -30,44 +33,46 @@ impl Engine<'_> {
     }
 
     /// The next claim to scan alone, as a batch of one; `None` once none is left. While one is
-    /// being scanned this waits for it: a second one beside it would count the scan that stopped
-    /// the daemon against both.
+    /// being scanned this waits for it a while (a second one beside it would count the scan that
+    /// stopped the daemon against both), then returns an empty batch, so that the executor looks
+    /// at its own state (a committer that stopped never takes the claim out of flight).
     pub(super) fn claim_lone(&self) -> io::Result<Option<Vec<ClaimRecord>>> {
-        loop {
-            let mut iso = self.isolation.lock().unwrap_or_else(|p| p.into_inner());
-            if iso.pending.is_empty() && iso.current.is_none() {
-                return Ok(None);
-            }
-            let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-            if iso.current.as_ref().is_some_and(|k| in_flight.contains(k)) {
-                drop((in_flight, iso));
-                // Rare (only after a crash) and short: a poll is simpler than a condition shared
-                // with the committer.
-                std::thread::sleep(Duration::from_millis(10));
-                continue;
+        let mut iso = self.isolation.lock().unwrap_or_else(|p| p.into_inner());
+        if iso.pending.is_empty() && iso.current.is_none() {
+            return Ok(None);
+        }
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(current) = iso.current.clone() {
+            in_flight = self
+                .in_flight_done
+                .wait_timeout_while(in_flight, LONE_WAIT, |f| f.contains(&current))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+            if in_flight.contains(&current) {
+                return Ok(Some(Vec::new()));
             }
             iso.current = None;
-            let now = self.clock.now_secs();
-            let mut waiting: Vec<ClaimRecord> = self
-                .db
-                .all()
-                .map_err(io::Error::other)?
-                .into_iter()
-                .filter(|r| iso.pending.contains(&r.key) && r.state == ClaimState::Claimed && r.not_before <= now)
-                .collect();
-            // The fewest lone scans first: the messages that were only beside the culprit.
-            waiting.sort_by_key(|r| (r.lone_scans, r.key.clone()));
-            let Some(mut rec) = waiting.into_iter().next() else {
-                iso.pending.clear();
-                return Ok(None);
-            };
-            iso.pending.remove(&rec.key);
-            rec.lone_scans += 1;
-            // Durable before the scan: a stop during it must be counted.
-            self.db.put(std::slice::from_ref(&rec)).map_err(io::Error::other)?;
-            in_flight.insert(rec.key.clone());
-            iso.current = Some(rec.key.clone());
-            return Ok(Some(vec![rec]));
         }
+        let now = self.clock.now_secs();
+        let mut waiting: Vec<ClaimRecord> = self
+            .db
+            .all()
+            .map_err(io::Error::other)?
+            .into_iter()
+            .filter(|r| iso.pending.contains(&r.key) && r.state == ClaimState::Claimed && r.not_before <= now)
+            .collect();
+        // The fewest lone scans first: the messages that were only beside the culprit.
+        waiting.sort_by_key(|r| (r.lone_scans, r.key.clone()));
+        let Some(mut rec) = waiting.into_iter().next() else {
+            iso.pending.clear();
+            return Ok(None);
+        };
+        iso.pending.remove(&rec.key);
+        rec.lone_scans += 1;
+        // Durable before the scan: a stop during it must be counted.
+        self.db.put(std::slice::from_ref(&rec)).map_err(io::Error::other)?;
+        in_flight.insert(rec.key.clone());
+        iso.current = Some(rec.key.clone());
+        Ok(Some(vec![rec]))
     }
 }

@@ -45,20 +45,23 @@ impl Engine<'_> {
                 notes.push(note);
             }
         }
-        // What is left as claimed was in flight when the daemon stopped (or is a deferral): each
-        // is scanned alone before anything else.
-        let now = self.clock.now_secs();
-        let left: Vec<String> = self
+        // Claims the last run took to scan and did not finish were in flight when it stopped: each
+        // is scanned alone before anything else, and marked as this run's so that they are again
+        // if this run stops before it gets to them. Deferrals waiting are not among them.
+        let (prev, run) = self.db.next_run().map_err(io::Error::other)?;
+        self.run = run;
+        let mut left: Vec<ClaimRecord> = self
             .db
             .all()
             .map_err(io::Error::other)?
             .into_iter()
-            .filter(|r| r.state == ClaimState::Claimed && r.not_before <= now)
-            .map(|r| r.key)
+            .filter(|r| r.state == ClaimState::Claimed && r.scan_run == Some(prev))
             .collect();
         if !left.is_empty() {
+            left.iter_mut().for_each(|r| r.scan_run = Some(run));
+            self.db.put(&left).map_err(io::Error::other)?;
             notes.push(format!("{} claims left by a stopped daemon are scanned one at a time", left.len()));
-            self.isolate(left);
+            self.isolate(left.into_iter().map(|r| r.key));
         }
         let temps = remove_temp_files(&self.target.input)?;
         if temps > 0 {

@@ -49,9 +49,14 @@ pub struct ClaimRecord {
     #[serde(default)]
     pub handing_on: Vec<Vec<u8>>,
     /// Scans of this claim alone, after the daemon had stopped while it was in flight, counted
-    /// before each starts (see `pipeline/isolation.rs`).
+    /// before each starts (see `pipeline/isolation.rs`); back to 0 once a scan of it finishes.
     #[serde(default)]
     pub lone_scans: u32,
+    /// The daemon run (see [`StateDb::next_run`]) that took this claim to scan it; `None` while it
+    /// waits (a deferral). A claim still marked with the previous run at a start was in flight
+    /// when that run stopped.
+    #[serde(default)]
+    pub scan_run: Option<u64>,
 }
 
 pub fn now_secs() -> u64 {
@@ -139,6 +144,15 @@ impl<'e> StateDb<'e> {
         Ok(first)
     }
 
+    /// The number of this daemon run (one more than the last); returns (previous, this).
+    pub fn next_run(&self) -> heed::Result<(u64, u64)> {
+        let mut w = self.env.write_txn()?;
+        let prev = self.meta.get(&w, "run")?.unwrap_or(0);
+        self.meta.put(&mut w, "run", &(prev + 1))?;
+        w.commit()?;
+        Ok((prev, prev + 1))
+    }
+
     /// Write (insert or replace) records in one durable transaction.
     pub fn put(&self, records: &[ClaimRecord]) -> heed::Result<()> {
         let mut w = self.env.write_txn()?;
@@ -220,6 +234,7 @@ mod tests {
             target_id: None,
             handing_on: Vec::new(),
             lone_scans: 0,
+            scan_run: None,
         }
     }
 
