@@ -822,5 +822,8 @@ fn deferred_claims_are_not_isolated_by_restarts() {
         e.recover().unwrap();
         run_until_idle(e)
     });
-    assert!(lines.len() == 1 && lines[0].starts_with(&format!("{id} ")) && lines[0].contains("action=deliver"), "{lines:?}");
+    assert!(
+        lines.len() == 1 && lines[0].starts_with(&format!("{id} ")) && lines[0].contains("action=deliver"),
+        "{lines:?}"
+    );
 }

@@ -293,3 +293,28 @@ fn a_full_disk_is_an_error_not_a_crash() {
         )
     );
 }
+
+#[test]
+fn a_lease_on_a_dropped_file_does_not_stop_the_daemon() {
+    use std::os::fd::AsRawFd;
+    let w = World::new();
+    let id = "1zzzzz-00000000001-0005";
+    w.regular(id, 'D');
+    w.regular(id, 'H');
+    // The dropper holds a read lease: an open for writing now fails with EWOULDBLOCK (under
+    // O_NONBLOCK), and the lease holder is sent SIGIO, which this test process ignores.
+    // SAFETY: signal(2) with SIG_IGN; fcntl(2) on a descriptor we own.
+    unsafe { libc::signal(libc::SIGIO, libc::SIG_IGN) };
+    let held = std::fs::File::open(w.path(id, 'D')).unwrap();
+    assert_eq!(
+        unsafe { libc::fcntl(held.as_raw_fd(), libc::F_SETLEASE, libc::F_RDLCK) },
+        0,
+        "{}",
+        std::io::Error::last_os_error()
+    );
+    let pipeline = standalone_pipeline(&w.root, "lease", "");
+    let mut daemon = Daemon(start_daemon(&pipeline, &w.log));
+    poll("re-queued despite the lease", LIMIT, || w.input.join(format!("{id}-H")).exists().then_some(()));
+    assert!(daemon.0.try_wait().unwrap().is_none(), "the daemon is still running");
+    drop(held);
+}

@@ -179,7 +179,9 @@ impl QueuefileDir {
             Ok(Some(l)) => l,
             Ok(None) => return Ok(Err(NotYet::Locked)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Err(NotYet::Incomplete)),
-            Err(e) if crate::spool::open::is_not_regular(&e) => return odd(pair),
+            // A file we may not open (mode 000, say) or that a lease holds: taken unopened, and
+            // the engine's reader gives the reason it is moved aside with.
+            Err(e) if crate::spool::open::is_the_files_fault(&e) => return odd(pair),
             Err(e) => return Err(e),
         };
         let meta = lock.file().metadata()?;
@@ -242,7 +244,7 @@ impl QueuefileDir {
             let _lock = match DataLock::try_acquire(&e.path(), id.first_line_len() as u64) {
                 Ok(Some(lock)) => Some(lock),
                 Ok(None) => continue,
-                Err(e) if crate::spool::open::is_not_regular(&e) => None,
+                Err(e) if crate::spool::open::is_the_files_fault(&e) => None,
                 Err(e) => return Err(e),
             };
             crate::private_files::create_dir(aside)?;

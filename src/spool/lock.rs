@@ -58,7 +58,11 @@ impl DataLock {
     pub fn try_acquire(path: &Path, first_line_len: u64) -> io::Result<Option<DataLock>> {
         let (file, write) = match open_regular(path, true) {
             Ok(f) => (f, true),
-            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => (open_regular(path, false)?, false),
+            // Not ours to write, or someone holds a lease that a writer would break (EWOULDBLOCK
+            // under O_NONBLOCK): a read lock conflicts with Exim's write lock just the same.
+            Err(e) if matches!(e.kind(), io::ErrorKind::PermissionDenied | io::ErrorKind::WouldBlock) => {
+                (open_regular(path, false)?, false)
+            }
             Err(e) => return Err(e),
         };
         Ok(try_lock_range(&file, write, first_line_len)?.then_some(DataLock { file }))

@@ -41,6 +41,13 @@ pub fn is_not_regular(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::InvalidInput
 }
 
+/// Whether an error opening a dropped file is the file's doing (not a regular file, not
+/// readable by us, held by a lease), so that the pair is to be moved aside with the error; any
+/// other error is the system's, and is reported.
+pub fn is_the_files_fault(e: &io::Error) -> bool {
+    is_not_regular(e) || matches!(e.kind(), io::ErrorKind::PermissionDenied | io::ErrorKind::WouldBlock)
+}
+
 /// Open `path` for reading (and writing, with `write`), refusing anything but a regular file.
 pub fn open_regular(path: &Path, write: bool) -> io::Result<File> {
     let flags = libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
