@@ -318,3 +318,32 @@ fn a_lease_on_a_dropped_file_does_not_stop_the_daemon() {
     assert!(daemon.0.try_wait().unwrap().is_none(), "the daemon is still running");
     drop(held);
 }
+
+#[test]
+fn an_envelope_exim_did_not_write_is_not_queued() {
+    let w = World::new();
+    let forged = "1zzzzz-00000000001-0006";
+    w.regular(forged, 'D');
+    w.regular(forged, 'H');
+    // A local account's -H: any sender, any recipients, past Exim's ACLs.
+    std::os::unix::fs::chown(w.path(forged, 'H'), Some(65534), Some(65534)).unwrap();
+    let good = "1zzzzz-00000000002-0006";
+    w.regular(good, 'D');
+    w.regular(good, 'H');
+    let pipeline = standalone_pipeline(&w.root, "envelope", "");
+    let _daemon = Daemon(start_daemon(&pipeline, &w.log));
+    poll("the good message re-queued", LIMIT, || w.input.join(format!("{good}-H")).exists().then_some(()));
+    let rejected = w.root.join("work/rejected");
+    poll("the forged one moved aside", LIMIT, || (list(&rejected).len() == 1).then_some(()));
+    assert!(!w.input.join(format!("{forged}-H")).exists());
+    let entry = list(&rejected).pop().unwrap();
+    let reason = std::fs::read_to_string(rejected.join(&entry).join("reason")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    let exim = std::fs::metadata(&w.input).unwrap().uid();
+    assert!(
+        reason.ends_with(&format!(
+            "{entry}-H: owned by uid 65534, not by Exim's user (uid {exim}): an envelope Exim did not write is not queued\n"
+        )),
+        "{reason}"
+    );
+}

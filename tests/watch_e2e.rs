@@ -203,6 +203,15 @@ fn run_traffic(n: usize, kills: usize) {
         format!("{bad}-H\nroot 0 0\n<a@b>\n1 0\nXX\n1\nx@y\n\n099  Subject: short\n"),
     )
     .unwrap();
+    // As Exim's own would be (an -H of another owner is moved aside before it is read).
+    {
+        use std::os::unix::fs::MetadataExt;
+        let owner = std::fs::metadata(exim.spool()).unwrap();
+        for suffix in ['D', 'H'] {
+            let p = exim.queuefile_dir().join(format!("{bad}-{suffix}"));
+            std::os::unix::fs::chown(&p, Some(owner.uid()), Some(owner.gid())).unwrap();
+        }
+    }
     let messages = traffic(n);
     let started = Instant::now();
 

@@ -71,9 +71,10 @@ pub struct IntakeConfig {
     /// A `-H` larger than this is moved aside unread (the pair goes to `rejected/`).
     #[serde(default = "default_max_header_file")]
     pub max_header_file_bytes: u64,
-    /// The uid whose `-D` files are queued as they are (linked); a `-D` of any other owner, or
-    /// with another mode than 0640 or extra links, is first copied into a file of the spool's
-    /// owner. By default the owner of the target spool's `input/` (Exim's user).
+    /// Exim's user: a `-H` of any other owner is moved aside (only Exim writes envelopes), and a
+    /// `-D` of any other owner, or with another mode than 0640 or extra links, is copied into a
+    /// file of the spool's owner before the scan. By default the owner of the target spool's
+    /// `input/`.
     #[serde(default)]
     pub trusted_uid: Option<u32>,
 }

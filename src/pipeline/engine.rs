@@ -303,6 +303,11 @@ impl<'e> Engine<'e> {
         }
     }
 
+    /// Exim's user: `[intake] trusted_uid`, or the owner of the target spool's `input/`.
+    fn trusted_uid(&self) -> Option<u32> {
+        self.pipeline.intake.as_ref().and_then(|i| i.trusted_uid).or(self.target.owner.map(|o| o.0))
+    }
+
     /// The work `-D` as a file only Exim's user can write, before anything reads it. A dropped
     /// `-D` that is owned by someone else, has another mode than Exim's 0640, or more links than
     /// the original and its copy, could be rewritten after the scan, and in link mode that very
@@ -311,8 +316,7 @@ impl<'e> Engine<'e> {
     fn own_data(&self, data: DataFile, dp: &Path, id: &MessageId) -> Result<DataFile, SpoolError> {
         let io = |e: io::Error| SpoolError::io(dp, &e);
         let meta = data.file().metadata().map_err(io)?;
-        let trusted = self.pipeline.intake.as_ref().and_then(|i| i.trusted_uid).or(self.target.owner.map(|o| o.0));
-        let foreign = trusted.is_some_and(|uid| meta.uid() != uid)
+        let foreign = self.trusted_uid().is_some_and(|uid| meta.uid() != uid)
             || meta.mode() & 0o7777 != self.target.mode
             || meta.nlink() > 2;
         if !foreign {
@@ -347,7 +351,19 @@ impl<'e> Engine<'e> {
         let id = MessageId::parse(rec.original_id.as_bytes())
             .map_err(|e| SpoolError::whole_file(crate::spool::Reason::BadFileName(e.to_string())).in_file(&hp))?;
         let limit = self.pipeline.intake.as_ref().map_or(MAX_HEADER_FILE, |i| i.max_header_file_bytes);
-        let bytes = crate::spool::header_file::read_bytes(&hp, Some(limit))?;
+        let (bytes, meta) = crate::spool::header_file::read_file(&hp, Some(limit))?;
+        // The envelope is taken as it is, so only Exim may have written it: an -H of another
+        // owner (a local account writing into the queuefile directory) would re-queue any sender
+        // and recipients past Exim's ACLs.
+        if let Some(uid) = self.trusted_uid().filter(|&uid| meta.uid() != uid) {
+            return Ok(Plan::Rejected {
+                error: format!(
+                    "{}: owned by uid {}, not by Exim's user (uid {uid}): an envelope Exim did not write is not queued",
+                    hp.display(),
+                    meta.uid()
+                ),
+            });
+        }
         let header = SpoolHeader::parse(&bytes, Some(&id)).map_err(|e| e.in_file(&hp))?;
         let data = self.own_data(DataFile::open(&dp, &id)?, &dp, &id)?;
         let now = self.clock.now_secs();

@@ -143,15 +143,21 @@ fn option_prefix(text: &[u8]) -> Result<OptionPrefix<'_>, &'static str> {
 /// file, up to which it is read. No read past that size looks for the end: Exim never changes an
 /// `-H` in place (it renames a new one over it), and neither do we.
 pub fn read_bytes(path: &Path, limit: Option<u64>) -> Result<Vec<u8>, SpoolError> {
+    read_file(path, limit).map(|(bytes, _)| bytes)
+}
+
+/// [`read_bytes`], with the metadata of the file read (from the same open descriptor).
+pub fn read_file(path: &Path, limit: Option<u64>) -> Result<(Vec<u8>, std::fs::Metadata), SpoolError> {
     let io = |e: std::io::Error| SpoolError::io(path, &e);
     let file = super::open::open_regular(path, false).map_err(io)?;
-    let len = file.metadata().map_err(io)?.len();
+    let meta = file.metadata().map_err(io)?;
+    let len = meta.len();
     if let Some(limit) = limit.filter(|&l| len > l) {
         return Err(SpoolError::whole_file(Reason::FileTooLarge { limit }).in_file(path));
     }
     let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
     std::io::Read::read_to_end(&mut std::io::Read::take(&file, len), &mut bytes).map_err(io)?;
-    Ok(bytes)
+    Ok((bytes, meta))
 }
 
 /// The few option values Exim's reader itself insists on (it fails the file otherwise).
