@@ -214,7 +214,7 @@ fn seal_some(dir: &Path, messages: &mut [Message]) -> (PathBuf, usize) {
     let mut sealed = 0;
     for m in messages.iter_mut().step_by(10) {
         let data = DataFile::open(&m.data, &m.id).unwrap();
-        sealer.seal_spool(&mut m.header, &data, ArcStatus::None, "forwarder.example", 1_795_895_000).unwrap();
+        sealer.seal_spool(&mut m.header, &data, ArcStatus::None, "forwarder.example", &[], 1_795_895_000).unwrap();
         let path = m.data.with_file_name(format!("{}-H", m.id));
         std::fs::write(path, m.header.to_bytes()).unwrap();
         sealed += 1;

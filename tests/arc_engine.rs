@@ -60,17 +60,35 @@ fn value_of(h: &SpoolHeader, name: &str) -> Vec<String> {
 
 #[test]
 fn passing_chain_is_reported_and_sealed() {
+    sealed_with(false);
+}
+
+/// With forged fields kept (remove_forged_results = false), a forged Authentication-Results of
+/// ours is still not what our ARC-Authentication-Results vouches for: that is built from this
+/// run's own results.
+#[test]
+fn a_kept_forgery_is_not_sealed_into_our_aar() {
+    sealed_with(true);
+}
+
+fn sealed_with(forgery_kept: bool) {
     require_dkimpy();
     let mut w = World::new();
     let hop1 = w.rsa_key("hop1.example", "arc", 2048);
     let ours = w.rsa_key("seal.example", "mx", 2048);
-    let incoming = w.dkimpy_sign(&message(), &hop1, "hop1.example", "arc", "mx.hop1.example", "none");
+    let mut incoming = w.dkimpy_sign(&message(), &hop1, "hop1.example", "arc", "mx.hop1.example", "none");
+    let forged = "mx.test.example; dkim=pass header.d=bank.example";
+    if forgery_kept {
+        incoming.splice(0..0, format!("Authentication-Results: {forged}\n").bytes());
+    }
     let root = w.path().join("engine");
     drop_pair(&root, &incoming);
+    let headers = if forgery_kept { "[headers]\nremove_forged_results = false\n" } else { "" };
     let pipeline = format!(
         r#"
 name = "arc-engine"
 authserv_id = "mx.test.example"
+{headers}
 [stages.arc]
 txt_records = "{}"
 [stages.arc.seal]
@@ -88,7 +106,12 @@ timestamp = {T}
 
     let (header, bytes) = requeued(&root);
     let ours_ar = "mx.test.example; arc=pass (i=1) header.oldest-pass=0 smtp.remote-ip=192.0.2.10";
-    assert_eq!(value_of(&header, "Authentication-Results"), [ours_ar, "mx.hop1.example; none"]);
+    let mut all_ar = vec![ours_ar];
+    if forgery_kept {
+        all_ar.push(forged);
+    }
+    all_ar.push("mx.hop1.example; none");
+    assert_eq!(value_of(&header, "Authentication-Results"), all_ar);
     assert_eq!(value_of(&header, "ARC-Authentication-Results")[0], format!("i=2; {ours_ar}"));
     // Prepended in the order AAR, AMS, AS: the seal ends on top.
     let top: Vec<String> =

@@ -240,8 +240,15 @@ impl PipelineConfig {
         if let Some(m) = &cfg.metrics {
             m.check().map_err(|r| cfg.error_at(&["metrics"], r))?;
         }
-        if cfg.authserv_id.is_empty() || cfg.authserv_id.contains(|c: char| c.is_whitespace() || c == ';') {
-            return Err(cfg.error_at(&["authserv_id"], "authserv_id must be one token"));
+        // Written unquoted into our fields and compared with what readers parse back: an RFC 2045
+        // token (RFC 8601 §2.2), or what we write would not be read as ours.
+        if cfg.authserv_id.is_empty()
+            || !cfg.authserv_id.bytes().all(|b| b > 0x20 && b < 0x7f && !b"()<>@,;:\\\"/[]?=".contains(&b))
+        {
+            return Err(cfg.error_at(
+                &["authserv_id"],
+                "authserv_id must be one token (RFC 2045: no space, control or ()<>@,;:\\\"/[]?= character)",
+            ));
         }
         cfg.check_layout(false)?;
         for (name, table) in &cfg.stages {
@@ -426,6 +433,18 @@ mod tests {
         assert!(parse("listen = \"localhost\"\n").is_err());
         assert!(parse("listen = \"127.0.0.1:1\"\nport = 2\n").is_err());
         assert!(PipelineConfig::embedded().metrics.is_none());
+    }
+
+    #[test]
+    fn authserv_id_is_a_token() {
+        let parse =
+            |id: &str| PipelineConfig::parse(&format!("name = \"x\"\nauthserv_id = {id:?}\n"), Path::new("p.toml"));
+        assert!(parse("mx.example.net").is_ok());
+        for bad in ["spoolsift@mx", "a/b", "mx example", "mx;x", "\"mx\"", "(mx)", ""] {
+            let e = parse(bad).unwrap_err();
+            assert_eq!(e.line, Some(2), "{bad}");
+            assert!(e.reason.starts_with("authserv_id must be one token"), "{bad}: {e}");
+        }
     }
 
     #[test]

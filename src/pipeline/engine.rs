@@ -440,6 +440,7 @@ impl<'e> Engine<'e> {
                     body,
                     cv_of(&r.verdict),
                     &self.pipeline.authserv_id,
+                    &self.pipeline.headers.results_of(outcomes),
                     self.clock.now_secs(),
                 ),
                 None => Err("not sealed: no result from the arc stage".into()),

@@ -30,7 +30,6 @@ use serde::Deserialize;
 pub use seal::{NewSet, SealConfig, Sealer};
 pub use verify::{ArcResult, ArcStatus, DnsTrouble};
 
-use super::authres;
 use super::dcc::parse_host_address;
 use super::{Stage, StageError, StageResult, Verdict};
 use crate::dns::TxtLookup;
@@ -195,27 +194,19 @@ pub fn cv_of(verdict: &Verdict) -> ArcStatus {
 }
 
 impl Sealer {
-    /// Seal a final spool header: AAR from our Authentication-Results (every one carrying our
-    /// authserv-id, combined), then AMS and AS, prepended in that order through the spool header
-    /// API. `Err` says why the message was not sealed; the message itself is unchanged then.
+    /// Seal a final spool header: AAR from our own results (`resinfo`, this run's clauses, never
+    /// an Authentication-Results field of the message, which a sender could have forged), then
+    /// AMS and AS, prepended in that order through the spool header API. `Err` says why the
+    /// message was not sealed; the message itself is unchanged then.
     pub fn seal_spool(
         &self,
         h: &mut SpoolHeader,
         body: &dyn BodySource,
         cv: ArcStatus,
         authserv_id: &str,
+        resinfo: &[String],
         now: u64,
     ) -> Result<(), String> {
-        let mut resinfo = Vec::new();
-        for line in h.headers.get(b"Authentication-Results") {
-            let value = line.value();
-            if let Some(claim) = authres::claim(&value).ok().filter(|c| c.is(authserv_id)) {
-                let rest = String::from_utf8_lossy(claim.results(&value)).into_owned();
-                if !rest.is_empty() {
-                    resinfo.push(rest);
-                }
-            }
-        }
         let payload = if resinfo.is_empty() {
             format!("{authserv_id}; none")
         } else {

@@ -104,6 +104,18 @@ impl Fields {
 }
 
 impl InjectConfig {
+    /// Our `method=result` clauses for this message (RFC 8601), as our Authentication-Results
+    /// and our ARC-Authentication-Results carry them: from the stages' answers, never from the
+    /// message's own fields.
+    pub fn results_of(&self, outcomes: &[StageOutcome]) -> Vec<String> {
+        outcomes
+            .iter()
+            .filter_map(|o| o.result.as_ref().ok())
+            .flat_map(|r| r.auth_results.iter())
+            .map(|c| sanitize(c, self.max_value_bytes))
+            .collect()
+    }
+
     /// Apply to a message's header: remove forgeries of our headers, add ours.
     pub fn apply(
         &self,
@@ -164,7 +176,7 @@ impl InjectConfig {
             }
         }
         if self.authentication_results {
-            let clauses: Vec<String> = results.iter().flat_map(|r| r.auth_results.iter()).map(|c| clean(c)).collect();
+            let clauses = self.results_of(outcomes);
             let body = if clauses.is_empty() { "none".to_string() } else { clauses.join("; ") };
             let value = format!("{authserv_id}; {body}");
             h.headers.add(b"Authentication-Results", value.as_bytes(), Position::Top)?;
