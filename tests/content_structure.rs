@@ -128,3 +128,53 @@ fn the_test_string_in_a_bomb_is_still_found() {
     let r = scan(ContentConfig::default(), &fields, &eicar());
     assert_eq!(r.verdict, Verdict::Infected { name: "Eicar-Test-Signature".into() });
 }
+
+#[test]
+fn header_fields_up_to_the_end_of_the_message_are_counted() {
+    // A part header with no blank line after it: the parser still builds every field.
+    let mut body = b"--B\n".to_vec();
+    body.extend_from_slice(&b"a:\n".repeat(5_000));
+    let r = scan(ContentConfig::default(), &mixed("B"), &body);
+    assert_eq!(details(&r), [("part", "message"), ("rule", "structure:header-fields"), ("limit", "1000")]);
+}
+
+#[test]
+fn an_encoded_message_is_counted_as_the_structure_parse_reads_it_too() {
+    // Declared base64, but plain text: decoded it is noise, parsed in place (as the scanner's
+    // structure parse, which ignores the encoding, does) it is a part bomb.
+    let mut inner = b"Content-Type: multipart/mixed; boundary=C\n\n".to_vec();
+    inner.extend_from_slice(&b"--C\n\n".repeat(20_000));
+    let mut body = b"--B\nContent-Type: message/rfc822\nContent-Transfer-Encoding: base64\n\n".to_vec();
+    body.extend_from_slice(&inner);
+    body.extend_from_slice(b"\n--B--\n");
+    let r = scan(ContentConfig::default(), &mixed("B"), &body);
+    assert_eq!(r.verdict, blocked("structure:parts"));
+}
+
+#[test]
+fn list_items_in_header_fields_are_counted_over_the_message() {
+    // One field, but the address parser builds an entry per comma.
+    let mut body = b"--B\nTo: ".to_vec();
+    body.extend_from_slice(&b"a@b,".repeat(150_000));
+    body.extend_from_slice(b"a@b\n\ntext\n--B--\n");
+    let r = scan(ContentConfig::default(), &mixed("B"), &body);
+    assert_eq!(details(&r), [("part", "message"), ("rule", "structure:header-items"), ("limit", "100000")]);
+}
+
+#[test]
+fn nested_encoded_messages_decode_at_most_twice_the_message() {
+    // Quoted-printable does not shrink plain text: each level would copy it again.
+    let mut msg = b"Subject: inner\n\n".to_vec();
+    msg.extend_from_slice(&b"plain text line\n".repeat(100_000));
+    for _ in 0..6 {
+        let mut outer = b"Content-Type: message/rfc822\nContent-Transfer-Encoding: quoted-printable\n\n".to_vec();
+        outer.extend_from_slice(&msg);
+        msg = outer;
+    }
+    let fields = vec!["Subject: nested".to_string(), "Content-Type: multipart/mixed; boundary=\"B\"".to_string()];
+    let mut body = b"--B\n".to_vec();
+    body.extend_from_slice(&msg);
+    body.extend_from_slice(b"\n--B--\n");
+    let r = scan(ContentConfig::default(), &fields, &body);
+    assert_eq!(r.verdict, blocked("structure:decoded-size"), "{:?}", r.details);
+}

@@ -391,6 +391,13 @@ impl ContentScanner {
         self.scan_bytes(data, body_at, reference).into_result()
     }
 
+    /// The structure parser the scanner's own decoding runs first (mail-parser ignoring
+    /// Content-Transfer-Encoding); for the fuzz target that checks the census against it.
+    #[doc(hidden)]
+    pub fn structure_parser() -> MessageParser {
+        own::structure_parser()
+    }
+
     /// Whether [`ContentScanner::scan_message`] would use our own decoding on `data`, rather than
     /// bail to the full parse; for the tests, which must show they exercise it.
     #[doc(hidden)]

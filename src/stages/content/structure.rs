@@ -28,9 +28,24 @@ pub struct StructureLimits {
 /// The first limit a message crossed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Breach {
-    Parts { limit: usize },
-    Depth { limit: usize },
-    HeaderFields { limit: usize },
+    Parts {
+        limit: usize,
+    },
+    Depth {
+        limit: usize,
+    },
+    HeaderFields {
+        limit: usize,
+    },
+    /// Header fields and the list items in them (`,` and `;`), over all parts: what the parser
+    /// builds an object for.
+    HeaderItems {
+        limit: usize,
+    },
+    /// Bytes decoded from encoded nested messages, over all levels.
+    Decoded {
+        limit: usize,
+    },
 }
 
 impl Breach {
@@ -40,12 +55,18 @@ impl Breach {
             Breach::Parts { .. } => "structure:parts",
             Breach::Depth { .. } => "structure:depth",
             Breach::HeaderFields { .. } => "structure:header-fields",
+            Breach::HeaderItems { .. } => "structure:header-items",
+            Breach::Decoded { .. } => "structure:decoded-size",
         }
     }
 
     pub fn limit(&self) -> usize {
         match *self {
-            Breach::Parts { limit } | Breach::Depth { limit } | Breach::HeaderFields { limit } => limit,
+            Breach::Parts { limit }
+            | Breach::Depth { limit }
+            | Breach::HeaderFields { limit }
+            | Breach::HeaderItems { limit }
+            | Breach::Decoded { limit } => limit,
         }
     }
 }
@@ -61,16 +82,45 @@ pub struct Counts {
 /// itself, and the content scanner parses deeper ones to its `max_nesting` (at most 64).
 const ENCODED_LEVELS: usize = 64;
 
-/// Count `data`'s structure, stopping at the first limit crossed.
+/// Header items (fields and the list items in them) per allowed header field of one part, over
+/// the whole message: 100,000 with the default 1,000 fields.
+const ITEMS_PER_FIELD: usize = 100;
+
+/// Count `data`'s structure, stopping at the first limit crossed. The content scanner parses a
+/// message twice over (mail-parser's full parse, and a structure parse that ignores
+/// Content-Transfer-Encoding, `own.rs`), so both framings are counted: an encoded nested message
+/// is a message decoded for the one and in place for the other.
+///
+/// The counts returned are the larger of the two framings'.
 pub fn census(data: &[u8], limits: &StructureLimits) -> Result<Counts, Breach> {
-    let mut c = Counter { limits, counts: Counts::default() };
-    c.message(data, 0, ENCODED_LEVELS)?;
-    Ok(c.counts)
+    let mut most = Counts::default();
+    for ignore_cte in [false, true] {
+        let mut c = Counter {
+            limits,
+            counts: Counts::default(),
+            items: 0,
+            decoded: 0,
+            decoded_limit: data.len().saturating_mul(2).saturating_add(1 << 20),
+            ignore_cte,
+        };
+        c.message(data, 0, ENCODED_LEVELS)?;
+        most = Counts { parts: most.parts.max(c.counts.parts), depth: most.depth.max(c.counts.depth) };
+    }
+    Ok(most)
 }
 
 struct Counter<'l> {
     limits: &'l StructureLimits,
     counts: Counts,
+    /// Header items so far, over all parts.
+    items: usize,
+    /// Bytes decoded so far, and the most allowed: twice the message and a megabyte, which
+    /// legitimate forwards nested a few levels deep stay under (base64 shrinks each level by a
+    /// quarter), where 64 levels of quoted-printable would copy the message 64 times.
+    decoded: usize,
+    decoded_limit: usize,
+    /// The structure parse's framing: encoded nested messages are parsed in place.
+    ignore_cte: bool,
 }
 
 /// One open level of the walk: a multipart (its boundary) or a nested message (the boundary of the
@@ -93,7 +143,12 @@ struct PartHead {
 }
 
 impl Counter<'_> {
-    fn part(&mut self, fields: usize, depth: usize) -> Result<(), Breach> {
+    fn part(&mut self, fields: usize, items: usize, depth: usize) -> Result<(), Breach> {
+        self.items = self.items.saturating_add(items);
+        let max_items = self.limits.max_header_fields.saturating_mul(ITEMS_PER_FIELD);
+        if self.items > max_items {
+            return Err(Breach::HeaderItems { limit: max_items });
+        }
         self.counts.parts += 1;
         self.counts.depth = self.counts.depth.max(depth);
         if self.counts.parts > self.limits.max_parts {
@@ -115,15 +170,18 @@ impl Counter<'_> {
         let mut state = Level { boundary: None, message: true, digest: false };
         let mut stack: Vec<Level> = Vec::new();
         loop {
-            let Some((end, fields, head)) = header_block(data, pos, self.limits.max_header_fields) else {
-                // Fields up to the end and no blank line: mail-parser keeps them as a part.
-                if pos < data.len() && data[pos..].iter().any(|b| !b.is_ascii_whitespace()) {
-                    self.part(1, base + stack.len())?;
+            let block = header_block(data, pos, self.limits.max_header_fields, self.ignore_cte);
+            let Some(end) = block.end else {
+                // Fields up to the end and no blank line: mail-parser parses them all and keeps
+                // them as a part.
+                if block.fields > 0 || data.get(pos..).is_some_and(|r| r.iter().any(|b| !b.is_ascii_whitespace())) {
+                    self.part(block.fields, block.items, base + stack.len())?;
                 }
                 return Ok(());
             };
+            let head = block.head;
             pos = end;
-            self.part(fields, base + stack.len())?;
+            self.part(block.fields, block.items, base + stack.len())?;
             if let Some(b) = head.multipart_boundary.filter(|b| !b.is_empty()) {
                 if let Some(after) = find_delimiter(data, pos, &b) {
                     pos = skip_crlf(data, after);
@@ -153,7 +211,12 @@ impl Counter<'_> {
             if is_message && encoded > 0 {
                 let body_end =
                     if state.boundary.is_some() { pos - state.boundary.as_ref().map_or(0, Vec::len) - 2 } else { pos };
-                let decoded = lenient_decode(&data[body_start..body_end], encoding_named(head.cte.as_deref()));
+                let raw = &data[body_start..body_end];
+                self.decoded = self.decoded.saturating_add(raw.len());
+                if self.decoded > self.decoded_limit {
+                    return Err(Breach::Decoded { limit: self.decoded_limit });
+                }
+                let decoded = lenient_decode(raw, encoding_named(head.cte.as_deref()));
                 self.message(&decoded, base + stack.len() + 1, encoded - 1)?;
             }
             if state.boundary.is_none() {
@@ -227,18 +290,28 @@ fn skip_crlf(data: &[u8], mut pos: usize) -> usize {
     pos
 }
 
-/// The header block at `pos`: its end (after the blank line), its field count and what it says
-/// about structure. `None` when the data ends before a blank line. Fields are counted by their
-/// first lines, so a block is refused after `max_fields + 1` of them, whatever follows.
-fn header_block(data: &[u8], mut pos: usize, max_fields: usize) -> Option<(usize, usize, PartHead)> {
-    let mut fields = 0;
+/// What [`header_block`] found.
+struct Block {
+    /// Where the block ends (after its blank line); `None` when the data ends first.
+    end: Option<usize>,
+    fields: usize,
+    /// Fields and the list items (`,` `;`) in them.
+    items: usize,
+    head: PartHead,
+}
+
+/// The header block at `pos`: its end, its field and item counts and what it says about
+/// structure. Fields are counted by their first lines, so a block is judged after
+/// `max_fields + 1` of them without reading more of their contents.
+fn header_block(data: &[u8], mut pos: usize, max_fields: usize, ignore_cte: bool) -> Block {
+    let (mut fields, mut items) = (0, 0usize);
     let (mut ctype, mut cte): (Option<&[u8]>, Option<&[u8]>) = (None, None);
     loop {
         // As mail-parser: white space before a field is skipped; a line end there ends the block.
         while let Some(&b) = data.get(pos) {
             if b == b'\n' {
-                let head = if fields > max_fields { PartHead::default() } else { part_head(ctype, cte) };
-                return Some((pos + 1, fields, head));
+                let head = if fields > max_fields { PartHead::default() } else { part_head(ctype, cte, ignore_cte) };
+                return Block { end: Some(pos + 1), fields, items, head };
             }
             if !b.is_ascii_whitespace() {
                 break;
@@ -246,17 +319,19 @@ fn header_block(data: &[u8], mut pos: usize, max_fields: usize) -> Option<(usize
             pos += 1;
         }
         if pos >= data.len() {
-            return None;
+            return Block { end: None, fields, items, head: PartHead::default() };
         }
         let start = pos;
         // As mail-parser: the name runs to `:`; a line end before it drops the line, and what
-        // follows (even indented) is read as a new field.
-        // A `:` before any name character is skipped, as mail-parser does.
+        // follows (even indented) is read as a new field. A `:` before any name character is
+        // skipped.
         let mut named = false;
-        let colon = data[start..].iter().position(|&b| {
+        let Some(colon) = data[start..].iter().position(|&b| {
             named |= !b.is_ascii_whitespace() && b != b':';
             b == b'\n' || (b == b':' && named)
-        })?;
+        }) else {
+            return Block { end: None, fields, items, head: PartHead::default() };
+        };
         if data[start + colon] == b'\n' {
             pos = start + colon + 1;
             continue;
@@ -278,6 +353,7 @@ fn header_block(data: &[u8], mut pos: usize, max_fields: usize) -> Option<(usize
             }
         }
         fields += 1;
+        items = items.saturating_add(1 + memchr::memchr2_iter(b',', b';', &data[start + colon..end]).count());
         if fields > max_fields {
             // Enough to refuse the part; find the block's end without looking at more fields.
             pos = end;
@@ -299,7 +375,7 @@ fn header_block(data: &[u8], mut pos: usize, max_fields: usize) -> Option<(usize
 /// The structure a part's Content-Type and Content-Transfer-Encoding fields describe, read by
 /// mail-parser itself so that boundaries (quoting, RFC 2231 continuations) come out as it reads
 /// them.
-fn part_head(ctype: Option<&[u8]>, cte: Option<&[u8]>) -> PartHead {
+fn part_head(ctype: Option<&[u8]>, cte: Option<&[u8]>, ignore_cte: bool) -> PartHead {
     let mut block = Vec::new();
     for f in [ctype, cte].into_iter().flatten() {
         block.extend_from_slice(f);
@@ -313,7 +389,7 @@ fn part_head(ctype: Option<&[u8]>, cte: Option<&[u8]>) -> PartHead {
     let Some(m) = parsed.ok().flatten() else { return head };
     let Some(part) = m.parts.first() else { return head };
     let cte = part.content_transfer_encoding().map(str::to_string);
-    head.encoded = encoding_named(cte.as_deref()) != mail_parser::Encoding::None;
+    head.encoded = !ignore_cte && encoding_named(cte.as_deref()) != mail_parser::Encoding::None;
     head.cte = cte;
     if let Some(ct) = part.content_type() {
         head.has_type = true;
