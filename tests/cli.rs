@@ -380,3 +380,25 @@ fn layouts_that_lose_mail_are_refused() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("is inside Exim's spool"), "{}", stderr(&o));
 }
+
+#[test]
+fn a_layout_through_a_link_is_compared_where_it_really_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("spool/input")).unwrap();
+    // `alias` is Exim's spool by another name; the queuefile directory under it does not exist
+    // yet, and would still be Exim's input/.
+    std::os::unix::fs::symlink(root.join("spool"), root.join("alias")).unwrap();
+    let text = layout(root, "{root}/alias/input/new", "{root}/spoolsift", "{root}/spool");
+    let (code, _, err) = check(&text);
+    let r = root.canonicalize().unwrap();
+    let r = r.display();
+    assert_eq!(
+        (code, err.trim_end()),
+        (
+            Some(1),
+            format!("invalid: P:5: the queuefile directory ({r}/spool/input/new) is inside Exim's spool ({r}/spool)")
+                .as_str()
+        )
+    );
+}

@@ -28,22 +28,27 @@ struct Dir<'a> {
     path: &'a Path,
 }
 
-/// `path` with `.` and `..` resolved by name, and through links where it exists.
+/// `path` with `.` and `..` resolved by name, and links resolved in the part of it that exists
+/// (its nearest existing ancestor), so that a directory not made yet under a linked ancestor is
+/// compared where it will really be.
 fn normal(path: &Path) -> PathBuf {
-    if let Ok(p) = path.canonicalize() {
-        return p;
-    }
-    let mut out = PathBuf::new();
+    let mut lexical = PathBuf::new();
     for c in path.components() {
         match c {
             Component::CurDir => {}
             Component::ParentDir => {
-                out.pop();
+                lexical.pop();
             }
-            other => out.push(other),
+            other => lexical.push(other),
         }
     }
-    out
+    for base in lexical.ancestors() {
+        if let Ok(real) = base.canonicalize() {
+            let rest = lexical.strip_prefix(base).unwrap_or(Path::new(""));
+            return if rest.as_os_str().is_empty() { real } else { real.join(rest) };
+        }
+    }
+    lexical
 }
 
 /// The device of the nearest existing ancestor of `path` (a directory not made yet will be made
