@@ -298,18 +298,21 @@ fn a_header_file_over_the_limit_is_moved_aside_unread() {
     let mut w = World::new();
     let big = w.drop_copy(None, &[], "big\n");
     let size = std::fs::metadata(w.qf.join(format!("{big}-H"))).unwrap().len();
-    let lines = w.with_engine(|e| {
-        e.pipeline.intake = Some(IntakeConfig {
-            queuefile_directory: Some(w.qf.clone()),
-            incoming_spool_directory: None,
-            work_directory: w.root.path().join("work"),
-            orphan_age_secs: 900,
-            rescan_interval_ms: 1000,
-            max_header_file_bytes: size - 1,
-            trusted_uid: None,
-        });
-        run_until_idle(e)
-    });
+    let run_with_limit = |w: &World, limit: u64| {
+        w.with_engine(|e| {
+            e.pipeline.intake = Some(IntakeConfig {
+                queuefile_directory: Some(w.qf.clone()),
+                incoming_spool_directory: None,
+                work_directory: w.root.path().join("work"),
+                orphan_age_secs: 900,
+                rescan_interval_ms: 1000,
+                max_header_file_bytes: limit,
+                trusted_uid: None,
+            });
+            run_until_idle(e)
+        })
+    };
+    let lines = run_with_limit(&w, size - 1);
     assert!(lines.len() == 1 && lines[0].contains("action=rejected"), "{lines:?}");
     assert!(w.queued().is_empty());
     let rejected = w.root.path().join("work/rejected");
@@ -318,18 +321,7 @@ fn a_header_file_over_the_limit_is_moved_aside_unread() {
     assert!(reason.ends_with(&format!("{big}-H (byte 0): file is larger than {} bytes\n", size - 1)), "{reason}");
     // At the limit it is taken.
     let ok = w.drop_copy(None, &[], "fits\n");
-    w.with_engine(|e| {
-        e.pipeline.intake = Some(IntakeConfig {
-            queuefile_directory: Some(w.qf.clone()),
-            incoming_spool_directory: None,
-            work_directory: w.root.path().join("work"),
-            orphan_age_secs: 900,
-            rescan_interval_ms: 1000,
-            max_header_file_bytes: size,
-            trusted_uid: None,
-        });
-        run_until_idle(e)
-    });
+    run_with_limit(&w, size);
     assert_eq!(w.queued().iter().map(|h| h.id.clone()).collect::<Vec<_>>(), [ok]);
 }
 

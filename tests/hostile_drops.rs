@@ -13,22 +13,19 @@ use support::{list, poll, standalone_pipeline, start_daemon, Daemon};
 const LIMIT: Duration = Duration::from_secs(60);
 const SECRET: &str = "root:SECRET-HASH-THAT-MUST-NOT-LEAK:19000:0:99999:7:::";
 
-struct World {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
-    qf: PathBuf,
-    input: PathBuf,
-    log: PathBuf,
+/// The standalone daemon's directories, with this file's helpers.
+struct World(support::Standalone);
+
+impl std::ops::Deref for World {
+    type Target = support::Standalone;
+    fn deref(&self) -> &support::Standalone {
+        &self.0
+    }
 }
 
 impl World {
     fn new() -> World {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().to_path_buf();
-        let (qf, input) = (root.join("queuefile"), root.join("spool/input"));
-        std::fs::create_dir_all(&qf).unwrap();
-        std::fs::create_dir_all(&input).unwrap();
-        World { _dir: dir, log: root.join("daemon.log"), root, qf, input }
+        World(support::Standalone::new())
     }
 
     fn header_text(id: &str) -> String {

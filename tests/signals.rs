@@ -18,22 +18,19 @@ fn signal(daemon: &Daemon, sig: libc::c_int) {
     assert_eq!(unsafe { libc::kill(daemon.0.id() as libc::pid_t, sig) }, 0);
 }
 
-struct World {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
-    qf: PathBuf,
-    input: PathBuf,
-    log: PathBuf,
+/// The standalone daemon's directories, with this file's helpers.
+struct World(support::Standalone);
+
+impl std::ops::Deref for World {
+    type Target = support::Standalone;
+    fn deref(&self) -> &support::Standalone {
+        &self.0
+    }
 }
 
 impl World {
     fn new() -> World {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().to_path_buf();
-        let (qf, input) = (root.join("queuefile"), root.join("spool/input"));
-        std::fs::create_dir_all(&qf).unwrap();
-        std::fs::create_dir_all(&input).unwrap();
-        World { _dir: dir, log: root.join("daemon.log"), root, qf, input }
+        World(support::Standalone::new())
     }
 
     /// The pipeline file: the built-in scanner only, batches of `batch`, our status header named

@@ -62,6 +62,27 @@ kick = false
     p
 }
 
+/// The directories [`standalone_pipeline`] names, made in a temporary directory: the queuefile
+/// directory `root/queuefile`, Exim's `root/spool/input`, and the daemon's log `root/daemon.log`.
+pub struct Standalone {
+    _dir: tempfile::TempDir,
+    pub root: PathBuf,
+    pub qf: PathBuf,
+    pub input: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Standalone {
+    pub fn new() -> Standalone {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let (qf, input) = (root.join("queuefile"), root.join("spool/input"));
+        std::fs::create_dir_all(&qf).unwrap();
+        std::fs::create_dir_all(&input).unwrap();
+        Standalone { _dir: dir, log: root.join("daemon.log"), root, qf, input }
+    }
+}
+
 /// A daemon that is killed (and reaped) when the test ends, however it ends.
 pub struct Daemon(pub std::process::Child);
 
