@@ -201,13 +201,16 @@ fn scan_reports_and_exits_by_what_it_found() {
 /// Run with standard output a pipe whose reader has gone (as under `| head -1`); standard error
 /// is kept apart, to see that nothing panicked.
 fn into_closed_pipe(args: &[&str]) -> (std::process::ExitStatus, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_spoolsift"))
+    // The reading end is closed before the command starts: every write it makes fails, however
+    // little it writes and however fast.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let child = Command::new(env!("CARGO_BIN_EXE_spoolsift"))
         .args(args)
-        .stdout(std::process::Stdio::piped())
+        .stdout(writer)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    drop(child.stdout.take());
     let o = child.wait_with_output().unwrap();
     (o.status, String::from_utf8_lossy(&o.stderr).into_owned())
 }
