@@ -5,10 +5,8 @@
 //! time (`eicar::signature()`); no file in the repository contains it.
 
 use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -21,94 +19,13 @@ use spoolsift::stages::{Stage, StageError, StageResult, Verdict};
 /// Connections kept between scans (`zIDSESSION`).
 #[path = "clamav/sessions.rs"]
 mod sessions;
+mod support;
+
+use support::clamd::Clamd;
+use support::free_port;
 
 /// What clamd reports for our `.ndb` signature over the test string.
 const SIG: &str = "Spoolsift.Test.Eicar.UNOFFICIAL";
-
-/// A private clamd; stopped on drop.
-struct Clamd {
-    dir: tempfile::TempDir,
-    port: u16,
-    stream_max: String,
-    /// clamd's ReadTimeout in seconds, which also ends an idle session.
-    read_timeout: String,
-    running: bool,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn script(args: &[&str]) -> String {
-    let out = Command::new("bash")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/clamd-test.sh"))
-        .args(args)
-        .output()
-        .expect("running scripts/clamd-test.sh");
-    assert!(out.status.success(), "clamd-test.sh {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-impl Clamd {
-    fn start(stream_max: &str) -> Clamd {
-        Clamd::start_with(stream_max, "120")
-    }
-
-    fn start_with(stream_max: &str, read_timeout: &str) -> Clamd {
-        let mut c = Clamd {
-            dir: tempfile::tempdir().unwrap(),
-            port: free_port(),
-            stream_max: stream_max.into(),
-            read_timeout: read_timeout.into(),
-            running: false,
-        };
-        c.restart();
-        c
-    }
-
-    fn restart(&mut self) {
-        let dir = self.dir.path().to_str().unwrap().to_string();
-        let port = self.port.to_string();
-        let line = script(&[
-            "start",
-            "--dir",
-            &dir,
-            "--port",
-            &port,
-            "--stream-max",
-            &self.stream_max,
-            "--read-timeout",
-            &self.read_timeout,
-        ]);
-        assert!(line.starts_with(&format!("CLAMD_SOCKET={dir}/clamd.sock CLAMD_PORT={port} CLAMD_PID=")), "{line}");
-        self.running = true;
-    }
-
-    fn stop(&mut self) {
-        script(&["stop", "--dir", self.dir.path().to_str().unwrap()]);
-        self.running = false;
-    }
-
-    fn unix(&self) -> String {
-        format!("unix:{}", self.dir.path().join("clamd.sock").display())
-    }
-
-    fn tcp(&self) -> String {
-        format!("tcp:127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Clamd {
-    fn drop(&mut self) {
-        // No assertion here: a drop during a failed test's unwinding must not panic again.
-        if self.running {
-            let _ = Command::new("bash")
-                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/clamd-test.sh"))
-                .args(["stop", "--dir", self.dir.path().to_str().unwrap()])
-                .output();
-        }
-    }
-}
 
 fn stage(servers: &[String], tweak: impl FnOnce(&mut ClamavConfig)) -> ClamavStage {
     let mut c = ClamavConfig {

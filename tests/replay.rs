@@ -8,6 +8,7 @@
 #[allow(dead_code)]
 #[path = "dcc/double.rs"]
 mod double;
+mod support;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -16,6 +17,7 @@ use std::process::{Command, Output};
 
 use double::{Double, Reply};
 use spoolsift::stages::content::eicar;
+use support::clamd::Clamd;
 
 const EICAR_ID: &str = "1xXOQD-0004A8-22";
 /// A clean fixture whose re-queued headers the tests look at.
@@ -32,52 +34,6 @@ fn text(b: &[u8]) -> String {
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-/// A private clamd (scripts/clamd-test.sh); stopped on drop.
-struct Clamd {
-    dir: tempfile::TempDir,
-    running: bool,
-}
-
-impl Clamd {
-    fn start() -> Clamd {
-        let dir = tempfile::tempdir().unwrap();
-        let out = Command::new("bash")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/clamd-test.sh"))
-            .args(["start", "--dir", s(dir.path())])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "clamd-test.sh start: {}", text(&out.stderr));
-        Clamd { dir, running: true }
-    }
-
-    fn address(&self) -> String {
-        format!("unix:{}", self.dir.path().join("clamd.sock").display())
-    }
-
-    fn stop(&mut self) {
-        if self.running {
-            let out = Command::new("bash")
-                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/clamd-test.sh"))
-                .args(["stop", "--dir", s(self.dir.path())])
-                .output()
-                .unwrap();
-            self.running = false;
-            assert!(out.status.success(), "clamd-test.sh stop: {}", text(&out.stderr));
-        }
-    }
-}
-
-impl Drop for Clamd {
-    fn drop(&mut self) {
-        if self.running {
-            let _ = Command::new("bash")
-                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/clamd-test.sh"))
-                .args(["stop", "--dir", s(self.dir.path())])
-                .output();
-        }
-    }
 }
 
 /// A queuefile-style directory: every fixture pair, plus (when asked) the EICAR message.
@@ -164,7 +120,7 @@ fn capture_replay_twice_identical_and_expect_shows_a_pipeline_change() {
     let src = tmp.path().join("queuefile");
     queue(&src, true, true);
     let messages = std::fs::read_dir(&src).unwrap().count() / 2;
-    let mut clamd = Clamd::start();
+    let mut clamd = Clamd::start("25M");
     let dcc = Double::unix(Reply::text(DCC_REPLY));
     let pipe = pipeline(tmp.path(), "replay", &clamd.address(), &dcc.address, "");
 
@@ -299,7 +255,7 @@ fn a_missing_recorded_answer_is_named_and_nothing_is_made_up() {
         let name = format!("{CLEAN_ID}-{suffix}");
         std::fs::copy(Path::new("spool-fixtures/b496-bounce").join(&name), src.join(&name)).unwrap();
     }
-    let mut clamd = Clamd::start();
+    let mut clamd = Clamd::start("25M");
     let dcc = Double::unix(Reply::text(DCC_REPLY));
     let pipe = pipeline(tmp.path(), "replay", &clamd.address(), &dcc.address, "");
     let cap = tmp.path().join("capture");

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod clamd;
 pub mod fixtures;
 pub mod smtp;
 
