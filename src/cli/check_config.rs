@@ -1,5 +1,6 @@
 //! `spoolsift check-config FILE...`: load each pipeline definition and build its stages, saying
-//! exactly what is wrong (file, line, reason). Exit 0 when all are valid, 1 otherwise.
+//! exactly what is wrong (file, line, reason). Exit 0 when all are valid, 1 otherwise. With
+//! `--probe`, also try what each one relies on (see `probe.rs`).
 
 use std::path::PathBuf;
 
@@ -10,6 +11,10 @@ use crate::pipeline::{self, PipelineConfig};
 pub struct Args {
     #[arg(required = true)]
     files: Vec<PathBuf>,
+    /// Also try what the pipeline relies on: directories, the Exim command, an EICAR message
+    /// through every antivirus stage, dccifd, the published ARC key (one line per check).
+    #[arg(long)]
+    probe: bool,
 }
 
 pub fn run(args: &Args) -> i32 {
@@ -27,6 +32,20 @@ pub fn run(args: &Args) -> i32 {
                 };
                 crate::outln!("ok: {} ({}): stages [{}], {mode}", f.display(), cfg.name, names.join(", "));
                 cfg.warnings().iter().for_each(|w| crate::errln!("warning: {w}"));
+                if args.probe {
+                    let sealer = match pipeline::build::arc_sealer(&cfg) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            crate::errln!("invalid: {e}");
+                            bad += 1;
+                            continue;
+                        }
+                    };
+                    for check in super::probe::run(&cfg, &stages, sealer.as_ref()) {
+                        crate::outln!("{}", check.line());
+                        bad += usize::from(check.result.is_err());
+                    }
+                }
             }
             Err(e) => {
                 crate::errln!("invalid: {e}");

@@ -6,6 +6,7 @@ pub mod arc_verify;
 pub mod capture;
 pub mod check_config;
 pub mod inspect;
+pub mod probe;
 pub mod quarantine;
 pub mod replay;
 pub mod replay_diff;

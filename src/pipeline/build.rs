@@ -52,7 +52,16 @@ pub fn stages_with(cfg: &PipelineConfig, outside: &Outside) -> Result<Vec<Box<dy
 /// The ARC stage: key records from the configured records file, or DNS through hickory; either
 /// recorded or replayed by `outside`.
 fn arc_stage(config: &ArcConfig, outside: &Outside) -> Result<ArcStage, String> {
-    let live: Arc<dyn TxtLookup> = match &config.txt_records {
+    let live = arc_dns(config)?;
+    // Every key lookup may take its full timeout on each attempt; a few lookups per message.
+    let budget = config.dns_timeout() * (config.dns_attempts.max(1) as u32) * 4 + std::time::Duration::from_secs(5);
+    let dns = outside.answers.txt_lookup(live);
+    Ok(ArcStage::new(dns, config.on_dns_failure, budget).with_clock(outside.clock))
+}
+
+/// Where the arc stage looks its keys up: the records file, or DNS.
+pub fn arc_dns(config: &ArcConfig) -> Result<Arc<dyn TxtLookup>, String> {
+    Ok(match &config.txt_records {
         Some(path) => {
             let bytes = std::fs::read(path).map_err(|e| format!("txt_records {}: {e}", path.display()))?;
             Arc::new(StaticTxt::from_json(&bytes).map_err(|e| format!("txt_records {}: {e}", path.display()))?)
@@ -62,11 +71,7 @@ fn arc_stage(config: &ArcConfig, outside: &Outside) -> Result<ArcStage, String> 
             timeout: config.dns_timeout(),
             attempts: config.dns_attempts,
         })?),
-    };
-    // Every key lookup may take its full timeout on each attempt; a few lookups per message.
-    let budget = config.dns_timeout() * (config.dns_attempts.max(1) as u32) * 4 + std::time::Duration::from_secs(5);
-    let dns = outside.answers.txt_lookup(live);
-    Ok(ArcStage::new(dns, config.on_dns_failure, budget).with_clock(outside.clock))
+    })
 }
 
 /// The ARC sealer of `[stages.arc.seal]`, if the arc stage is on and has one. Reads the key file.

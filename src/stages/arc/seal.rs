@@ -8,7 +8,7 @@ use base64::Engine;
 use serde::Deserialize;
 
 use super::canon::{BodyHasher, Canon};
-use super::keys::PrivateKey;
+use super::keys::{PrivateKey, PublicKey};
 use super::verify::{self, ArcStatus, Kind, MAX_INSTANCE};
 
 /// `[stages.arc.seal]`.
@@ -80,6 +80,26 @@ pub struct NewSet {
 }
 
 impl Sealer {
+    /// Whether the key published at `<selector>._domainkey.<domain>` is the one we sign with: a
+    /// test string signed with ours must verify with the record's. Says which record.
+    pub fn check_published(&self, dns: &dyn crate::dns::TxtLookup) -> Result<String, String> {
+        let name = format!("{}._domainkey.{}", self.selector, self.domain);
+        let records = dns.txt(&name).map_err(|e| format!("{name}: {e}"))?;
+        if records.is_empty() {
+            return Err(format!("{name}: no TXT record"));
+        }
+        let data = b"spoolsift check-config --probe";
+        let sig = self.key.sign(data)?;
+        for r in &records {
+            if let Ok(key) = PublicKey::from_record(r) {
+                if key.verify(self.key.algorithm(), data, &sig).is_ok() {
+                    return Ok(format!("{name} publishes our {} key", self.key.algorithm().name()));
+                }
+            }
+        }
+        Err(format!("{name}: no record there holds the public half of our key"))
+    }
+
     pub fn new(config: &SealConfig, key_pem: &[u8]) -> Result<Sealer, String> {
         token("domain", &config.domain)?;
         token("selector", &config.selector)?;
