@@ -819,3 +819,39 @@ fn deferred_claims_are_not_isolated_by_restarts() {
         "{lines:?}"
     );
 }
+
+#[test]
+fn an_infected_message_copied_once_per_recipient_makes_one_quarantine_entry() {
+    use spoolsift::sinks::quarantine::QuarantineStore;
+    let store = |w: &World| QuarantineStore::new(&w.root.path().join("work/quarantine")).list().unwrap();
+    // Copies in separate batches: the first holds bob and carol, the second (queuefile's retry
+    // after bob's attempt) carol only, whom the entry already holds.
+    let mut w = World::new();
+    let id = w.drop_copy(None, &[], "VIRUS-MARKER\n");
+    let first = w.with_engine(run_until_idle);
+    assert!(first[0].contains("action=quarantine"), "{first:?}");
+    w.drop_copy(Some(&id), &["bob@dest.example"], "VIRUS-MARKER\n");
+    let second = w.with_engine(run_until_idle);
+    assert!(second.len() == 1 && second[0].contains("action=nothing-owed"), "{second:?}");
+    let entries = store(&w);
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].verdict["recipients"], serde_json::json!(["bob@dest.example", "carol@dest.example"]));
+    assert!(list(&w.root.path().join("work/work")).is_empty());
+
+    // Both copies in one batch: the same, one entry.
+    let mut w = World::new();
+    let id = w.drop_copy(None, &[], "VIRUS-MARKER\n");
+    let aside = w.root.path().join("aside");
+    std::fs::create_dir_all(&aside).unwrap();
+    w.drop_copy_aside(&id, &["bob@dest.example"], "VIRUS-MARKER\n", &aside);
+    let lines = w.with_engine(|e| {
+        let mut batch = e.claim_batch().unwrap();
+        move_pair(&id, &aside, &w.qf);
+        batch.extend(e.claim_batch().unwrap());
+        assert_eq!(batch.len(), 2);
+        e.process(batch).unwrap().iter().map(|h| h.log_line()).collect::<Vec<_>>()
+    });
+    assert_eq!(lines.iter().filter(|l| l.contains("action=quarantine")).count(), 1, "{lines:?}");
+    assert_eq!(lines.iter().filter(|l| l.contains("action=nothing-owed")).count(), 1, "{lines:?}");
+    assert_eq!(store(&w).len(), 1);
+}

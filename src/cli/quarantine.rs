@@ -23,9 +23,9 @@ pub struct Args {
 enum Sub {
     /// One line per entry: key, id, reasons.
     List,
-    /// The verdict of one entry, as JSON.
+    /// The verdict of one entry (by its key or the message's Exim id), as JSON.
     Show { key: String },
-    /// Re-queue the message for delivery and remove the entry.
+    /// Re-queue the message for delivery, once, and remove the entry.
     Release { key: String },
     /// Remove the entry for good.
     Delete { key: String },
@@ -41,8 +41,18 @@ pub fn run(args: &Args) -> i32 {
     }
 }
 
+/// The one entry `key` names: an entry's key, or a quarantined message's Exim id.
 fn entry(store: &QuarantineStore, key: &str) -> Result<Entry, String> {
-    store.get(key).map_err(|e| e.to_string())?.ok_or_else(|| format!("no quarantine entry {key:?}"))
+    let mut found = store.find(key).map_err(|e| e.to_string())?;
+    match found.len() {
+        0 => Err(format!("no quarantine entry {key:?}")),
+        1 => Ok(found.remove(0)),
+        _ => Err(format!(
+            "{key} is quarantined in {} entries ({}); name one by its key",
+            found.len(),
+            found.iter().map(|e| e.key.as_str()).collect::<Vec<_>>().join(", ")
+        )),
+    }
 }
 
 fn serve(args: &Args) -> Result<i32, String> {
@@ -56,7 +66,12 @@ fn serve(args: &Args) -> Result<i32, String> {
                     .as_array()
                     .map(|a| a.iter().filter_map(|r| r.as_str()).collect())
                     .unwrap_or_default();
-                crate::outln!("{} {} {}", e.key, e.id, reasons.join("; "));
+                let releasing = match e.releasing() {
+                    Some(id) if id.is_empty() => " (being released)".to_string(),
+                    Some(id) => format!(" (released as {id})"),
+                    None => String::new(),
+                };
+                crate::outln!("{} {} {}{releasing}", e.key, e.id, reasons.join("; "));
             }
         }
         Sub::Show { key } => {
@@ -94,7 +109,32 @@ fn serve(args: &Args) -> Result<i32, String> {
                     transform.change_id(&mut header, new);
                 }
             }
-            let done = requeue::commit(&target, &header, BodyPlan::Copy(&data)).map_err(|e| e.to_string())?;
+            // Once only: a second release, at once or later, must not deliver it again. The
+            // claim names the id before the commit, so a release that stopped after it is found
+            // and not repeated.
+            let Some(mut claim) = store.claim_release(&e).map_err(|e| e.to_string())? else {
+                return Err(match e.releasing().filter(|id| !id.is_empty()) {
+                    Some(id) => format!(
+                        "{} was released already, as {id}: see `exim -bp`; delete the entry once that is \
+                         settled",
+                        e.key
+                    ),
+                    None => format!("a release of {} has begun already", e.key),
+                });
+            };
+            {
+                use std::io::Write;
+                writeln!(claim, "{}", header.id).and_then(|()| claim.sync_all()).map_err(|e| e.to_string())?;
+            }
+            let done = requeue::commit(&target, &header, BodyPlan::Copy(&data)).map_err(|err| {
+                format!(
+                    "releasing {} as {}: {err}; if `exim -bp` does not list {}, remove {} and release it again",
+                    e.key,
+                    header.id,
+                    header.id,
+                    e.dir.join("releasing").display()
+                )
+            })?;
             drop(data);
             store.delete(&e).map_err(|e| e.to_string())?;
             crate::errln!("released {} as {}", e.key, done.id);

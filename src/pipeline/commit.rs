@@ -41,6 +41,9 @@ impl Engine<'_> {
     fn commit_plans(&self, batch: Vec<ClaimRecord>, plans: Vec<Plan>) -> io::Result<Vec<Handled>> {
         let now = self.clock.now_secs();
         let mut done_keys: Vec<String> = Vec::new();
+        // Recipients held by the quarantine entries this batch makes, remembered with the end of
+        // their claims.
+        let mut quarantined: Vec<(String, Vec<Vec<u8>>)> = Vec::new();
         let mut journal_updates: Vec<ClaimRecord> = Vec::new();
         let mut committing: Vec<(ClaimRecord, SpoolHeader, Vec<Vec<u8>>, Handled)> = Vec::new();
         let mut handled_all = Vec::new();
@@ -70,9 +73,43 @@ impl Engine<'_> {
                     done_keys.push(rec.key.clone());
                     handled_all.push(handled);
                 }
-                Plan::Quarantine { handled, verdict } => {
+                Plan::Quarantine { header, owed, mut handled, mut verdict } => {
+                    // One entry per message: queuefile hands over a copy per recipient attempt,
+                    // each with the recipients still pending, and releasing one entry per copy
+                    // delivered the same recipients again. The recipients an entry holds count as
+                    // handed on (as a re-queue's do), so a later copy owes only the others.
+                    let already = taken.entry(rec.original_id.clone()).or_default();
+                    let (mut dup, mut still_owed) = (Vec::new(), Vec::new());
+                    for r in owed {
+                        if already.contains(&r)
+                            || self.db.handed_on(&rec.original_id, &r, now).map_err(io::Error::other)?
+                        {
+                            dup.push(r);
+                        } else {
+                            still_owed.push(r);
+                        }
+                    }
+                    if still_owed.is_empty() {
+                        remove_pair(&hp, &dp)?;
+                        done_keys.push(rec.key.clone());
+                        handled.action = "nothing-owed".into();
+                        handled_all.push(handled);
+                        continue;
+                    }
+                    if !dup.is_empty() {
+                        // As it will be released: the recipients already handed on are done.
+                        let mut header = *header;
+                        for r in &dup {
+                            header.non_recipients.insert(r);
+                        }
+                        rewrite_work_header(&hp, &header)?;
+                        handled.recipients = still_owed.iter().map(|r| text(r)).collect();
+                        verdict["recipients"] = serde_json::json!(handled.recipients);
+                    }
+                    already.extend(still_owed.iter().cloned());
                     let id = MessageId::parse(rec.original_id.as_bytes()).map_err(io::Error::other)?;
                     self.quarantine.store(&rec.key, &id, &hp, &dp, &verdict)?;
+                    quarantined.push((rec.original_id.clone(), still_owed));
                     done_keys.push(rec.key.clone());
                     handled_all.push(handled);
                 }
@@ -219,7 +256,7 @@ impl Engine<'_> {
         // The re-queued ones were recorded before their commit point; these are the rest.
         self.record_verdicts(handled_all.iter().filter(|h| h.target_id.is_none()), now);
         let keys: Vec<&str> = done_keys.iter().map(String::as_str).collect();
-        self.db.remove(&keys).map_err(io::Error::other)?;
+        self.db.finish(&keys, &quarantined, now + self.retention_secs).map_err(io::Error::other)?;
         if let Some(k) = &self.kicker {
             if let Err(e) = k.kick_in_background(&kick) {
                 // Nothing is lost: the messages stay queued for the next queue run.
@@ -279,6 +316,18 @@ impl Engine<'_> {
         requeue::sync_dir(&dir)?;
         requeue::sync_dir(&self.dirs.rejected)?;
         requeue::sync_dir(&self.dirs.work)
+    }
+}
+
+/// Replace a work `-H` with `header`, durably: a temporary file, then a rename over it.
+fn rewrite_work_header(path: &Path, header: &crate::spool::SpoolHeader) -> io::Result<()> {
+    let bytes = header.to_checked_bytes().map_err(io::Error::other)?;
+    let tmp = path.with_file_name(format!("{}.new.tmp", path.file_name().unwrap_or_default().to_string_lossy()));
+    crate::private_files::write_file(&tmp, &bytes, crate::private_files::FILE_MODE)?;
+    std::fs::rename(&tmp, path)?;
+    match path.parent() {
+        Some(dir) => requeue::sync_dir(dir),
+        None => Ok(()),
     }
 }
 

@@ -105,6 +105,9 @@ pub(super) enum Plan {
         handled: Handled,
     },
     Quarantine {
+        /// The copy's header as read, and the recipients it owed when scanned.
+        header: Box<SpoolHeader>,
+        owed: Vec<Vec<u8>>,
         handled: Handled,
         verdict: serde_json::Value,
     },
@@ -407,7 +410,7 @@ impl<'e> Engine<'e> {
                     "stages": outcomes,
                     "quarantined_at": now,
                 });
-                Plan::Quarantine { handled, verdict }
+                Plan::Quarantine { header: Box::new(header), owed, handled, verdict }
             }
             Action::Discard => Plan::Discard { handled },
             Action::Defer => Plan::Defer { handled },

@@ -25,7 +25,16 @@ pub struct Entry {
     pub verdict: Value,
 }
 
+/// The file in an entry that marks a release begun, holding the id it is re-queued under.
+const RELEASING: &str = "releasing";
+
 impl Entry {
+    /// Whether a release of this entry has begun, and the id it re-queued (or was re-queuing)
+    /// the message under, when it got that far.
+    pub fn releasing(&self) -> Option<String> {
+        std::fs::read_to_string(self.dir.join(RELEASING)).ok().map(|s| s.trim().to_string())
+    }
+
     pub fn header_path(&self) -> PathBuf {
         self.dir.join(format!("{}-H", self.id))
     }
@@ -129,6 +138,29 @@ impl QuarantineStore {
             .filter_map(|e| e.ok())
             .find_map(|e| MessageId::from_file_name(e.file_name().as_encoded_bytes(), b'H'));
         Ok(id.map(|id| Entry { key: key.to_string(), id, dir, verdict }))
+    }
+
+    /// Entries by key, or by the quarantined message's Exim id.
+    pub fn find(&self, key_or_id: &str) -> io::Result<Vec<Entry>> {
+        if let Some(e) = self.get(key_or_id)? {
+            return Ok(vec![e]);
+        }
+        Ok(self.list()?.into_iter().filter(|e| e.id.as_str() == key_or_id).collect())
+    }
+
+    /// Take the entry for a release, once: `None` if a release of it has begun already (then
+    /// [`Entry::releasing`] says as what). The claim is a file made with `O_EXCL`, so two
+    /// releases at once cannot both go on, and one that stopped half way is not repeated.
+    pub fn claim_release(&self, entry: &Entry) -> io::Result<Option<std::fs::File>> {
+        let path = entry.dir.join(RELEASING);
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(f) => {
+                sync_dir(&entry.dir)?;
+                Ok(Some(f))
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Remove an entry for good.

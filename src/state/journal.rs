@@ -174,6 +174,21 @@ impl<'e> StateDb<'e> {
         w.commit()
     }
 
+    /// Delete finished records and, in the same transaction, remember the recipients each
+    /// `(original id, recipients)` put into the quarantine as handed on.
+    pub fn finish(&self, keys: &[&str], held: &[(String, Vec<Vec<u8>>)], expires: u64) -> heed::Result<()> {
+        let mut w = self.env.write_txn()?;
+        for k in keys {
+            self.journal.delete(&mut w, k)?;
+        }
+        for (id, rcpts) in held {
+            for rcpt in rcpts {
+                self.dedupe.put(&mut w, &dedupe_key(id, rcpt), &expires)?;
+            }
+        }
+        w.commit()
+    }
+
     /// Delete finished records.
     pub fn remove(&self, keys: &[&str]) -> heed::Result<()> {
         let mut w = self.env.write_txn()?;
