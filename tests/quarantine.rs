@@ -63,7 +63,32 @@ fn one_entry_per_message_released_once() {
     let o = spoolsift(&["quarantine", "--pipeline", p, "list"]);
     let listing = String::from_utf8_lossy(&o.stdout).into_owned();
     assert_eq!(listing.lines().count(), 1, "{listing}");
-    assert!(listing.contains(&format!(" {ID} content: infected (Eicar-Test-Signature)")), "{listing}");
+    let key = list(&w.root.join("work/quarantine")).pop().unwrap();
+    // The size listed: the -D file and the live header fields.
+    let data = w.root.join("work/quarantine").join(&key).join(format!("{ID}-D"));
+    let size = std::fs::metadata(&data).unwrap().len() as usize + "Subject: infected\n".len();
+    let after = listing.trim_end().strip_prefix(&format!("{key} {ID} ")).unwrap_or_else(|| panic!("{listing}"));
+    let (when, rest) = after.split_once(' ').unwrap();
+    assert_eq!(when.len(), "2026-12-02T14:12:27Z".len(), "{listing}");
+    assert!(when.ends_with('Z') && when.as_bytes()[10] == b'T', "{listing}");
+    assert_eq!(
+        rest,
+        format!(
+            "{size} <alice@example.org> -> bob@example.org,carol@example.org,dave@example.org \"infected\": \
+             content: infected (Eicar-Test-Signature)"
+        ),
+        "{listing}"
+    );
+    // As JSON, one object per entry.
+    let o = spoolsift(&["quarantine", "--pipeline", p, "list", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (v["key"].as_str(), v["id"].as_str(), v["size"].as_u64()),
+        (Some(key.as_str()), Some(ID), Some(size as u64))
+    );
+    assert_eq!(v["recipients"], serde_json::json!(RCPTS));
+    assert_eq!(v["subject"], "infected");
+    assert_eq!(v["releasing"], serde_json::Value::Null);
 
     // By its Exim id: one re-queued copy, for all three recipients.
     let o = spoolsift(&["quarantine", "--pipeline", p, "release", ID]);

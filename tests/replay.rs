@@ -164,7 +164,8 @@ fn capture_replay_twice_identical_and_expect_shows_a_pipeline_change() {
     assert_eq!(q.len(), 1, "{q:?}");
     let verdict: serde_json::Value = serde_json::from_slice(&t1[q[0]].0).unwrap();
     assert_eq!(verdict["id"], EICAR_ID);
-    assert_eq!(verdict["quarantined_at"], manifest["captured_at"]);
+    let captured_at = manifest["captured_at"].as_u64().unwrap();
+    assert_eq!(verdict["quarantined_at"], spoolsift::outside::clock::rfc3339(captured_at));
     assert_eq!(
         verdict["reasons"],
         serde_json::json!([

@@ -21,8 +21,12 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum Sub {
-    /// One line per entry: key, id, reasons.
-    List,
+    /// One line per entry: key, id, date, size, sender, recipients, subject, reasons.
+    List {
+        /// One JSON object per entry instead (docs/quarantine.md).
+        #[arg(long)]
+        json: bool,
+    },
     /// The verdict of one entry (by its key or the message's Exim id), as JSON.
     Show { key: String },
     /// Re-queue the message for delivery, once, and remove the entry.
@@ -39,6 +43,34 @@ pub fn run(args: &Args) -> i32 {
             exit::ERROR
         }
     }
+}
+
+/// What `list` says of an entry (docs/quarantine.md): from its verdict and its files.
+fn listed(e: &Entry) -> serde_json::Value {
+    let header = SpoolHeader::read(&e.header_path()).ok();
+    let subject = header
+        .as_ref()
+        .and_then(|h| h.headers.get(b"subject").next().map(|l| l.value()))
+        .map(|v| crate::stages::inject::sanitize(&String::from_utf8_lossy(&v), 120))
+        .unwrap_or_default();
+    let size = std::fs::metadata(e.data_path()).map(|m| m.len()).unwrap_or(0)
+        + header.as_ref().map_or(0, |h| h.headers.live_len() as u64);
+    // Entries made before the time was written in RFC 3339 hold Unix seconds.
+    let when = match &e.verdict["quarantined_at"] {
+        serde_json::Value::Number(n) => serde_json::json!(n.as_u64().map(crate::outside::clock::rfc3339)),
+        other => other.clone(),
+    };
+    serde_json::json!({
+        "key": e.key,
+        "id": e.id.as_str(),
+        "quarantined_at": when,
+        "size": size,
+        "sender": e.verdict["sender"],
+        "recipients": e.verdict["recipients"],
+        "subject": subject,
+        "reasons": e.verdict["reasons"],
+        "releasing": e.releasing(),
+    })
 }
 
 /// The one entry `key` names: an entry's key, or a quarantined message's Exim id.
@@ -60,18 +92,35 @@ fn serve(args: &Args) -> Result<i32, String> {
     let intake = cfg.intake.as_ref().ok_or("the pipeline has no [intake] section")?;
     let store = QuarantineStore::new(&WorkDirs::new(&intake.work_directory).quarantine);
     match &args.command {
-        Sub::List => {
+        Sub::List { json } => {
             for e in store.list().map_err(|e| e.to_string())? {
-                let reasons: Vec<&str> = e.verdict["reasons"]
-                    .as_array()
-                    .map(|a| a.iter().filter_map(|r| r.as_str()).collect())
-                    .unwrap_or_default();
-                let releasing = match e.releasing() {
-                    Some(id) if id.is_empty() => " (being released)".to_string(),
-                    Some(id) => format!(" (released as {id})"),
-                    None => String::new(),
+                let item = listed(&e);
+                if *json {
+                    crate::outln!("{item}");
+                    continue;
+                }
+                let words = |k: &str| -> Vec<String> {
+                    item[k]
+                        .as_array()
+                        .map(|a| a.iter().filter_map(|r| r.as_str().map(String::from)).collect())
+                        .unwrap_or_default()
                 };
-                crate::outln!("{} {} {}{releasing}", e.key, e.id, reasons.join("; "));
+                let releasing = match &item["releasing"] {
+                    serde_json::Value::String(id) if id.is_empty() => " (being released)".to_string(),
+                    serde_json::Value::String(id) => format!(" (released as {id})"),
+                    _ => String::new(),
+                };
+                crate::outln!(
+                    "{} {} {} {} <{}> -> {} {:?}: {}{releasing}",
+                    e.key,
+                    e.id,
+                    item["quarantined_at"].as_str().unwrap_or("?"),
+                    item["size"],
+                    item["sender"].as_str().unwrap_or_default(),
+                    words("recipients").join(","),
+                    item["subject"].as_str().unwrap_or_default(),
+                    words("reasons").join("; ")
+                );
             }
         }
         Sub::Show { key } => {

@@ -47,9 +47,36 @@ impl Clock {
     }
 }
 
+/// `secs` since the epoch as an RFC 3339 UTC time, `2026-12-02T14:12:27Z`. Written here (days to
+/// a civil date, the proleptic Gregorian calendar) rather than pulling a date crate in for one
+/// format.
+pub fn rfc3339(secs: u64) -> String {
+    let (days, rem) = (secs / 86400, secs % 86400);
+    // Days since 0000-03-01, so that a leap day ends its year.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_795_895_471), "2026-11-28T19:51:11Z");
+        assert_eq!(rfc3339(4_107_542_399), "2100-02-28T23:59:59Z");
+        assert_eq!(rfc3339(4_107_542_400), "2100-03-01T00:00:00Z");
+    }
 
     #[test]
     fn fixed_clock_stands_still() {

@@ -408,7 +408,7 @@ impl<'e> Engine<'e> {
                     "recipients": handled.recipients,
                     "reasons": decision.reasons,
                     "stages": outcomes,
-                    "quarantined_at": now,
+                    "quarantined_at": crate::outside::clock::rfc3339(now),
                 });
                 Plan::Quarantine { header: Box::new(header), owed, handled, verdict }
             }

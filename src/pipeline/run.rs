@@ -10,11 +10,27 @@ use crate::spool::MessageView;
 use crate::stages::{Stage, StageError, StageResult};
 
 /// One stage's answer for one message, and how long it took.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StageOutcome {
     pub stage: String,
     pub result: Result<StageResult, StageError>,
     pub elapsed: Duration,
+}
+
+/// As a quarantine entry's `verdict.json` gives it (docs/quarantine.md): `stage`, `elapsed_ms`,
+/// and `result` (the stage's answer) or `error` (why it had none).
+impl Serialize for StageOutcome {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(3))?;
+        m.serialize_entry("stage", &self.stage)?;
+        m.serialize_entry("elapsed_ms", &(self.elapsed.as_secs_f64() * 1000.0))?;
+        match &self.result {
+            Ok(r) => m.serialize_entry("result", r)?,
+            Err(e) => m.serialize_entry("error", &e.to_string())?,
+        }
+        m.end()
+    }
 }
 
 fn run_one(stage: &dyn Stage, view: &MessageView<'_>, clock: Clock) -> StageOutcome {
