@@ -130,3 +130,39 @@ fn a_release_that_stopped_half_way_is_not_repeated() {
     let o = spoolsift(&["quarantine", "--pipeline", p, "list"]);
     assert!(String::from_utf8_lossy(&o.stdout).ends_with(" (released as 1zzzzz-00000000009-0007)\n"));
 }
+
+#[test]
+fn entries_older_than_keep_days_expire() {
+    let w = Standalone::new();
+    let keep = |days: u64| standalone_pipeline(&w.root, "quarantine", &format!("[quarantine]\nkeep_days = {days}\n"));
+    let pipeline = keep(30);
+    let p = pipeline.to_str().unwrap();
+    drop_copy(&w, 0);
+    assert_eq!(spoolsift(&["watch", "--pipeline", p, "--once"]).status.code(), Some(0));
+    let quarantine = w.root.join("work/quarantine");
+    let key = list(&quarantine).pop().unwrap();
+    // 29 days old: kept.
+    let age = |days: u64| {
+        let when = std::time::SystemTime::now() - std::time::Duration::from_secs(days * 86400);
+        std::fs::File::options()
+            .write(true)
+            .open(quarantine.join(&key).join("verdict.json"))
+            .unwrap()
+            .set_modified(when)
+            .unwrap();
+    };
+    age(29);
+    let o = spoolsift(&["quarantine", "--pipeline", p, "expire"]);
+    assert_eq!((o.status.code(), String::from_utf8_lossy(&o.stdout).as_ref()), (Some(0), ""));
+    // 31 days old, with keep_days = 0: kept for ever.
+    age(31);
+    let forever = keep(0);
+    let o = spoolsift(&["quarantine", "--pipeline", forever.to_str().unwrap(), "expire"]);
+    assert_eq!((o.status.code(), String::from_utf8_lossy(&o.stdout).as_ref()), (Some(0), ""));
+    assert_eq!(list(&quarantine), [key.clone()]);
+    // With 30: gone.
+    let pipeline = keep(30);
+    let o = spoolsift(&["quarantine", "--pipeline", pipeline.to_str().unwrap(), "expire"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), format!("expired {key} {ID}\n"));
+    assert!(list(&quarantine).is_empty());
+}

@@ -33,6 +33,9 @@ enum Sub {
     Release { key: String },
     /// Remove the entry for good.
     Delete { key: String },
+    /// Delete the entries older than `[quarantine] keep_days` now (the daemon does it once a
+    /// minute).
+    Expire,
 }
 
 pub fn run(args: &Args) -> i32 {
@@ -121,6 +124,12 @@ fn serve(args: &Args) -> Result<i32, String> {
                     item["subject"].as_str().unwrap_or_default(),
                     words("reasons").join("; ")
                 );
+            }
+        }
+        Sub::Expire => {
+            let keep = std::time::Duration::from_secs(cfg.quarantine.keep_days.saturating_mul(86400));
+            for e in store.expire(keep, std::time::SystemTime::now()).map_err(|e| e.to_string())? {
+                crate::outln!("expired {} {}", e.key, e.id);
             }
         }
         Sub::Show { key } => {

@@ -144,6 +144,18 @@ fn housekeeping(engine: &Engine<'_>) {
         Ok(moved) => moved.iter().for_each(|p| crate::errln!("spoolsift: orphan -D moved aside: {}", p.display())),
         Err(e) => crate::errln!("spoolsift: orphan sweep: {e}"),
     }
+    let keep = Duration::from_secs(engine.pipeline.quarantine.keep_days.saturating_mul(86400));
+    match engine.quarantine.expire(keep, std::time::SystemTime::now()) {
+        Ok(gone) => gone.iter().for_each(|e| {
+            crate::errln!(
+                "spoolsift: quarantine entry {} ({}) expired after {} days",
+                e.key,
+                e.id,
+                keep.as_secs() / 86400
+            )
+        }),
+        Err(e) => crate::errln!("spoolsift: quarantine expiry: {e}"),
+    }
     let now = crate::state::journal::now_secs();
     let _ = engine.db.expire_dedupe(now);
     if let Some((v, _)) = &engine.verdicts {

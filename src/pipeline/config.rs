@@ -48,6 +48,23 @@ pub struct PipelineConfig {
     pub batch: BatchConfig,
     #[serde(default)]
     pub defer: DeferConfig,
+    #[serde(default)]
+    pub quarantine: QuarantineConfig,
+}
+
+/// `[quarantine]`: how long entries are kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuarantineConfig {
+    /// Entries older than this many days are deleted by the daemon (once a minute) and by
+    /// `spoolsift quarantine expire`; 0 keeps them until deleted by hand.
+    pub keep_days: u64,
+}
+
+impl Default for QuarantineConfig {
+    fn default() -> Self {
+        QuarantineConfig { keep_days: 30 }
+    }
 }
 
 /// `[intake]`: where messages come from (exactly one of the two) and spoolsift's own directories.

@@ -163,6 +163,23 @@ impl QuarantineStore {
         }
     }
 
+    /// Delete the entries stored more than `keep` ago (by their verdict's time on disk); returns
+    /// them. Nothing when `keep` is zero.
+    pub fn expire(&self, keep: std::time::Duration, now: std::time::SystemTime) -> io::Result<Vec<Entry>> {
+        let mut gone = Vec::new();
+        if keep.is_zero() {
+            return Ok(gone);
+        }
+        for e in self.list()? {
+            let stored = std::fs::metadata(e.dir.join("verdict.json")).and_then(|m| m.modified())?;
+            if now.duration_since(stored).is_ok_and(|age| age > keep) {
+                self.delete(&e)?;
+                gone.push(e);
+            }
+        }
+        Ok(gone)
+    }
+
     /// Remove an entry for good.
     pub fn delete(&self, entry: &Entry) -> io::Result<()> {
         std::fs::remove_dir_all(&entry.dir)?;
