@@ -159,7 +159,7 @@ fn entries_older_than_keep_days_expire() {
     let forever = keep(0);
     let o = spoolsift(&["quarantine", "--pipeline", forever.to_str().unwrap(), "expire"]);
     assert_eq!((o.status.code(), String::from_utf8_lossy(&o.stdout).as_ref()), (Some(0), ""));
-    assert_eq!(list(&quarantine), [key.clone()]);
+    assert_eq!(list(&quarantine), std::slice::from_ref(&key));
     // With 30: gone.
     let pipeline = keep(30);
     let o = spoolsift(&["quarantine", "--pipeline", pipeline.to_str().unwrap(), "expire"]);
