@@ -169,6 +169,10 @@ impl Engine<'_> {
                             }
                             taken.entry(rec.original_id.clone()).or_default().extend(owed.iter().cloned());
                             rec.state = ClaimState::Committing;
+                            // Its scan is over: a stop from here on is not the message's doing
+                            // (the commit is the same file work for every message), so it owes
+                            // no lone scans.
+                            rec.lone_scans = 0;
                             rec.target_id = Some(header.id.to_string());
                             rec.handing_on = owed.clone();
                             handled.target_id = rec.target_id.clone();
