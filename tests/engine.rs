@@ -230,7 +230,7 @@ fn a_quarantine_stopped_halfway_is_undone_and_done_again_whole() {
         });
         let notes = w.with_engine(|e| e.recover().unwrap());
         if moved_header {
-            assert_eq!(notes, [format!("{key}: claimed copy is gone from both places; forgotten")]);
+            assert_eq!(notes, [format!("{key}: quarantined before the stop; its recipients are held there")]);
             assert_eq!(list(&entry_dir), [format!("{id}-D"), format!("{id}-H"), "verdict.json".into()]);
             assert!(w.with_engine(run_until_idle).is_empty());
             continue;
@@ -854,4 +854,67 @@ fn an_infected_message_copied_once_per_recipient_makes_one_quarantine_entry() {
     assert_eq!(lines.iter().filter(|l| l.contains("action=quarantine")).count(), 1, "{lines:?}");
     assert_eq!(lines.iter().filter(|l| l.contains("action=nothing-owed")).count(), 1, "{lines:?}");
     assert_eq!(store(&w).len(), 1);
+}
+
+#[test]
+fn a_quarantined_copy_holds_only_the_recipients_it_owed() {
+    use spoolsift::sinks::quarantine::QuarantineStore;
+    let mut w = World::new();
+    // Copy 1 (bob and carol pending) is deferred, and waits.
+    w.down.store(true, Ordering::SeqCst);
+    let id = w.drop_copy(None, &[], "VIRUS-MARKER\n");
+    // One pass only: with no backoff here, a deferral is due again at once.
+    let lines = w.with_engine(|e| {
+        let batch = e.claim_batch().unwrap();
+        e.process(batch).unwrap().iter().map(|h| h.log_line()).collect::<Vec<_>>()
+    });
+    assert!(lines[0].contains("action=defer"), "{lines:?}");
+    let later = |w: &World, not_before: u64| {
+        w.with_engine(|e| {
+            let mut rec = e.db.all().unwrap().pop().unwrap();
+            rec.not_before = not_before;
+            e.db.put(&[rec]).unwrap();
+        })
+    };
+    later(&w, u64::MAX);
+    // Meanwhile copy 2 (carol done already) is clean: bob is delivered.
+    w.down.store(false, Ordering::SeqCst);
+    w.drop_copy(Some(&id), &["carol@dest.example"], "clean now\n");
+    let lines = w.with_engine(run_until_idle);
+    assert!(lines.len() == 1 && lines[0].contains("for bob@dest.example action=deliver"), "{lines:?}");
+    // Copy 1 comes back, infected: it owes carol only, and its entry must not deliver bob again.
+    later(&w, 0);
+    let lines = w.with_engine(run_until_idle);
+    assert!(lines.len() == 1 && lines[0].contains("for carol@dest.example action=quarantine"), "{lines:?}");
+    let entry = QuarantineStore::new(&w.root.path().join("work/quarantine")).list().unwrap().pop().unwrap();
+    let h = SpoolHeader::read(&entry.header_path()).unwrap();
+    let pending: Vec<&[u8]> = h.pending_recipients().map(|(_, r)| r.address()).collect();
+    assert_eq!(pending, [b"carol@dest.example".as_slice()]);
+    assert_eq!(entry.verdict["recipients"], serde_json::json!(["carol@dest.example"]));
+}
+
+#[test]
+fn a_copy_arriving_after_a_finished_quarantine_is_not_taken_into_it() {
+    use spoolsift::sinks::quarantine::QuarantineStore;
+    let mut w = World::new();
+    let id = w.drop_copy(None, &[], "VIRUS-MARKER\n");
+    // The quarantine is complete; the stop came before the journal was told.
+    let key = w.with_engine(|e| {
+        let rec = e.claim_batch().unwrap().pop().unwrap();
+        let (wh, wd) = e.dirs.files(&rec.key);
+        let verdict = serde_json::json!({"id": id.as_str(), "recipients": ["bob@dest.example", "carol@dest.example"], "reasons": []});
+        e.quarantine.store(&rec.key, &id, &wh, &wd, &verdict).unwrap();
+        rec.key
+    });
+    // queuefile's next copy of the same message is waiting at the restart.
+    w.drop_copy(Some(&id), &["bob@dest.example"], "VIRUS-MARKER\n");
+    let notes = w.with_engine(|e| e.recover().unwrap());
+    assert_eq!(notes, [format!("{key}: quarantined before the stop; its recipients are held there")]);
+    let entries = QuarantineStore::new(&w.root.path().join("work/quarantine")).list().unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(SpoolHeader::read(&entries[0].header_path()).unwrap().pending_recipients().count(), 2, "untouched");
+    // The new copy owes nothing: its recipient is held already.
+    let lines = w.with_engine(run_until_idle);
+    assert!(lines.len() == 1 && lines[0].contains("action=nothing-owed"), "{lines:?}");
+    assert_eq!(QuarantineStore::new(&w.root.path().join("work/quarantine")).list().unwrap().len(), 1);
 }

@@ -79,13 +79,11 @@ impl Engine<'_> {
                     // delivered the same recipients again. The recipients an entry holds count as
                     // handed on (as a re-queue's do), so a later copy owes only the others.
                     let already = taken.entry(rec.original_id.clone()).or_default();
-                    let (mut dup, mut still_owed) = (Vec::new(), Vec::new());
+                    let mut still_owed = Vec::new();
                     for r in owed {
-                        if already.contains(&r)
-                            || self.db.handed_on(&rec.original_id, &r, now).map_err(io::Error::other)?
+                        if !already.contains(&r)
+                            && !self.db.handed_on(&rec.original_id, &r, now).map_err(io::Error::other)?
                         {
-                            dup.push(r);
-                        } else {
                             still_owed.push(r);
                         }
                     }
@@ -96,10 +94,16 @@ impl Engine<'_> {
                         handled_all.push(handled);
                         continue;
                     }
-                    if !dup.is_empty() {
-                        // As it will be released: the recipients already handed on are done.
+                    // As it will be released: every pending recipient it does not hold is done,
+                    // those handed on before this scan as well as those found now.
+                    let done: Vec<Vec<u8>> = header
+                        .pending_recipients()
+                        .map(|(_, r)| r.address().to_vec())
+                        .filter(|r| !still_owed.contains(r))
+                        .collect();
+                    if !done.is_empty() {
                         let mut header = *header;
-                        for r in &dup {
+                        for r in &done {
                             header.non_recipients.insert(r);
                         }
                         rewrite_work_header(&hp, &header)?;
@@ -154,6 +158,9 @@ impl Engine<'_> {
                     match spool.decide(&id, &self.transform.marker)? {
                         IdDecision::Busy => {
                             rec.not_before = now + 1;
+                            // Scanned: it waits now, and owes no lone scans.
+                            rec.scan_run = None;
+                            rec.lone_scans = 0;
                             journal_updates.push(rec);
                         }
                         IdDecision::AlreadyRequeued => {
@@ -323,11 +330,15 @@ impl Engine<'_> {
     }
 }
 
-/// Replace a work `-H` with `header`, durably: a temporary file, then a rename over it.
+/// Replace a work `-H` with `header`, durably: a temporary file with the old one's owner (so
+/// that, read again after a stop, it is still Exim's), then a rename over it.
 fn rewrite_work_header(path: &Path, header: &crate::spool::SpoolHeader) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
     let bytes = header.to_checked_bytes().map_err(io::Error::other)?;
+    let old = std::fs::symlink_metadata(path)?;
     let tmp = path.with_file_name(format!("{}.new.tmp", path.file_name().unwrap_or_default().to_string_lossy()));
     crate::private_files::write_file(&tmp, &bytes, crate::private_files::FILE_MODE)?;
+    std::os::unix::fs::chown(&tmp, Some(old.uid()), Some(old.gid()))?;
     std::fs::rename(&tmp, path)?;
     match path.parent() {
         Some(dir) => requeue::sync_dir(dir),

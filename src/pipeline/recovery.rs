@@ -148,8 +148,26 @@ impl Engine<'_> {
 
     /// A claim without a re-queue in progress: put its pair back together in the work directory.
     fn recover_claim(&mut self, rec: &ClaimRecord, wh: &Path, wd: &Path) -> io::Result<Option<String>> {
-        // The claim may have stopped between its two renames.
         let id = crate::spool::MessageId::parse(rec.original_id.as_bytes()).map_err(io::Error::other)?;
+        // Finished before the stop, only not yet struck from the journal: whole in the quarantine
+        // or in rejected/. Nothing is taken from the intake for it then (a copy there under the
+        // same id is another copy), and a quarantined one's recipients are remembered as held.
+        if !wh.exists() && !wd.exists() {
+            if let Some(entry) = self.quarantine.get(&rec.key)? {
+                let held: Vec<Vec<u8>> = entry.verdict["recipients"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|r| r.as_str()).map(|r| r.as_bytes().to_vec()).collect())
+                    .unwrap_or_default();
+                let expires = self.clock.now_secs() + self.retention_secs;
+                self.db.finish(&[&rec.key], &[(rec.original_id.clone(), held)], expires).map_err(io::Error::other)?;
+                return Ok(Some(format!("{}: quarantined before the stop; its recipients are held there", rec.key)));
+            }
+            if self.dirs.rejected.join(&rec.key).is_dir() {
+                self.db.remove(&[&rec.key]).map_err(io::Error::other)?;
+                return Ok(Some(format!("{}: moved aside before the stop", rec.key)));
+            }
+        }
+        // The claim may have stopped between its two renames.
         for (work, suffix) in [(wd, 'D'), (wh, 'H')] {
             for dir in self.intake.dirs_for(&id) {
                 let intake = dir.join(format!("{id}-{suffix}"));

@@ -289,15 +289,19 @@ pub fn write_header(target: &TargetSpool, header: &SpoolHeader) -> Result<Commit
 pub fn commit(target: &TargetSpool, header: &SpoolHeader, body: BodyPlan<'_>) -> Result<Committed, RequeueError> {
     header.validate()?;
     let data_path = write_data(target, &header.id, body)?;
-    let done = write_header(target, header).and_then(|c| {
-        sync_dir(&target.dir_for(&header.id)).map_err(io_err("fsync", &target.dir_for(&header.id)))?;
-        Ok(c)
-    });
-    if done.is_err() {
-        // Without its -H the -D we just placed is an orphan that blocks the id: take it back.
-        let _ = std::fs::remove_file(&data_path);
-    }
-    done
+    let published = match write_header(target, header) {
+        Ok(c) => c,
+        Err(e) => {
+            // Without its -H the -D we just placed is an orphan that blocks the id: take it back.
+            let _ = std::fs::remove_file(&data_path);
+            return Err(e);
+        }
+    };
+    // The -H is in place: Exim may be delivering the message already. A failed sync is an error
+    // to report, but the -D stays; taking it back now would leave Exim an -H without its body.
+    let dir = target.dir_for(&header.id);
+    sync_dir(&dir).map_err(io_err("fsync", &dir))?;
+    Ok(published)
 }
 
 /// After a commit: remove the external pair (`-H` first, so that a half-removed pair is an orphan

@@ -53,6 +53,11 @@ impl QuarantineStore {
     pub fn store(&self, key: &str, id: &MessageId, header: &Path, data: &Path, verdict: &Value) -> io::Result<Entry> {
         use crate::private_files::{create_dir, set_mode, write_file, FILE_MODE, QUARANTINE_MODE};
         let dir = self.dir.join(key);
+        // Never over a complete entry: its message would be replaced, and lost. (One that stopped
+        // before its -H arrived is only a verdict, or a verdict and the -D recovery gave back.)
+        if self.get(key)?.is_some() {
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{}: entry exists", dir.display())));
+        }
         create_dir(&dir)?;
         let tmp = dir.join("verdict.json.tmp");
         let mut text = serde_json::to_vec_pretty(verdict).map_err(io::Error::other)?;
