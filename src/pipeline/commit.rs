@@ -22,6 +22,9 @@ use crate::spool::{DataFile, MessageId, SpoolHeader};
 use crate::state::verdicts::VerdictEntry;
 use crate::state::{ClaimRecord, ClaimState};
 
+/// Envelope recipients, as the spool holds them.
+type Recipients = Vec<Vec<u8>>;
+
 impl Engine<'_> {
     /// Act on a scanned batch: journal, re-queue with group commit, quarantine, defer, clean up.
     /// Batches must be committed one at a time, in the order they were claimed.
@@ -36,6 +39,27 @@ impl Engine<'_> {
         drop(in_flight);
         self.in_flight_done.notify_all();
         Ok(handled)
+    }
+
+    /// `owed` (decided at scan time) split again into the recipients handed on since, by an
+    /// earlier batch or by a copy of the same message earlier in this one (`already`), and those
+    /// still owed.
+    fn recheck_owed(
+        &self,
+        original_id: &str,
+        owed: Vec<Vec<u8>>,
+        already: &BTreeSet<Vec<u8>>,
+        now: u64,
+    ) -> io::Result<(Recipients, Recipients)> {
+        let (mut handed_on, mut still_owed) = (Vec::new(), Vec::new());
+        for r in owed {
+            if already.contains(&r) || self.db.handed_on(original_id, &r, now).map_err(io::Error::other)? {
+                handed_on.push(r);
+            } else {
+                still_owed.push(r);
+            }
+        }
+        Ok((handed_on, still_owed))
     }
 
     fn commit_plans(&self, batch: Vec<ClaimRecord>, plans: Vec<Plan>) -> io::Result<Vec<Handled>> {
@@ -79,14 +103,7 @@ impl Engine<'_> {
                     // delivered the same recipients again. The recipients an entry holds count as
                     // handed on (as a re-queue's do), so a later copy owes only the others.
                     let already = taken.entry(rec.original_id.clone()).or_default();
-                    let mut still_owed = Vec::new();
-                    for r in owed {
-                        if !already.contains(&r)
-                            && !self.db.handed_on(&rec.original_id, &r, now).map_err(io::Error::other)?
-                        {
-                            still_owed.push(r);
-                        }
-                    }
+                    let (_, still_owed) = self.recheck_owed(&rec.original_id, owed, already, now)?;
                     if still_owed.is_empty() {
                         remove_pair(&hp, &dp)?;
                         done_keys.push(rec.key.clone());
@@ -120,9 +137,7 @@ impl Engine<'_> {
                 Plan::Defer { handled } => {
                     rec.attempts += 1;
                     rec.not_before = now + self.pipeline.defer.backoff(rec.attempts);
-                    // Its scan finished: it waits now, and owes no lone scans.
-                    rec.scan_run = None;
-                    rec.lone_scans = 0;
+                    rec.scan_finished();
                     journal_updates.push(rec);
                     handled_all.push(handled);
                 }
@@ -130,19 +145,7 @@ impl Engine<'_> {
                     // Owed was decided at scan time; an earlier batch may have handed a recipient
                     // on since (its copy was scanned alongside this one), so look again.
                     let already = taken.entry(rec.original_id.clone()).or_default();
-                    let handed_on = |r: &Vec<u8>| -> io::Result<bool> {
-                        Ok(already.contains(r)
-                            || self.db.handed_on(&rec.original_id, r, now).map_err(io::Error::other)?)
-                    };
-                    let (mut dup, mut still_owed) = (Vec::new(), Vec::new());
-                    for r in owed {
-                        if handed_on(&r)? {
-                            dup.push(r);
-                        } else {
-                            still_owed.push(r);
-                        }
-                    }
-                    let owed = still_owed;
+                    let (dup, owed) = self.recheck_owed(&rec.original_id, owed, already, now)?;
                     if owed.is_empty() {
                         remove_pair(&hp, &dp)?;
                         done_keys.push(rec.key.clone());
@@ -158,9 +161,7 @@ impl Engine<'_> {
                     match spool.decide(&id, &self.transform.marker)? {
                         IdDecision::Busy => {
                             rec.not_before = now + 1;
-                            // Scanned: it waits now, and owes no lone scans.
-                            rec.scan_run = None;
-                            rec.lone_scans = 0;
+                            rec.scan_finished();
                             journal_updates.push(rec);
                         }
                         IdDecision::AlreadyRequeued => {

@@ -59,6 +59,15 @@ pub struct ClaimRecord {
     pub scan_run: Option<u64>,
 }
 
+impl ClaimRecord {
+    /// Its scan ended and it waits (deferred, or its target busy): it is in no run's hands, and
+    /// owes no lone scans.
+    pub fn scan_finished(&mut self) {
+        self.scan_run = None;
+        self.lone_scans = 0;
+    }
+}
+
 pub fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
