@@ -196,6 +196,8 @@ fn a_data_file_others_can_write_is_copied_before_the_scan() {
     for id in [own, foreign, linked] {
         poll(&format!("{id} re-queued"), LIMIT, || w.input.join(format!("{id}-H")).exists().then_some(()));
     }
+    // The -H is in place at the commit point; the work directory's link to the -D goes after it.
+    poll("the work directory emptied", LIMIT, || list(&w.root.join("work/work")).is_empty().then_some(()));
     let spool_owner = std::fs::metadata(&w.input).unwrap().uid();
     assert_eq!(inode(&queued(own)), own_inode, "Exim's own -D is queued as it is (linked)");
     for (id, dropped) in [(foreign, foreign_inode), (linked, linked_inode)] {
