@@ -10,7 +10,11 @@
 #   * python3-dkim (dkimpy; its ARC code needs python3-authres, Ed25519 python3-nacl) to sign and
 #     verify ARC chains against our implementation, and
 #     dnsmasq as a real DNS server on a loopback port for the ARC key lookups (the tests start
-#     their own; the package's service is not needed).
+#     their own; the package's service is not needed),
+#   * exim4-daemon-light: Debian's own Exim (setuid root, no queuefile), for the delivery kick
+#     under the shipped units' restrictions and the stock-host two-instance mode
+#     (tests/kick_debian_exim.rs; each test runs it with a configuration of its own), and
+#   * spoolsift-rcpt, a local user who is not the Exim user, for it to deliver to.
 # Must run as root. Safe to run again: nothing is installed or created twice. The package lists
 # are refreshed before anything is installed, never skipped (see below).
 #
@@ -19,9 +23,10 @@
 # no init system; on a machine where they do start, the tests are unaffected, since they use
 # their own socket and port.
 #
-# The Debian-exim account is created here directly, the way Debian's exim4-config postinst does it, instead of
-# installing exim4-base: that package pulls in exim4-config, cron and systemd-sysv (a whole MTA
-# setup with cron jobs) only to get one system account.
+# exim4-daemon-light brings exim4-config, whose postinst creates the Debian-exim account; it is
+# also created below, the same way, should an earlier install have been cut short before it. On a
+# machine whose init starts services, the package's own Exim daemon starts on port 25; the tests
+# use their own ports and spools, so it does not matter to them.
 set -euo pipefail
 
 PACKAGES=(
@@ -31,6 +36,7 @@ PACKAGES=(
   swaks lmdb-utils adduser
   clamav-daemon clamdscan
   python3-dkim python3-authres python3-nacl dnsmasq
+  exim4-daemon-light
 )
 
 if [[ $(id -u) -ne 0 ]]; then
@@ -81,3 +87,10 @@ elif ! getent group Debian-exim >/dev/null; then
   addgroup --system --quiet --force-badname Debian-exim
 fi
 echo "install-test-deps.sh: Debian-exim is $(id Debian-exim)"
+
+# The recipient of tests/kick_debian_exim.rs: delivering to it makes Exim switch uid, which is
+# what a sandbox can break. Its home exists (Exim's appendfile changes into it).
+if ! getent passwd spoolsift-rcpt >/dev/null; then
+  useradd --system --create-home --home-dir /home/spoolsift-rcpt --shell /usr/sbin/nologin spoolsift-rcpt
+fi
+echo "install-test-deps.sh: spoolsift-rcpt is $(id spoolsift-rcpt)"

@@ -55,6 +55,8 @@ struct Inner {
     backend_up: BTreeMap<String, bool>,
     queue_depth: u64,
     oldest_age_secs: u64,
+    kicks: BTreeMap<String, u64>,
+    kick_waiting: u64,
 }
 
 /// The registry. Cheap to share (`Arc`); every method takes `&self`.
@@ -91,7 +93,11 @@ fn temporary_failure(text: &str) -> bool {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let inner = Inner { messages: ACTIONS.iter().map(|a| (a.to_string(), 0)).collect(), ..Inner::default() };
+        let inner = Inner {
+            messages: ACTIONS.iter().map(|a| (a.to_string(), 0)).collect(),
+            kicks: crate::requeue::kick::OUTCOMES.iter().map(|a| (a.to_string(), 0)).collect(),
+            ..Inner::default()
+        };
         Metrics { inner: Mutex::new(inner) }
     }
 
@@ -125,6 +131,16 @@ impl Metrics {
         let mut m = self.lock();
         m.queue_depth = depth;
         m.oldest_age_secs = oldest_age_secs;
+    }
+
+    /// Count what became of one kicked message (`KickOutcome::label`).
+    pub fn record_kick(&self, outcome: &str) {
+        *self.lock().kicks.entry(outcome.to_string()).or_default() += 1;
+    }
+
+    /// Set the number of kick requests no kicker has run yet.
+    pub fn set_kick_waiting(&self, n: u64) {
+        self.lock().kick_waiting = n;
     }
 
     /// The text exposition (format version 0.0.4).
@@ -183,6 +199,18 @@ impl Metrics {
             "Age of the oldest message not yet handled (0 when none).",
         );
         let _ = writeln!(o, "spoolsift_oldest_unprocessed_age_seconds {}", m.oldest_age_secs);
+        family(
+            &mut o,
+            "spoolsift_kicks_total",
+            "counter",
+            "Re-queued messages by what the delivery kick left: delivered, queued (deferred), frozen, \
+             interrupted (a -J left), failed, not-run (no kicker).",
+        );
+        for (outcome, n) in &m.kicks {
+            let _ = writeln!(o, "spoolsift_kicks_total{{outcome=\"{}\"}} {n}", esc(outcome));
+        }
+        family(&mut o, "spoolsift_kick_requests_waiting", "gauge", "Delivery kicks requested and not run yet.");
+        let _ = writeln!(o, "spoolsift_kick_requests_waiting {}", m.kick_waiting);
         o
     }
 
@@ -359,6 +387,17 @@ spoolsift_queue_depth 0
 # HELP spoolsift_oldest_unprocessed_age_seconds Age of the oldest message not yet handled (0 when none).
 # TYPE spoolsift_oldest_unprocessed_age_seconds gauge
 spoolsift_oldest_unprocessed_age_seconds 0
+# HELP spoolsift_kicks_total Re-queued messages by what the delivery kick left: delivered, queued (deferred), frozen, interrupted (a -J left), failed, not-run (no kicker).
+# TYPE spoolsift_kicks_total counter
+spoolsift_kicks_total{outcome=\"delivered\"} 0
+spoolsift_kicks_total{outcome=\"failed\"} 0
+spoolsift_kicks_total{outcome=\"frozen\"} 0
+spoolsift_kicks_total{outcome=\"interrupted\"} 0
+spoolsift_kicks_total{outcome=\"not-run\"} 0
+spoolsift_kicks_total{outcome=\"queued\"} 0
+# HELP spoolsift_kick_requests_waiting Delivery kicks requested and not run yet.
+# TYPE spoolsift_kick_requests_waiting gauge
+spoolsift_kick_requests_waiting 0
 ";
         assert_eq!(Metrics::new().render(), expected);
     }
@@ -374,6 +413,10 @@ spoolsift_oldest_unprocessed_age_seconds 0
             handled("rejected", &[]),
         ]);
         m.set_queue(3, 42);
+        m.record_kick("delivered");
+        m.record_kick("frozen");
+        m.record_kick("delivered");
+        m.set_kick_waiting(5);
         let expected = "\
 # HELP spoolsift_messages_total Messages handled, by the action taken.
 # TYPE spoolsift_messages_total counter
@@ -416,6 +459,17 @@ spoolsift_queue_depth 3
 # HELP spoolsift_oldest_unprocessed_age_seconds Age of the oldest message not yet handled (0 when none).
 # TYPE spoolsift_oldest_unprocessed_age_seconds gauge
 spoolsift_oldest_unprocessed_age_seconds 42
+# HELP spoolsift_kicks_total Re-queued messages by what the delivery kick left: delivered, queued (deferred), frozen, interrupted (a -J left), failed, not-run (no kicker).
+# TYPE spoolsift_kicks_total counter
+spoolsift_kicks_total{outcome=\"delivered\"} 2
+spoolsift_kicks_total{outcome=\"failed\"} 0
+spoolsift_kicks_total{outcome=\"frozen\"} 1
+spoolsift_kicks_total{outcome=\"interrupted\"} 0
+spoolsift_kicks_total{outcome=\"not-run\"} 0
+spoolsift_kicks_total{outcome=\"queued\"} 0
+# HELP spoolsift_kick_requests_waiting Delivery kicks requested and not run yet.
+# TYPE spoolsift_kick_requests_waiting gauge
+spoolsift_kick_requests_waiting 5
 ";
         assert_eq!(m.render(), expected);
         // The backend comes back with its next good answer.

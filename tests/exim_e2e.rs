@@ -9,7 +9,7 @@ mod support;
 
 use std::time::Duration;
 
-use spoolsift::requeue::{self, BodyPlan, Decision, EximCommand, Kicker, Marker, TargetSpool, Transform};
+use spoolsift::requeue::{self, BodyPlan, Decision, EximCommand, KickOutcome, Kicker, Marker, TargetSpool, Transform};
 use spoolsift::spool::{DataFile, IdMinter, MessageId, Position, SpoolHeader, SpoolPair};
 use support::smtp::{self, Envelope};
 use support::{poll, Exim, EximOptions};
@@ -95,7 +95,11 @@ fn round_trip(series: &'static str, split: bool, keep_id: bool) {
         if split { target.input.join(committed.id.split_char().to_string()) } else { target.input.clone() };
     assert_eq!(committed.header_path.parent().unwrap(), expected_dir);
 
-    Kicker::new(exim_cmd).kick(std::slice::from_ref(&committed.id)).unwrap();
+    // -Mc returns once Exim has delivered: the kick's own check already sees the message gone.
+    assert_eq!(
+        Kicker::new(exim_cmd).kick(&target, std::slice::from_ref(&committed.id)),
+        vec![(committed.id.clone(), KickOutcome::Delivered)]
+    );
     let files = poll("delivery to bob's maildir", WAIT, || {
         let f = exim.delivered("bob");
         (!f.is_empty()).then_some(f)

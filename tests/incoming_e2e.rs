@@ -30,7 +30,19 @@ fn two_instances_deliver_each_recipient_once() {
         ),
     )
     .unwrap();
-    let mut daemon = start_daemon(&pipeline, &incoming.dir.path().join("spoolsift.log"));
+    let log = incoming.dir.path().join("spoolsift.log");
+    let mut daemon = start_daemon(&pipeline, &log);
+    // The default kick: a helper process runs `exim -Mc`, and the daemon checks the outcome.
+    let kick_log = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+    let _kicker = support::Daemon(
+        std::process::Command::new(env!("CARGO_BIN_EXE_spoolsift"))
+            .args(["kick", "--pipeline"])
+            .arg(&pipeline)
+            .stdout(kick_log.try_clone().unwrap())
+            .stderr(kick_log)
+            .spawn()
+            .unwrap(),
+    );
 
     let eicar = String::from_utf8(spoolsift::stages::content::eicar::signature()).unwrap();
     let mut expected: BTreeMap<(String, String), usize> = BTreeMap::new();
@@ -71,6 +83,17 @@ fn two_instances_deliver_each_recipient_once() {
     poll("the incoming spool to empty", Duration::from_secs(30), || {
         (String::from_utf8_lossy(&incoming.exim(&["-bpc"]).stdout).trim() == "0").then_some(())
     });
+    // Every re-queued message was kicked and its outcome said: 40 messages, 4 of them infected
+    // (quarantined, not re-queued).
+    let delivered = (0..40).filter(|i| i % 10 != 7).count();
+    let said = poll("the daemon to report every kick", Duration::from_secs(30), || {
+        let text = std::fs::read_to_string(&log).unwrap();
+        // `delivered`, or `queued` when the outgoing Exim's queue runner held the message at
+        // that moment (it then delivers it itself).
+        let n = text.lines().filter(|l| l.starts_with("spoolsift: delivery of ")).count();
+        (n >= delivered).then_some(text)
+    });
+    assert!(!said.contains("error"), "{said}");
     let quarantined = std::fs::read_dir(work.join("quarantine")).unwrap().count();
     assert_eq!(quarantined, (0..40).filter(|i| i % 10 == 7).count());
     daemon.kill().unwrap();

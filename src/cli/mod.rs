@@ -6,6 +6,7 @@ pub mod arc_verify;
 pub mod capture;
 pub mod check_config;
 pub mod inspect;
+pub mod kick;
 pub mod probe;
 pub mod quarantine;
 pub mod replay;
@@ -39,6 +40,9 @@ enum Command {
     CheckConfig(check_config::Args),
     /// List, show, release or delete quarantined messages.
     Quarantine(quarantine::Args),
+    /// The delivery helper: run `exim -Mc` on the messages the daemon re-queued, outside its
+    /// sandbox (its own unit, spoolsift-kick.service).
+    Kick(kick::Args),
 }
 
 /// Exit codes shared by the subcommands.
@@ -67,5 +71,6 @@ pub fn run() -> i32 {
         Command::Replay(a) => replay::run(&a),
         Command::CheckConfig(a) => check_config::run(&a),
         Command::Quarantine(a) => quarantine::run(&a),
+        Command::Kick(a) => kick::run(&a),
     }
 }

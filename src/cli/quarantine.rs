@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use super::exit;
 use crate::pipeline::engine::WorkDirs;
 use crate::pipeline::PipelineConfig;
-use crate::requeue::{self, BodyPlan, Decision, EximCommand, Kicker, Marker, TargetSpool, Transform};
+use crate::requeue::{self, BodyPlan, Decision, EximCommand, KickMode, Kicker, Marker, TargetSpool, Transform};
 use crate::sinks::quarantine::{Entry, QuarantineStore};
 use crate::spool::{DataFile, IdMinter, Position, SpoolHeader};
 
@@ -196,8 +196,22 @@ fn serve(args: &Args) -> Result<i32, String> {
             drop(data);
             store.delete(&e).map_err(|e| e.to_string())?;
             crate::errln!("released {} as {}", e.key, done.id);
-            if rq.kick {
-                Kicker::new(exim).kick(&[done.id]).map_err(|e| e.to_string())?;
+            // Run by an admin, outside the daemon's sandbox: Exim can be run here directly,
+            // whether the daemon hands its kicks to a helper or runs them itself.
+            if rq.kick != KickMode::Off {
+                for (id, outcome) in Kicker::new(exim).kick(&target, &[done.id]) {
+                    if outcome.is_error() {
+                        return Err(format!("delivery of {id}: {}: {}", outcome.label(), outcome.detail()));
+                    }
+                    crate::errln!(
+                        "delivery of {id}: {}{}",
+                        outcome.label(),
+                        match outcome.detail() {
+                            "" => String::new(),
+                            d => format!(": {d}"),
+                        }
+                    );
+                }
             }
         }
     }

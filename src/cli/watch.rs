@@ -19,7 +19,7 @@ use crate::metrics::{self, Metrics};
 use crate::pipeline::config::{IntakeConfig, RequeueConfig};
 use crate::pipeline::engine::{Engine, Handled, WorkDirs};
 use crate::pipeline::{self, Next, PipelineConfig};
-use crate::requeue::{EximCommand, Kicker, Marker, TargetSpool, Transform};
+use crate::requeue::{EximCommand, KickMode, KickQueue, Marker, TargetSpool, Transform};
 use crate::state::{open_env, StateDb};
 
 #[derive(Debug, clap::Args)]
@@ -40,7 +40,7 @@ pub struct Args {
     /// Override [requeue] spool_directory (its `input/` must exist).
     #[arg(long)]
     spool_dir: Option<PathBuf>,
-    /// Do not run `exim -Mc` after a batch, and do not ask Exim about split spool (flat).
+    /// Do not kick deliveries (`kick = "off"`), and do not ask Exim about split spool (flat).
     #[arg(long)]
     no_exim: bool,
 }
@@ -114,7 +114,7 @@ fn load(args: &Args) -> Result<Loaded, String> {
             exim_command: vec!["exim".into()],
             split_spool_directory: None,
             marker: "acl_m_scanned".into(),
-            kick: true,
+            kick: KickMode::Inline,
             kick_batch: 30,
             dedupe_retention_secs: 7 * 86400,
         });
@@ -122,7 +122,7 @@ fn load(args: &Args) -> Result<Loaded, String> {
     if let Some(r) = cfg.requeue.as_mut() {
         r.spool_directory = args.spool_dir.clone().unwrap_or(r.spool_directory.clone());
         if args.no_exim {
-            r.kick = false;
+            r.kick = KickMode::Off;
             r.split_spool_directory.get_or_insert(false);
         }
     }
@@ -186,6 +186,10 @@ fn update_gauges(engine: &Engine<'_>, metrics: &Metrics) {
     }
     metrics.set_queue(depth, oldest);
 }
+
+/// How often the main loop tells systemd's watchdog it is alive (the unit's WatchdogSec is
+/// several times this).
+const WATCHDOG_EVERY: Duration = Duration::from_secs(5);
 
 /// How long a stop may wait for the batches in hand before the daemon exits anyway.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -252,7 +256,7 @@ fn serve(args: &Args) -> Result<(), String> {
     let env = open_env(&dirs.state).map_err(|e| format!("{}: {e}", dirs.state.display()))?;
     let db = StateDb::new(&env).map_err(|e| e.to_string())?;
     let exim = EximCommand::new(rq.exim_command.clone()).configured_at(cfg.origin(&["requeue", "exim_command"]));
-    if rq.kick || rq.split_spool_directory.is_none() {
+    if rq.kick == KickMode::Inline || rq.split_spool_directory.is_none() {
         exim.check_runnable().map_err(|e| e.to_string())?;
     }
     let split = match rq.split_spool_directory {
@@ -269,8 +273,8 @@ fn serve(args: &Args) -> Result<(), String> {
         (None, Some(spool)) => QueuefileDir::exim_spool(spool, orphan_age),
         (None, None) => return Err("[intake] names no directory".into()),
     };
-    let mut kicker = Kicker::new(exim);
-    kicker.batch = rq.kick_batch;
+    let kicks = KickQueue::new(&intake_cfg.work_directory);
+    kicks.create().map_err(|e| format!("{}: {e}", kicks.dir.display()))?;
     let verdicts_cfg = cfg.verdicts.clone();
     // Bound once at start: a reload (SIGHUP) does not move the endpoint or the file.
     let metrics_cfg = cfg.metrics.clone();
@@ -291,7 +295,7 @@ fn serve(args: &Args) -> Result<(), String> {
     let mut engine = Engine::new(cfg, stages, db, dirs, intake, target);
     engine.verdicts = verdict_db;
     engine.transform = Transform { marker, ..Transform::default() };
-    engine.kicker = rq.kick.then_some(kicker);
+    engine.kicks = (rq.kick != KickMode::Off).then(|| kicks.clone());
     engine.sealer = sealer;
     engine.retention_secs = rq.dedupe_retention_secs;
     for note in engine.recover().map_err(|e| format!("recovery: {e}"))? {
@@ -332,6 +336,30 @@ fn serve(args: &Args) -> Result<(), String> {
     }
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload)).map_err(|e| e.to_string())?;
     stop_within_grace()?;
+    // The kicker stops after the daemon's last commit, so that its last requests are run.
+    let kicker_stop = Arc::new(AtomicBool::new(false));
+    let kicker = match rq.kick {
+        KickMode::Inline => Some(
+            super::kick::spawn_kicker(kicks.clone(), exim, rq.kick_batch, Arc::clone(&kicker_stop), false)
+                .map_err(|e| format!("{}: {e}", kicks.dir.display()))?,
+        ),
+        KickMode::Helper | KickMode::Off => None,
+    };
+    let reports = Mutex::new(super::kick::Reports::new(kicks));
+    let collect_reports = |engine: &Engine<'_>| {
+        if rq.kick != KickMode::Off {
+            reports.lock().unwrap_or_else(|p| p.into_inner()).collect(&engine.target, &metrics);
+        }
+    };
+    // systemd's watchdog (WatchdogSec=): a loop that stops coming here is restarted.
+    let last_watchdog = Mutex::new(Instant::now());
+    let watchdog = || {
+        let mut last = last_watchdog.lock().unwrap_or_else(|p| p.into_inner());
+        if last.elapsed() >= WATCHDOG_EVERY {
+            notify_systemd("WATCHDOG=1");
+            *last = Instant::now();
+        }
+    };
     let (tx, rx) = crossbeam_channel::bounded::<()>(1);
     let mut watcher = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
         // A full channel already holds a wake-up; nothing is lost by dropping this one.
@@ -353,10 +381,12 @@ fn serve(args: &Args) -> Result<(), String> {
         // Claiming, scanning and committing overlap; a stop or a reload first drains what was
         // claimed, so a new pipeline never meets a batch the old one half handled.
         let intake_side = |engine: &Engine<'_>, claimed: usize| {
+            watchdog();
             if stop.load(Ordering::Relaxed) || reload.load(Ordering::Relaxed) {
                 return Next::Drain;
             }
             if claimed == 0 {
+                collect_reports(engine);
                 // Idle, or waiting for pairs that are not complete yet: keep the backlog gauges
                 // current (the oldest age is what shows a stuck intake), the file every 10 s.
                 gauges(engine, &metrics);
@@ -386,6 +416,8 @@ fn serve(args: &Args) -> Result<(), String> {
                 crate::output::log_line(format_args!("{}\n", h.log_line()));
             }
             metrics.record(&handled);
+            collect_reports(engine);
+            watchdog();
             gauges(engine, &metrics);
             write_textfile(&metrics);
             *last_textfile.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
@@ -409,8 +441,10 @@ fn serve(args: &Args) -> Result<(), String> {
         }
     }
     notify_systemd("STOPPING=1");
-    if let Some(k) = &engine.kicker {
-        k.wait_all();
+    if let Some(k) = kicker {
+        // One more pass runs what the last commit asked for; its reports are read at the next start.
+        kicker_stop.store(true, Ordering::Relaxed);
+        let _ = k.join();
     }
     Ok(())
 }

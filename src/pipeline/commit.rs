@@ -269,10 +269,10 @@ impl Engine<'_> {
         self.record_verdicts(handled_all.iter().filter(|h| h.target_id.is_none()), now);
         let keys: Vec<&str> = done_keys.iter().map(String::as_str).collect();
         self.db.finish(&keys, &quarantined, now + self.retention_secs).map_err(io::Error::other)?;
-        if let Some(k) = &self.kicker {
-            if let Err(e) = k.kick_in_background(&kick) {
-                // Nothing is lost: the messages stay queued for the next queue run.
-                crate::errln!("spoolsift: delivery kick failed: {e}");
+        if let Some(k) = &self.kicks {
+            if let Err(e) = k.request(&kick) {
+                // Nothing is lost: the messages stay queued for Exim's next queue run.
+                crate::errln!("spoolsift: error: asking for the delivery of {} messages: {e}", kick.len());
             }
         }
         Ok(handled_all)

@@ -108,9 +108,10 @@ pub struct RequeueConfig {
     /// The ACL variable that stops the scan router from matching again.
     #[serde(default = "default_marker")]
     pub marker: String,
-    /// Start deliveries with `exim -Mc` after each batch (otherwise the queue runner finds them).
-    #[serde(default = "yes")]
-    pub kick: bool,
+    /// Who runs `exim -Mc` on re-queued messages: `"helper"` (`spoolsift kick`, outside the
+    /// daemon's sandbox), `"inline"` (the daemon itself) or `"off"` (Exim's queue runner).
+    #[serde(default = "default_kick")]
+    pub kick: crate::requeue::KickMode,
     #[serde(default = "default_kick_batch")]
     pub kick_batch: usize,
     /// How long recipients already handed back are remembered (above Exim's retry horizon).
@@ -209,8 +210,8 @@ fn default_max_header_file() -> u64 {
 fn default_marker() -> String {
     "acl_m_scanned".into()
 }
-fn yes() -> bool {
-    true
+fn default_kick() -> crate::requeue::KickMode {
+    crate::requeue::KickMode::Helper
 }
 fn default_kick_batch() -> usize {
     30

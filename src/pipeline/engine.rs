@@ -19,7 +19,7 @@ use super::policy::{Action, Decision};
 use super::run::{run_stages_timed, StageOutcome};
 use crate::intake::queuefile::QueuefileDir;
 use crate::outside::Clock;
-use crate::requeue::{self, Kicker, TargetSpool, Transform};
+use crate::requeue::{self, KickQueue, TargetSpool, Transform};
 use crate::sinks::quarantine::QuarantineStore;
 use crate::spool::{DataFile, IdMinter, MessageId, MessageView, OptionLine, SpoolError, SpoolHeader};
 use crate::stages::arc::{cv_of, Sealer};
@@ -154,7 +154,9 @@ pub struct Engine<'e> {
     /// One minter per id format: a new id is minted in the format of the id it replaces, which
     /// is the format the Exim that wrote it reads.
     pub minters: Mutex<[IdMinter; 2]>,
-    pub kicker: Option<Kicker>,
+    /// Where committed messages are handed over for their delivery kick (`None`: Exim's queue
+    /// runner finds them).
+    pub kicks: Option<KickQueue>,
     pub retention_secs: u64,
     pub quarantine: QuarantineStore,
     /// Where verdicts go for Exim's `lmdb` lookup, and for how long.
@@ -203,7 +205,7 @@ impl<'e> Engine<'e> {
                 IdMinter::new(crate::spool::IdFormat::Old16),
                 IdMinter::new(crate::spool::IdFormat::New23),
             ]),
-            kicker: None,
+            kicks: None,
             retention_secs: 7 * 86400,
             verdicts: None,
             sealer: None,

@@ -1,12 +1,9 @@
-//! Talking to the Exim binary: reading its configuration with `-bP`, and starting deliveries.
-//!
-//! Exim does not watch `input/`: a re-queued message waits for the next queue run unless someone
-//! asks for it. `exim -Mc <id>…` delivers the given messages now, honouring retry times.
+//! Talking to the Exim binary: reading its configuration with `-bP`, and starting deliveries
+//! (the delivery kick itself, and why it runs outside the daemon's sandbox, is in [`super::kick`]).
 
 use std::ffi::OsString;
 use std::io;
-use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::process::{Command, Stdio};
 
 use crate::spool::MessageId;
 
@@ -30,13 +27,13 @@ impl EximCommand {
     }
 
     /// An error about running this command, naming the program and where it was configured.
-    fn error(&self, what: &str, e: impl std::fmt::Display) -> io::Error {
+    pub(crate) fn error(&self, what: &str, e: impl std::fmt::Display) -> io::Error {
         let prog = self.argv.first().map_or("(empty)".into(), |p| p.to_string_lossy());
         let origin = self.origin.as_ref().map_or(String::new(), |o| format!(" ({o})"));
         io::Error::other(format!("{what} Exim at {prog}{origin}: {e}"))
     }
 
-    fn command(&self) -> io::Result<Command> {
+    pub(crate) fn command(&self) -> io::Result<Command> {
         let (prog, args) = self.argv.split_first().ok_or_else(|| self.error("cannot run", "empty command"))?;
         let mut c = Command::new(prog);
         c.args(args);
@@ -95,68 +92,29 @@ impl EximCommand {
     }
 }
 
-/// Starts deliveries of re-queued messages in batches (`exim -Mc id…`, MailScanner's 30 at a time).
+/// Starts the delivery of given messages now and says what became of each: for the commands
+/// an admin runs by hand (`quarantine release`), outside any sandbox. The daemon hands its kicks
+/// to [`super::kick::KickQueue`] instead.
 #[derive(Debug)]
 pub struct Kicker {
     pub exim: EximCommand,
     /// The delivery flag: `-Mc` (honour retry times) or `-M` (force, and thaw).
     pub flag: String,
     pub batch: usize,
-    /// At most this many `exim -Mc` runs at once in the background.
-    pub max_running: usize,
-    running: Mutex<Vec<Child>>,
 }
 
 impl Kicker {
     pub fn new(exim: EximCommand) -> Kicker {
-        Kicker { exim, flag: "-Mc".into(), batch: 30, max_running: 4, running: Mutex::new(Vec::new()) }
+        Kicker { exim, flag: "-Mc".into(), batch: 30 }
     }
 
-    fn spawn(&self, chunk: &[MessageId]) -> io::Result<Child> {
-        self.exim
-            .command()?
-            .arg(&self.flag)
-            .args(chunk.iter().map(MessageId::as_str))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .map_err(|e| self.exim.error("cannot run", e))
-    }
-
-    /// Run the deliveries and wait for them. Exim delivers each id in a child, one after another.
-    /// A failed kick loses nothing: the message stays queued for the next queue run.
-    pub fn kick(&self, ids: &[MessageId]) -> io::Result<()> {
+    /// Run the deliveries, wait for them, and read each message's outcome from `target`.
+    pub fn kick(&self, target: &super::TargetSpool, ids: &[MessageId]) -> Vec<(MessageId, super::kick::KickOutcome)> {
+        let mut out = Vec::new();
         for chunk in ids.chunks(self.batch.max(1)) {
-            let status = self.spawn(chunk)?.wait()?;
-            if !status.success() {
-                return Err(self.exim.error(&format!("`{}` of {} messages:", self.flag, chunk.len()), status));
-            }
+            let report = super::kick::run_exim(&self.exim, &self.flag, chunk);
+            out.extend(chunk.iter().map(|id| (id.clone(), super::kick::classify(target, id, &report))));
         }
-        Ok(())
-    }
-
-    /// Start the deliveries without waiting for them, so the engine goes on with the next batch
-    /// while Exim delivers; at most `max_running` at once (then this waits for the oldest).
-    /// Finished runs are reaped here; a failure is reported, and loses nothing.
-    pub fn kick_in_background(&self, ids: &[MessageId]) -> io::Result<()> {
-        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        for chunk in ids.chunks(self.batch.max(1)) {
-            running.retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
-            while running.len() >= self.max_running.max(1) {
-                let mut oldest = running.remove(0);
-                oldest.wait()?;
-            }
-            running.push(self.spawn(chunk)?);
-        }
-        running.retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
-        Ok(())
-    }
-
-    /// Wait for every background run (at shutdown).
-    pub fn wait_all(&self) {
-        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        for mut c in running.drain(..) {
-            let _ = c.wait();
-        }
+        out
     }
 }

@@ -8,11 +8,13 @@
 //! - [`decide`]: keep the message id or mint a new one (the original may still be in Exim's spool).
 //! - [`transform`]: the edits every re-queued `-H` needs (marker, frozen state, DSN flags, counts).
 //! - [`commit`]: the write sequence.
-//! - [`exim`]: asking Exim about its configuration, and kicking deliveries with `exim -Mc`.
+//! - [`exim`]: asking Exim about its configuration.
+//! - [`kick`]: starting deliveries with `exim -Mc` outside the daemon's sandbox, and checking them.
 
 pub mod commit;
 pub mod decide;
 pub mod exim;
+pub mod kick;
 pub mod target;
 pub mod transform;
 
@@ -22,5 +24,6 @@ pub use commit::{
 };
 pub use decide::{decide, Decision, SpoolLook};
 pub use exim::{EximCommand, Kicker};
+pub use kick::{KickMode, KickOutcome, KickQueue};
 pub use target::TargetSpool;
 pub use transform::{Marker, Transform};

@@ -4,8 +4,10 @@
 #![allow(dead_code)]
 
 pub mod clamd;
+pub mod debian_exim;
 pub mod fixtures;
 pub mod smtp;
+pub mod units;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -106,6 +108,21 @@ pub fn poll<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) ->
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(200));
     }
+}
+
+/// Poll `f` until it returns true (then true) or `limit` passes (then false), for a caller that
+/// says more than [`poll`] can when it fails.
+pub fn poll_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    let mut pause = Duration::from_millis(5);
+    while !f() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+    true
 }
 
 /// A free loopback port (bound and released; the instance binds it right after).
