@@ -9,6 +9,7 @@ pub mod inspect;
 pub mod kick;
 pub mod probe;
 pub mod quarantine;
+pub mod queue;
 pub mod replay;
 pub mod replay_diff;
 pub mod scan;
@@ -40,6 +41,9 @@ enum Command {
     CheckConfig(check_config::Args),
     /// List, show, release or delete quarantined messages.
     Quarantine(quarantine::Args),
+    /// Every message in spoolsift's own hands (waiting, in flight, deferred, held, rejected,
+    /// awaiting its delivery kick): list, show, retry, hold, release.
+    Queue(queue::Args),
     /// The delivery helper: run `exim -Mc` on the messages the daemon re-queued, outside its
     /// sandbox (its own unit, spoolsift-kick.service).
     Kick(kick::Args),
@@ -72,5 +76,6 @@ pub fn run() -> i32 {
         Command::CheckConfig(a) => check_config::run(&a),
         Command::Quarantine(a) => quarantine::run(&a),
         Command::Kick(a) => kick::run(&a),
+        Command::Queue(a) => queue::run(&a),
     }
 }

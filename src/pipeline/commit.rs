@@ -136,6 +136,7 @@ impl Engine<'_> {
                 }
                 Plan::Defer { handled } => {
                     rec.attempts += 1;
+                    rec.deferred_because = Some(handled.reasons.join("; "));
                     rec.not_before = now + self.pipeline.defer.backoff(rec.attempts);
                     rec.scan_finished();
                     journal_updates.push(rec);

@@ -229,21 +229,10 @@ impl<'e> Engine<'e> {
         let now = self.clock.now_secs();
         let batch = &self.pipeline.batch;
         let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out: Vec<ClaimRecord> = self
-            .db
-            .all()
-            .map_err(io::Error::other)?
-            .into_iter()
-            .filter(|r| r.state == ClaimState::Claimed && r.not_before <= now && !in_flight.contains(&r.key))
-            .take(batch.max_messages)
-            .collect();
+        // Deferred claims taken again: marked as in this run's hands (see `isolation.rs`).
+        let mut out = self.db.take_due(now, batch.max_messages, &in_flight, self.run).map_err(io::Error::other)?;
         in_flight.extend(out.iter().map(|r| r.key.clone()));
         drop(in_flight);
-        if !out.is_empty() {
-            // Deferred claims taken again: marked as in this run's hands (see `isolation.rs`).
-            out.iter_mut().for_each(|r| r.scan_run = Some(self.run));
-            self.db.put(&out).map_err(io::Error::other)?;
-        }
         let mut bytes: u64 = out
             .iter()
             .map(|r| self.dirs.files(&r.key).1)
@@ -278,6 +267,8 @@ impl<'e> Engine<'e> {
                 handing_on: Vec::new(),
                 lone_scans: 0,
                 scan_run: Some(self.run),
+                held: false,
+                deferred_because: None,
             })
             .collect();
         self.db.put(&records).map_err(io::Error::other)?;

@@ -57,6 +57,12 @@ pub struct ClaimRecord {
     /// when that run stopped.
     #[serde(default)]
     pub scan_run: Option<u64>,
+    /// Held by an admin (`spoolsift queue hold`): not retried until released.
+    #[serde(default)]
+    pub held: bool,
+    /// Why it was last deferred (the policy's reasons), for `spoolsift queue`.
+    #[serde(default)]
+    pub deferred_because: Option<String>,
 }
 
 impl ClaimRecord {
@@ -207,6 +213,48 @@ impl<'e> StateDb<'e> {
         w.commit()
     }
 
+    /// Take up to `max` waiting claims that are due (not held, not in `busy`) for a scan in run
+    /// `run`, marking them in the same transaction: a `spoolsift queue hold` either lands before
+    /// (and the claim is not taken) or finds it taken.
+    pub fn take_due(
+        &self,
+        now: u64,
+        max: usize,
+        busy: &std::collections::HashSet<String>,
+        run: u64,
+    ) -> heed::Result<Vec<ClaimRecord>> {
+        let mut w = self.env.write_txn()?;
+        let due: Vec<ClaimRecord> = self
+            .journal
+            .iter(&w)?
+            .filter_map(|kv| kv.ok().map(|(_, v)| v))
+            .filter(|r| r.state == ClaimState::Claimed && r.not_before <= now && !r.held && !busy.contains(&r.key))
+            .take(max)
+            .collect();
+        let mut out = Vec::with_capacity(due.len());
+        for mut r in due {
+            r.scan_run = Some(run);
+            self.journal.put(&mut w, &r.key, &r)?;
+            out.push(r);
+        }
+        w.commit()?;
+        Ok(out)
+    }
+
+    /// Change a claim that waits (deferred, in no run's hands) in one transaction; `Ok(None)`
+    /// when there is no such claim, `Ok(Some(false))` when it is being scanned now.
+    pub fn update_waiting(&self, key: &str, f: impl FnOnce(&mut ClaimRecord)) -> heed::Result<Option<bool>> {
+        let mut w = self.env.write_txn()?;
+        let Some(mut r) = self.journal.get(&w, key)? else { return Ok(None) };
+        if r.state != ClaimState::Claimed || r.scan_run.is_some() {
+            return Ok(Some(false));
+        }
+        f(&mut r);
+        self.journal.put(&mut w, key, &r)?;
+        w.commit()?;
+        Ok(Some(true))
+    }
+
     pub fn get(&self, key: &str) -> heed::Result<Option<ClaimRecord>> {
         let r = self.env.read_txn()?;
         self.journal.get(&r, key)
@@ -259,6 +307,8 @@ mod tests {
             handing_on: Vec::new(),
             lone_scans: 0,
             scan_run: None,
+            held: false,
+            deferred_because: None,
         }
     }
 
