@@ -85,7 +85,7 @@ for id in 1xXORz-0000000001A-0000 1xXORz-0000000002A-0000 1xXORz-0000000003A-000
   # The pairs have left the queuefile directory: their sizes come from where they went.
   size=$(find "$dir/work" "$dir/spool" -name "*${id#1xXORz-}*" -o -path "*${id}*" -type f 2>/dev/null |
     xargs -r stat -c %s 2>/dev/null | awk '{s += $1} END {print s + 0}')
-  action=$(grep -o "^$id .*action=[a-z-]*" "$log" | sed 's/.*action=//' | head -1)
+  action=$(grep -o " $id .*action=[a-z-]*" "$log" | sed 's/.*action=//' | head -1)
   printf '%-34s %12s  %s\n' "$what" "$size" "${action:-?}"
 done
 target_kb=$((256 * 1024))

@@ -87,6 +87,15 @@ if [ "$1" = configure ]; then
 fi
 exit 0
 EOF
+cat >"$root/DEBIAN/prerm" <<'EOF'
+#!/bin/sh
+set -e
+# Stop both before the binary goes; the kicker waits for the Exim runs it has started.
+if [ "$1" = remove ] && [ -d /run/systemd/system ]; then
+  systemctl stop spoolsift.service spoolsift-kick.service >/dev/null 2>&1 || true
+fi
+exit 0
+EOF
 cat >"$root/DEBIAN/postrm" <<'EOF'
 #!/bin/sh
 set -e
@@ -96,7 +105,7 @@ if [ -d /run/systemd/system ]; then
 fi
 exit 0
 EOF
-chmod 0755 "$root/DEBIAN/postinst" "$root/DEBIAN/postrm"
+chmod 0755 "$root/DEBIAN/postinst" "$root/DEBIAN/prerm" "$root/DEBIAN/postrm"
 
 mkdir -p "$out"
 deb="$out/spoolsift_${version}_${arch}.deb"

@@ -14,7 +14,9 @@
 #   * exim4-daemon-light: Debian's own Exim (setuid root, no queuefile), for the delivery kick
 #     under the shipped units' restrictions and the stock-host two-instance mode
 #     (tests/kick_debian_exim.rs; each test runs it with a configuration of its own), and
-#   * spoolsift-rcpt, a local user who is not the Exim user, for it to deliver to.
+#   * spoolsift-rcpt, a local user who is not the Exim user, for it to deliver to, and
+#   * systemd, for `systemd-analyze verify` of the units as the package installs them
+#     (tests/package.rs; nothing is started by it).
 # Must run as root. Safe to run again: nothing is installed or created twice. The package lists
 # are refreshed before anything is installed, never skipped (see below).
 #
@@ -37,6 +39,7 @@ PACKAGES=(
   clamav-daemon clamdscan
   python3-dkim python3-authres python3-nacl dnsmasq
   exim4-daemon-light
+  systemd
 )
 
 if [[ $(id -u) -ne 0 ]]; then

@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod dns;
 pub mod intake;
+pub mod logging;
 pub mod metrics;
 pub mod output;
 pub mod outside;

@@ -279,14 +279,14 @@ pub fn serve_with(
         runtime.block_on(async move {
             let listener = match tokio::net::TcpListener::from_std(listener) {
                 Ok(l) => l,
-                Err(e) => return crate::errln!("spoolsift: metrics http: {e}"),
+                Err(e) => return tracing::error!("metrics http: {e}"),
             };
             let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
             loop {
                 let stream = match listener.accept().await {
                     Ok((stream, _)) => stream,
                     Err(e) => {
-                        crate::errln!("spoolsift: metrics http accept: {e}");
+                        tracing::error!("metrics http accept: {e}");
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
@@ -343,6 +343,7 @@ mod tests {
             recipients: Vec::new(),
             reasons: Vec::new(),
             stages: stages.iter().map(|(s, v, us)| (s.to_string(), v.to_string(), *us)).collect(),
+            ..Handled::default()
         }
     }
 

@@ -169,7 +169,9 @@ fn clean_message_is_requeued_under_its_id_with_our_headers() {
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(
         lines[0].starts_with(&format!(
-            "{id} <alice@sender.example> for bob@dest.example carol@dest.example action=deliver"
+            "{id} <alice@sender.example> for bob@dest.example carol@dest.example S=441 \
+             H=(client.example.net) [192.0.2.10] T=\"Test message with a folded subject\" action=deliver \
+             stages=[marker=clean/"
         )),
         "{}",
         lines[0]
@@ -511,7 +513,7 @@ fn a_copy_scanned_before_the_other_commits_delivers_nothing_twice() {
         lines
     });
     assert_eq!(lines.len(), 2, "{lines:?}");
-    assert!(lines[0].contains("for bob@dest.example carol@dest.example action=deliver"), "{lines:?}");
+    assert!(lines[0].contains("for bob@dest.example carol@dest.example S=420 "), "{lines:?}");
     assert!(lines[1].contains("action=nothing-owed"), "{lines:?}");
     let requeued: Vec<_> = w.queued().into_iter().filter(|h| h.id != id).collect();
     assert_eq!(requeued.len(), 1, "one re-queued copy");
@@ -881,11 +883,20 @@ fn a_quarantined_copy_holds_only_the_recipients_it_owed() {
     w.down.store(false, Ordering::SeqCst);
     w.drop_copy(Some(&id), &["carol@dest.example"], "clean now\n");
     let lines = w.with_engine(run_until_idle);
-    assert!(lines.len() == 1 && lines[0].contains("for bob@dest.example action=deliver"), "{lines:?}");
+    assert!(
+        lines.len() == 1 && lines[0].contains("for bob@dest.example S=") && lines[0].contains(" action=deliver"),
+        "{lines:?}"
+    );
     // Copy 1 comes back, infected: it owes carol only, and its entry must not deliver bob again.
     later(&w, 0);
     let lines = w.with_engine(run_until_idle);
-    assert!(lines.len() == 1 && lines[0].contains("for carol@dest.example action=quarantine"), "{lines:?}");
+    assert!(
+        lines.len() == 1
+            && lines[0].contains("for carol@dest.example S=")
+            && lines[0].contains(" action=quarantine stages=[marker=infected (Test.Marker)/")
+            && lines[0].contains("ms] quarantine=000000000000."),
+        "{lines:?}"
+    );
     let entry = QuarantineStore::new(&w.root.path().join("work/quarantine")).list().unwrap().pop().unwrap();
     let h = SpoolHeader::read(&entry.header_path()).unwrap();
     let pending: Vec<&[u8]> = h.pending_recipients().map(|(_, r)| r.address()).collect();

@@ -150,7 +150,7 @@ fn the_shipped_units_deliver_through_debian_exim() {
     for outcome in ["queued", "frozen", "interrupted", "failed", "not-run"] {
         assert_eq!(host.metric(&format!("spoolsift_kicks_total{{outcome=\"{outcome}\"}} ")), Some(0), "{outcome}");
     }
-    assert!(!host.log().contains("error"), "{}", host.log());
+    assert!(!host.log().contains("ERROR"), "{}", host.log());
     assert_eq!(host.outgoing.paniclog(), "");
 }
 
@@ -167,7 +167,7 @@ fn a_kick_inside_the_scanners_sandbox_fails_and_is_reported() {
     let log = host.log();
     let line = log
         .lines()
-        .find(|l| l.contains(&format!("error: delivery of {id}: interrupted: exit 1; Exim died during the delivery")))
+        .find(|l| l.contains(&format!("ERROR delivery of {id}: interrupted: exit 1; Exim died during the delivery")))
         .unwrap_or_else(|| panic!("{log}"));
     assert!(line.contains("unable to set gid=8 or uid="), "{line}");
     assert!(host.outgoing.mailbox(RCPT).is_empty());
@@ -185,7 +185,7 @@ fn a_kicker_without_new_privileges_is_reported_frozen() {
     let id = host.only_requeued();
     let header = std::fs::read_to_string(host.outgoing.spool.join(format!("input/{id}-H"))).unwrap();
     assert!(header.lines().any(|l| l.starts_with("-frozen ")), "{header}");
-    assert!(host.log().contains(&format!("error: delivery of {id}: frozen: exit 0; Exim froze it")), "{}", host.log());
+    assert!(host.log().contains(&format!("ERROR delivery of {id}: frozen: exit 0; Exim froze it")), "{}", host.log());
 }
 
 /// The kicker with an empty capability bounding set: Exim stops in setgroups() and exits 1.
@@ -199,7 +199,7 @@ fn a_kicker_without_capabilities_is_reported_failed() {
     let id = host.only_requeued();
     assert!(
         host.log().contains(&format!(
-            "error: delivery of {id}: failed: exit 1: exim: setgroups() failed: Operation not permitted"
+            "ERROR delivery of {id}: failed: exit 1: exim: setgroups() failed: Operation not permitted"
         )),
         "{}",
         host.log()
@@ -223,7 +223,7 @@ fn a_kicker_with_a_read_only_exim_log_is_reported_interrupted() {
     let log = host.log();
     let line = log
         .lines()
-        .find(|l| l.contains(&format!("error: delivery of {id}: interrupted")))
+        .find(|l| l.contains(&format!("ERROR delivery of {id}: interrupted")))
         .unwrap_or_else(|| panic!("{log}"));
     assert!(
         line.contains(&format!(

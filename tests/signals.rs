@@ -90,7 +90,7 @@ fn sighup_reloads_the_pipeline_and_keeps_it_when_the_new_one_is_broken() {
 
     w.write_pipeline("X-After-Reload", 64);
     signal(&daemon, libc::SIGHUP);
-    w.wait_log("spoolsift: reloaded the pipeline");
+    w.wait_log(" INFO  reloaded the pipeline signals: stages [");
     let second = w.drop_message(2);
     let names = header_names(&w.wait_requeued(&second));
     assert!(names.iter().any(|n| n == "X-After-Reload"), "{names:?}");
@@ -98,7 +98,7 @@ fn sighup_reloads_the_pipeline_and_keeps_it_when_the_new_one_is_broken() {
 
     std::fs::write(&pipeline, "name = \"broken\"\n[policy]\nclean = \"explode\"\n").unwrap();
     signal(&daemon, libc::SIGHUP);
-    w.wait_log("spoolsift: reload failed, keeping the running pipeline:");
+    w.wait_log(" ERROR reload failed, keeping the running pipeline:");
     let log = std::fs::read_to_string(&w.log).unwrap();
     assert!(log.contains("pipeline.toml"), "the failure names the file: {log}");
     let third = w.drop_message(3);

@@ -126,7 +126,7 @@ rescan_interval_ms = 200
 [requeue]
 spool_directory = {spool:?}
 exim_command = [{argv}]
-kick = true
+kick = "inline"
 
 [verdicts]
 database = {verdicts:?}

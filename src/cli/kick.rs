@@ -38,7 +38,7 @@ pub fn run(args: &Args) -> i32 {
     match serve(args) {
         Ok(()) => exit::OK,
         Err(e) => {
-            crate::errln!("spoolsift kick: {e}");
+            tracing::error!("stopped: {e}");
             exit::ERROR
         }
     }
@@ -49,6 +49,16 @@ fn serve(args: &Args) -> Result<(), String> {
     let (Some(intake), Some(rq)) = (&cfg.intake, &cfg.requeue) else {
         return Err(format!("{}: kick needs [intake] and [requeue] sections", args.pipeline.display()));
     };
+    if rq.kick != crate::requeue::KickMode::Helper {
+        // The daemon runs its kicks itself, or none: a second kicker would race it. Exit 0, so
+        // that a unit that wants this one (spoolsift.service) does not restart it for ever.
+        tracing::info!(
+            "nothing to do: {} says kick = \"{}\", not \"helper\"",
+            cfg.origin(&["requeue", "kick"]),
+            rq.kick
+        );
+        return Ok(());
+    }
     let exim = EximCommand::new(rq.exim_command.clone()).configured_at(cfg.origin(&["requeue", "exim_command"]));
     exim.check_runnable().map_err(|e| e.to_string())?;
     let queue = KickQueue::new(&intake.work_directory);
@@ -56,8 +66,9 @@ fn serve(args: &Args) -> Result<(), String> {
     let batch = rq.kick_batch;
     if args.once {
         queue.heartbeat().map_err(|e| e.to_string())?;
-        let n = queue.run_requests(&exim, "-Mc", batch, PARALLEL).map_err(|e| e.to_string())?;
-        crate::errln!("spoolsift kick: ran Exim on {n} messages");
+        let n =
+            queue.run_requests(&exim, "-Mc", batch, PARALLEL, &AtomicBool::new(false)).map_err(|e| e.to_string())?;
+        tracing::info!("ran Exim on {n} messages");
         return Ok(());
     }
     let stop = Arc::new(AtomicBool::new(false));
@@ -67,7 +78,9 @@ fn serve(args: &Args) -> Result<(), String> {
     spawn_kicker(queue.clone(), exim, batch, stop, true)
         .map_err(|e| e.to_string())?
         .join()
-        .map_err(|_| "the kick loop panicked".to_string())
+        .map_err(|_| "the kick loop panicked".to_string())?;
+    tracing::info!("stopped");
+    Ok(())
 }
 
 /// The kick loop: watch the requests and run Exim on them until `stop`; say it is alive every
@@ -95,7 +108,7 @@ pub fn spawn_kicker(
         while !beat_stop.load(Ordering::Relaxed) {
             if since >= HEARTBEAT_EVERY {
                 if let Err(e) = beat.heartbeat() {
-                    crate::errln!("spoolsift kick: error: {}: {e}", beat.ran.display());
+                    tracing::error!("{}: {e}", beat.ran.display());
                 }
                 since = Duration::ZERO;
             }
@@ -104,13 +117,19 @@ pub fn spawn_kicker(
         }
     })?;
     if announce {
-        crate::errln!("spoolsift kick: running Exim on the requests in {}", queue.dir.display());
+        tracing::info!(
+            "spoolsift {} kick: running Exim on the requests in {}",
+            env!("CARGO_PKG_VERSION"),
+            queue.dir.display()
+        );
     }
     std::thread::Builder::new().name("kick".into()).spawn(move || {
         let _watcher = watcher;
         while !stop.load(Ordering::Relaxed) {
-            if let Err(e) = queue.run_requests(&exim, "-Mc", batch, PARALLEL) {
-                crate::errln!("spoolsift kick: error: {}: {e}", queue.dir.display());
+            // A stop lets the runs in hand finish (Exim killed mid-delivery leaves a -J and may
+            // deliver again) and starts no new one.
+            if let Err(e) = queue.run_requests(&exim, "-Mc", batch, PARALLEL, &stop) {
+                tracing::error!("{}: {e}", queue.dir.display());
             }
             let _ = rx.recv_timeout(RESCAN);
         }
@@ -123,11 +142,14 @@ pub struct Reports {
     pub queue: KickQueue,
     /// Requests already reported as not run (each is said once).
     said_not_run: HashSet<String>,
+    /// The kicker starts after the daemon: requests left from before are not reported as not
+    /// run until it has had [`HELPER_SILENT`] to say it is there.
+    started: std::time::Instant,
 }
 
 impl Reports {
     pub fn new(queue: KickQueue) -> Reports {
-        Reports { queue, said_not_run: HashSet::new() }
+        Reports { queue, said_not_run: HashSet::new(), started: std::time::Instant::now() }
     }
 
     /// Read every report, say and count its outcome, forget it; then report requests that no
@@ -136,27 +158,28 @@ impl Reports {
         let mut seen = Vec::new();
         match self.queue.reports() {
             Ok(reports) => {
-                for (id, report) in reports {
-                    let outcome = crate::requeue::kick::classify(target, &id, &report);
-                    say(id.as_str(), &outcome);
+                for (r, report) in reports {
+                    let outcome = crate::requeue::kick::classify(target, &r.id, &report);
+                    say(r.id.as_str(), &outcome);
                     metrics.record_kick(outcome.label());
-                    if let Err(e) = self.queue.remove_report(&id) {
-                        crate::errln!("spoolsift: error: {}: {e}", self.queue.ran.display());
+                    if let Err(e) = self.queue.remove_report(&r.name) {
+                        tracing::error!("{}: {e}", self.queue.ran.display());
                     }
-                    self.said_not_run.remove(id.as_str());
-                    seen.push((id.as_str().to_string(), outcome));
+                    self.said_not_run.remove(&r.name);
+                    seen.push((r.id.as_str().to_string(), outcome));
                 }
             }
-            Err(e) => crate::errln!("spoolsift: error: {}: {e}", self.queue.ran.display()),
+            Err(e) => tracing::error!("{}: {e}", self.queue.ran.display()),
         }
         let requests = self.queue.requests().unwrap_or_default();
         metrics.set_kick_waiting(requests.len() as u64);
-        let silent = self.queue.helper_silent_for().is_none_or(|d| d >= HELPER_SILENT);
-        let live: HashSet<&str> = requests.iter().map(|r| r.id.as_str()).collect();
-        self.said_not_run.retain(|id| live.contains(id.as_str()));
+        let silent = self.started.elapsed() >= HELPER_SILENT
+            && self.queue.helper_silent_for().is_none_or(|d| d >= HELPER_SILENT);
+        let live: HashSet<&str> = requests.iter().map(|r| r.name.as_str()).collect();
+        self.said_not_run.retain(|name| live.contains(name.as_str()));
         if silent {
             for r in requests.iter().filter(|r| r.age >= HELPER_SILENT) {
-                if self.said_not_run.insert(r.id.as_str().to_string()) {
+                if self.said_not_run.insert(r.name.clone()) {
                     let outcome = KickOutcome::NotRun(format!(
                         "waiting {} s and no `spoolsift kick` is running (start spoolsift-kick.service); \
                          Exim's queue runner will deliver it",
@@ -178,9 +201,9 @@ fn say(id: &str, outcome: &KickOutcome) {
         d => format!(": {d}"),
     };
     if outcome.is_error() {
-        crate::errln!("spoolsift: error: delivery of {id}: {}{detail}", outcome.label());
+        tracing::error!("delivery of {id}: {}{detail}", outcome.label());
     } else {
-        crate::output::log_line(format_args!("spoolsift: delivery of {id}: {}{detail}\n", outcome.label()));
+        tracing::info!("delivery of {id}: {}{detail}", outcome.label());
     }
 }
 
@@ -205,14 +228,16 @@ mod tests {
         queue.request(std::slice::from_ref(&id)).unwrap();
         let metrics = Metrics::new();
         let mut reports = Reports::new(queue.clone());
+        reports.started -= HELPER_SILENT;
         assert!(reports.collect(&target, &metrics).is_empty(), "a fresh request waits");
 
-        age(&queue.dir.join(id.as_str()), HELPER_SILENT + Duration::from_secs(1));
+        let name = queue.requests().unwrap()[0].name.clone();
+        age(&queue.dir.join(&name), HELPER_SILENT + Duration::from_secs(1));
         // A kicker that said it is alive: the request is only waiting for it.
         queue.heartbeat().unwrap();
         assert!(reports.collect(&target, &metrics).is_empty());
 
-        age(&queue.ran.join("kicker-alive"), HELPER_SILENT);
+        age(&queue.ran.join(".kicker-alive"), HELPER_SILENT);
         let seen = reports.collect(&target, &metrics);
         assert_eq!(seen.len(), 1);
         assert_eq!(seen[0].0, id.as_str());
@@ -224,10 +249,16 @@ mod tests {
         assert_eq!(queue.requests().unwrap().len(), 1, "the request stays for a kicker that starts later");
 
         // The kicker starts and runs it; the message has left Exim's queue.
+        let pending = queue.requests().unwrap();
         queue
             .record(
-                std::slice::from_ref(&id),
-                &crate::requeue::kick::ExitReport { status: "exit 0".into(), success: true, stderr: String::new() },
+                &pending,
+                &crate::requeue::kick::ExitReport {
+                    status: "exit 0".into(),
+                    success: true,
+                    started: 0,
+                    stderr: String::new(),
+                },
             )
             .unwrap();
         let seen = reports.collect(&target, &metrics);

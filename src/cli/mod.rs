@@ -66,6 +66,10 @@ pub fn run() -> i32 {
             return if e.use_stderr() { exit::ERROR } else { exit::OK };
         }
     };
+    crate::logging::init(match cli.command {
+        Command::Watch(_) | Command::Kick(_) => crate::logging::Style::Daemon,
+        _ => crate::logging::Style::Plain,
+    });
     match cli.command {
         Command::Inspect(a) => inspect::run(&a),
         Command::Scan(a) => scan::run(&a),

@@ -200,17 +200,17 @@ fn serve(args: &Args) -> Result<i32, String> {
             // whether the daemon hands its kicks to a helper or runs them itself.
             if rq.kick != KickMode::Off {
                 for (id, outcome) in Kicker::new(exim).kick(&target, &[done.id]) {
+                    let detail = match outcome.detail() {
+                        "" => String::new(),
+                        d => format!(": {d}"),
+                    };
                     if outcome.is_error() {
-                        return Err(format!("delivery of {id}: {}: {}", outcome.label(), outcome.detail()));
+                        // Released all the same (it is in Exim's queue: releasing again would
+                        // say so); the exit status says that Exim's side needs a look.
+                        crate::errln!("warning: released, but the delivery of {id}: {}{detail}", outcome.label());
+                        return Ok(exit::INVALID);
                     }
-                    crate::errln!(
-                        "delivery of {id}: {}{}",
-                        outcome.label(),
-                        match outcome.detail() {
-                            "" => String::new(),
-                            d => format!(": {d}"),
-                        }
-                    );
+                    crate::errln!("delivery of {id}: {}{detail}", outcome.label());
                 }
             }
         }

@@ -102,7 +102,8 @@ impl Item {
         });
         let size = self.data.as_deref().and_then(|p| std::fs::symlink_metadata(p).ok()).map(|m| m.len());
         let size = match (&header, size) {
-            (Some(h), Some(d)) => Some(h.message_size(d)),
+            // The -D file starts with its `<id>-D` line, which is not part of the message.
+            (Some(h), Some(d)) => Some(h.message_size(d.saturating_sub(h.id.as_str().len() as u64 + 3))),
             _ => None,
         };
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
@@ -312,10 +313,16 @@ fn serve(args: &Args) -> Result<i32, String> {
         }
         Sub::Retry { ids, all } => {
             let db = db.as_ref().ok_or("no journal yet: nothing is deferred")?;
+            let all_claims = db.all().map_err(|e| e.to_string())?;
+            let waiting = |r: &ClaimRecord| r.state == ClaimState::Claimed && r.scan_run.is_none();
             let targets: Vec<String> = if *all {
-                db.all().map_err(|e| e.to_string())?.into_iter().filter(|r| !r.held).map(|r| r.key).collect()
+                all_claims.iter().filter(|r| waiting(r) && !r.held).map(|r| r.key.clone()).collect()
             } else {
-                keys_for(db, ids)?
+                let keys = keys_for(db, ids)?;
+                if let Some(r) = all_claims.iter().find(|r| r.held && keys.contains(&r.key)) {
+                    return Err(format!("{} is held: `spoolsift queue release` it to try it again", r.key));
+                }
+                keys
             };
             change(db, &targets, "retry", |r| r.not_before = 0)
         }

@@ -89,7 +89,7 @@ fn load(args: &Args) -> Result<Loaded, String> {
         Some(path) => PipelineConfig::load(path).map_err(|e| e.to_string())?,
         None => PipelineConfig::embedded(),
     };
-    cfg.warnings().iter().for_each(|w| crate::errln!("spoolsift: warning: {w}"));
+    cfg.warnings().iter().for_each(|w| tracing::warn!("{w}"));
     if let (None, Some(qf), Some(work)) = (&cfg.intake, &args.queuefile_dir, &args.work_dir) {
         cfg.intake = Some(IntakeConfig {
             queuefile_directory: Some(qf.clone()),
@@ -141,20 +141,15 @@ fn load(args: &Args) -> Result<Loaded, String> {
 /// Once a minute: orphan `-D` files aside, expired dedupe and verdict entries out.
 fn housekeeping(engine: &Engine<'_>) {
     match engine.intake.move_orphans(&engine.dirs.rejected) {
-        Ok(moved) => moved.iter().for_each(|p| crate::errln!("spoolsift: orphan -D moved aside: {}", p.display())),
-        Err(e) => crate::errln!("spoolsift: orphan sweep: {e}"),
+        Ok(moved) => moved.iter().for_each(|p| tracing::warn!("orphan -D moved aside: {}", p.display())),
+        Err(e) => tracing::error!("orphan sweep: {e}"),
     }
     let keep = Duration::from_secs(engine.pipeline.quarantine.keep_days.saturating_mul(86400));
     match engine.quarantine.expire(keep, std::time::SystemTime::now()) {
         Ok(gone) => gone.iter().for_each(|e| {
-            crate::errln!(
-                "spoolsift: quarantine entry {} ({}) expired after {} days",
-                e.key,
-                e.id,
-                keep.as_secs() / 86400
-            )
+            tracing::info!("quarantine entry {} ({}) expired after {} days", e.key, e.id, keep.as_secs() / 86400)
         }),
-        Err(e) => crate::errln!("spoolsift: quarantine expiry: {e}"),
+        Err(e) => tracing::error!("quarantine expiry: {e}"),
     }
     let now = crate::state::journal::now_secs();
     let _ = engine.db.expire_dedupe(now);
@@ -180,16 +175,25 @@ fn update_gauges(engine: &Engine<'_>, metrics: &Metrics) {
     if let Ok(claims) = engine.db.all() {
         depth += claims.len() as u64;
         let now = crate::state::journal::now_secs();
-        for c in &claims {
+        // A held claim waits for an admin, not for the daemon: `spoolsift queue` lists it, and
+        // it would otherwise hold the oldest age up until released.
+        for c in claims.iter().filter(|c| !c.held) {
             oldest = oldest.max(now.saturating_sub(c.claimed_at));
         }
     }
     metrics.set_queue(depth, oldest);
 }
 
-/// How often the main loop tells systemd's watchdog it is alive (the unit's WatchdogSec is
-/// several times this).
+fn stage_names(engine: &Engine<'_>) -> String {
+    engine.stages.iter().map(|s| s.name()).collect::<Vec<_>>().join(", ")
+}
+
+/// How often the watchdog thread tells systemd the daemon is alive.
 const WATCHDOG_EVERY: Duration = Duration::from_secs(5);
+/// No progress for this long is a hung daemon: longer than any stage waits for its service with
+/// the default timeouts (the clamav stage's add up to 122 s: queue, connect, write, read) and
+/// shorter than the unit's WatchdogSec (300 s). Timeouts raised past it need both raised.
+const WATCHDOG_STALL: Duration = Duration::from_secs(240);
 
 /// How long a stop may wait for the batches in hand before the daemon exits anyway.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -206,8 +210,8 @@ fn stop_within_grace() -> Result<(), String> {
         .spawn(move || {
             if signals.forever().next().is_some() {
                 std::thread::sleep(STOP_GRACE);
-                crate::errln!(
-                    "spoolsift: stopping: the messages in hand were not finished {} s after the signal; \
+                tracing::warn!(
+                    "stopping: the messages in hand were not finished {} s after the signal; \
                      exiting now, their claims stay in the journal for the next start",
                     STOP_GRACE.as_secs()
                 );
@@ -222,7 +226,7 @@ pub fn run(args: &Args) -> i32 {
     match serve(args) {
         Ok(()) => exit::OK,
         Err(e) => {
-            crate::errln!("spoolsift watch: {e}");
+            tracing::error!("stopped: {e}");
             exit::ERROR
         }
     }
@@ -299,7 +303,7 @@ fn serve(args: &Args) -> Result<(), String> {
     engine.sealer = sealer;
     engine.retention_secs = rq.dedupe_retention_secs;
     for note in engine.recover().map_err(|e| format!("recovery: {e}"))? {
-        crate::errln!("spoolsift: recovery: {note}");
+        tracing::warn!("recovery: {note}");
     }
 
     let metrics = Arc::new(Metrics::new());
@@ -316,14 +320,14 @@ fn serve(args: &Args) -> Result<(), String> {
         let listener = metrics::bind(addr, allow_remote).map_err(|e| format!("metrics listen {addr}: {e}"))?;
         let bound = listener.local_addr().map_err(|e| e.to_string())?;
         metrics::serve(listener, Arc::clone(&metrics)).map_err(|e| format!("metrics listen {addr}: {e}"))?;
-        crate::errln!("spoolsift: metrics on http://{bound}/metrics");
+        tracing::info!("metrics on http://{bound}/metrics");
     }
     let textfile = metrics_cfg.as_ref().and_then(|m| m.textfile.clone());
     let write_textfile = |metrics: &Metrics| {
         if let Some(path) = &textfile {
             // Metrics are for observing; failing to write them loses no mail.
             if let Err(e) = metrics.write_textfile(path) {
-                crate::errln!("spoolsift: metrics textfile {}: {e}", path.display());
+                tracing::error!("metrics textfile {}: {e}", path.display());
             }
         }
     };
@@ -351,15 +355,21 @@ fn serve(args: &Args) -> Result<(), String> {
             reports.lock().unwrap_or_else(|p| p.into_inner()).collect(&engine.target, &metrics);
         }
     };
-    // systemd's watchdog (WatchdogSec=): a loop that stops coming here is restarted.
-    let last_watchdog = Mutex::new(Instant::now());
-    let watchdog = || {
-        let mut last = last_watchdog.lock().unwrap_or_else(|p| p.into_inner());
-        if last.elapsed() >= WATCHDOG_EVERY {
-            notify_systemd("WATCHDOG=1");
-            *last = Instant::now();
-        }
-    };
+    // systemd's watchdog (WatchdogSec=): pinged from a thread of its own while the engine gets
+    // somewhere, busy or idle (the idle loop counts, every rescan). A daemon stuck longer than
+    // any stage's timeout allows is restarted, and takes its claims back from the journal.
+    pipeline::progressed();
+    std::thread::Builder::new()
+        .name("watchdog".into())
+        .spawn(|| loop {
+            let last = pipeline::LAST_PROGRESS.load(Ordering::Relaxed);
+            if crate::state::journal::now_secs().saturating_sub(last) < WATCHDOG_STALL.as_secs() {
+                notify_systemd("WATCHDOG=1");
+            }
+            std::thread::sleep(WATCHDOG_EVERY);
+        })
+        .map_err(|e| e.to_string())?;
+    let watchdog = pipeline::progressed;
     let (tx, rx) = crossbeam_channel::bounded::<()>(1);
     let mut watcher = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
         // A full channel already holds a wake-up; nothing is lost by dropping this one.
@@ -373,6 +383,17 @@ fn serve(args: &Args) -> Result<(), String> {
     };
     watcher.watch(&watched, mode).map_err(|e| format!("{}: {e}", watched.display()))?;
     notify_systemd("READY=1");
+    tracing::info!(
+        "spoolsift {} started: pipeline {} ({}), stages [{}], intake {}, work {}, re-queue into {}, kick {}",
+        env!("CARGO_PKG_VERSION"),
+        engine.pipeline.name,
+        args.pipeline.as_ref().map_or("embedded".into(), |p| p.display().to_string()),
+        stage_names(&engine),
+        watched.display(),
+        intake_cfg.work_directory.display(),
+        rq.spool_directory.display(),
+        rq.kick,
+    );
 
     let rescan = Duration::from_millis(intake_cfg.rescan_interval_ms);
     let last_textfile = Mutex::new(Instant::now());
@@ -412,8 +433,12 @@ fn serve(args: &Args) -> Result<(), String> {
         };
         let committer_side = |engine: &Engine<'_>, handled: Vec<Handled>| {
             for h in &handled {
-                // Not outln!: a closed standard output must not stop the daemon.
-                crate::output::log_line(format_args!("{}\n", h.log_line()));
+                // Mail that is not delivered now is worth a priority an admin filters on.
+                match h.action.as_str() {
+                    "rejected" => tracing::error!("{}", h.log_line()),
+                    "defer" => tracing::warn!("{}", h.log_line()),
+                    _ => tracing::info!("{}", h.log_line()),
+                }
             }
             metrics.record(&handled);
             collect_reports(engine);
@@ -434,13 +459,14 @@ fn serve(args: &Args) -> Result<(), String> {
                     engine.stages = stages;
                     engine.sealer = sealer;
                     engine.stages.iter().for_each(|s| metrics.register_stage(s.name()));
-                    crate::errln!("spoolsift: reloaded the pipeline");
+                    tracing::info!("reloaded the pipeline {}: stages [{}]", engine.pipeline.name, stage_names(&engine));
                 }
-                Err(e) => crate::errln!("spoolsift: reload failed, keeping the running pipeline: {e}"),
+                Err(e) => tracing::error!("reload failed, keeping the running pipeline: {e}"),
             }
         }
     }
     notify_systemd("STOPPING=1");
+    tracing::info!("stopping: every claimed message is committed or in the journal");
     if let Some(k) = kicker {
         // One more pass runs what the last commit asked for; its reports are read at the next start.
         kicker_stop.store(true, Ordering::Relaxed);

@@ -89,7 +89,7 @@ impl Engine<'_> {
                         sender: String::new(),
                         recipients: Vec::new(),
                         reasons: vec![error],
-                        stages: Vec::new(),
+                        ..Handled::default()
                     });
                 }
                 Plan::NothingOwed { handled } | Plan::Discard { handled } => {
@@ -132,12 +132,15 @@ impl Engine<'_> {
                     self.quarantine.store(&rec.key, &id, &hp, &dp, &verdict)?;
                     quarantined.push((rec.original_id.clone(), still_owed));
                     done_keys.push(rec.key.clone());
+                    handled.quarantine_key = Some(rec.key.clone());
                     handled_all.push(handled);
                 }
                 Plan::Defer { handled } => {
                     rec.attempts += 1;
                     rec.deferred_because = Some(handled.reasons.join("; "));
                     rec.not_before = now + self.pipeline.defer.backoff(rec.attempts);
+                    let mut handled = handled;
+                    handled.next_try = Some(rec.not_before);
                     rec.scan_finished();
                     journal_updates.push(rec);
                     handled_all.push(handled);
@@ -273,7 +276,7 @@ impl Engine<'_> {
         if let Some(k) = &self.kicks {
             if let Err(e) = k.request(&kick) {
                 // Nothing is lost: the messages stay queued for Exim's next queue run.
-                crate::errln!("spoolsift: error: asking for the delivery of {} messages: {e}", kick.len());
+                tracing::error!("asking for the delivery of {} messages: {e}", kick.len());
             }
         }
         Ok(handled_all)
@@ -298,12 +301,12 @@ impl Engine<'_> {
             return;
         }
         if let Err(e) = db.record(&entries) {
-            crate::errln!("spoolsift: verdict database: {e}");
+            tracing::error!("verdict database: {e}");
         }
     }
 
     fn back_to_claimed(&self, mut rec: ClaimRecord, why: &str) -> io::Result<()> {
-        crate::errln!("spoolsift: {}: re-queue failed, will retry: {why}", rec.original_id);
+        tracing::error!("{}: re-queue failed, will retry: {why}", rec.original_id);
         rec.state = ClaimState::Claimed;
         rec.target_id = None;
         rec.not_before = self.clock.now_secs() + 5;

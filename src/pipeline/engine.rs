@@ -63,7 +63,7 @@ impl WorkDirs {
 }
 
 /// What happened to one message, for the log line and reports.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Handled {
     pub original_id: String,
     pub target_id: Option<String>,
@@ -72,6 +72,17 @@ pub struct Handled {
     pub recipients: Vec<String>,
     pub reasons: Vec<String>,
     pub stages: Vec<(String, String, u128)>,
+    /// Exim's message size (`S=`).
+    pub size: Option<u64>,
+    /// The sending host's address and HELO name, from the `-H` (`-host_address`, `-helo_name`).
+    pub client: Option<String>,
+    pub helo: Option<String>,
+    /// Sanitised and truncated, for the log line.
+    pub subject: Option<String>,
+    /// The quarantine entry's key (what `quarantine release` takes).
+    pub quarantine_key: Option<String>,
+    /// When a deferred message is tried again (Unix seconds).
+    pub next_try: Option<u64>,
 }
 
 impl Handled {
@@ -82,13 +93,27 @@ impl Handled {
             _ => self.original_id.clone(),
         };
         let stages: Vec<String> = self.stages.iter().map(|(s, v, us)| format!("{s}={v}/{}ms", us / 1000)).collect();
-        let mut line = format!(
-            "{ids} <{}> for {} action={} stages=[{}]",
-            self.sender,
-            self.recipients.join(" "),
-            self.action,
-            stages.join(" ")
-        );
+        let mut line = format!("{ids} <{}> for {}", self.sender, self.recipients.join(" "));
+        // Exim's own mainlog tags, so the line reads like the `<=` line it follows.
+        if let Some(size) = self.size {
+            line.push_str(&format!(" S={size}"));
+        }
+        match (&self.helo, &self.client) {
+            (Some(h), Some(c)) => line.push_str(&format!(" H=({h}) [{c}]")),
+            (None, Some(c)) => line.push_str(&format!(" H=[{c}]")),
+            (Some(h), None) => line.push_str(&format!(" H=({h})")),
+            (None, None) => {}
+        }
+        if let Some(subject) = &self.subject {
+            line.push_str(&format!(" T=\"{}\"", subject.replace('"', "'")));
+        }
+        line.push_str(&format!(" action={} stages=[{}]", self.action, stages.join(" ")));
+        if let Some(key) = &self.quarantine_key {
+            line.push_str(&format!(" quarantine={key}"));
+        }
+        if let Some(next) = self.next_try {
+            line.push_str(&format!(" next_try={}", crate::outside::clock::rfc3339(next)));
+        }
         if !self.reasons.is_empty() {
             line.push_str(&format!(" reasons=[{}]", self.reasons.join("; ")));
         }
@@ -372,8 +397,19 @@ impl<'e> Engine<'e> {
             action: String::new(),
             sender: text(&header.sender),
             recipients: owed.iter().map(|r| text(r)).collect(),
-            reasons: Vec::new(),
-            stages: Vec::new(),
+            size: Some(header.message_size(data.body_len())),
+            client: header
+                .options
+                .value("host_address")
+                .and_then(crate::stages::dcc::parse_host_address)
+                .map(|ip| ip.to_string()),
+            helo: header.options.value("helo_name").map(|h| crate::stages::inject::sanitize(&text(h), 80)),
+            subject: header
+                .headers
+                .get(b"subject")
+                .next()
+                .map(|l| crate::stages::inject::sanitize(&String::from_utf8_lossy(&l.value()), 80)),
+            ..Handled::default()
         };
         if owed.is_empty() {
             handled.action = "nothing-owed".into();
@@ -381,6 +417,7 @@ impl<'e> Engine<'e> {
         }
         let view = MessageView::new(&header, &data);
         let outcomes = run_stages_timed(&self.stages, &view, self.clock);
+        super::progressed();
         let mut decision = self.pipeline.policy.decide(&outcomes);
         if decision.action == Action::Defer && now.saturating_sub(rec.claimed_at) >= self.pipeline.defer.max_age_secs {
             decision.action = Action::Hold;
@@ -443,7 +480,7 @@ impl<'e> Engine<'e> {
             };
             // An unsealed message is still a good message; say why and deliver it.
             if let Err(why) = sealed {
-                crate::errln!("spoolsift: {}: ARC {why}", h.id);
+                tracing::error!("{}: ARC {why}", h.id);
             }
         }
         for r in pending.iter().filter(|r| !owed.contains(r)) {
@@ -490,7 +527,7 @@ impl<'e> Engine<'e> {
         match rayon::ThreadPoolBuilder::new().num_threads(want).thread_name(|i| format!("spoolsift-scan-{i}")).build() {
             Ok(built) => Some(Arc::clone(pool.insert(Arc::new(built)))),
             Err(e) => {
-                crate::errln!("spoolsift: scan threads: {e}");
+                tracing::error!("scan threads: {e}");
                 None
             }
         }

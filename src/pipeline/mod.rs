@@ -17,3 +17,12 @@ pub use config::{ConfigError, PipelineConfig};
 pub use executor::Next;
 pub use policy::{Action, Decision, Policy};
 pub use run::{run_stages, run_stages_timed, StageOutcome};
+
+/// When the engine last got anywhere (a message scanned, a batch claimed or committed), in Unix
+/// seconds: the daemon tells systemd's watchdog it is alive only while this moves.
+pub static LAST_PROGRESS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Say that the engine got somewhere.
+pub fn progressed() {
+    LAST_PROGRESS.store(crate::state::journal::now_secs(), std::sync::atomic::Ordering::Relaxed);
+}

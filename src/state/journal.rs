@@ -224,13 +224,15 @@ impl<'e> StateDb<'e> {
         run: u64,
     ) -> heed::Result<Vec<ClaimRecord>> {
         let mut w = self.env.write_txn()?;
-        let due: Vec<ClaimRecord> = self
-            .journal
-            .iter(&w)?
-            .filter_map(|kv| kv.ok().map(|(_, v)| v))
-            .filter(|r| r.state == ClaimState::Claimed && r.not_before <= now && !r.held && !busy.contains(&r.key))
-            .take(max)
-            .collect();
+        // A record that does not decode is an error, as in `all`: never silently left behind.
+        let mut due = Vec::new();
+        for kv in self.journal.iter(&w)? {
+            let (_, r) = kv?;
+            let ready = r.state == ClaimState::Claimed && r.not_before <= now && !r.held;
+            if due.len() < max && ready && !busy.contains(&r.key) {
+                due.push(r);
+            }
+        }
         let mut out = Vec::with_capacity(due.len());
         for mut r in due {
             r.scan_run = Some(run);
