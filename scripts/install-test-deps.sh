@@ -97,3 +97,22 @@ if ! getent passwd spoolsift-rcpt >/dev/null; then
   useradd --system --create-home --home-dir /home/spoolsift-rcpt --shell /usr/sbin/nologin spoolsift-rcpt
 fi
 echo "install-test-deps.sh: spoolsift-rcpt is $(id spoolsift-rcpt)"
+
+# Debian's exim4-daemon-heavy conflicts with -light, so it is not installed: its binary is
+# unpacked into /var/cache/spoolsift/exim-heavy (no setuid bit; the tests run it as root) and its
+# libraries are installed. tests/verdicts_sqlite.rs uses its `sqlite` lookup, the one a stock
+# heavy Exim has for spoolsift's verdicts.
+HEAVY=/var/cache/spoolsift/exim-heavy
+if [[ ! -x $HEAVY/usr/sbin/exim4 ]]; then
+  libs=$(apt-cache depends --no-recommends --no-suggests --no-conflicts --no-breaks --no-replaces \
+    --no-enhances exim4-daemon-heavy | awk '/Depends:/{print $2}' | grep '^lib' | sort -u)
+  # shellcheck disable=SC2086
+  apt-get install -y --no-install-recommends $libs
+  tmp=$(mktemp -d)
+  chmod 755 "$tmp" # apt's download user writes there
+  (cd "$tmp" && apt-get download exim4-daemon-heavy)
+  mkdir -p "$HEAVY"
+  dpkg-deb -x "$tmp"/exim4-daemon-heavy_*.deb "$HEAVY"
+  rm -rf "$tmp"
+fi
+echo "install-test-deps.sh: $("$HEAVY/usr/sbin/exim4" -bV 2>/dev/null | head -1) (heavy) in $HEAVY"

@@ -41,6 +41,13 @@ pub fn init(style: Style) {
         .try_init();
 }
 
+/// A daemon that cannot start or go on says why in one line, as a command would
+/// (`spoolsift watch: …`), at the error priority under systemd.
+pub fn fatal(command: &str, why: &str) {
+    let prefix = if stderr_is_journal() { "<3>" } else { "" };
+    crate::errln!("{prefix}spoolsift {command}: {why}");
+}
+
 /// Whether standard error is the journal's stream: systemd sets `JOURNAL_STREAM` to its
 /// `device:inode`, and a child that redirected its standard error must not be taken for it.
 fn stderr_is_journal() -> bool {

@@ -144,7 +144,8 @@ fn sigterm_commits_what_was_claimed_and_exits_cleanly() {
         .output()
         .unwrap();
     assert!(rest.status.success(), "{}", String::from_utf8_lossy(&rest.stderr));
-    let lines = String::from_utf8(rest.stdout).unwrap();
+    // The log (one line per message among them) is on standard error.
+    let lines = String::from_utf8(rest.stderr).unwrap();
     assert_eq!(lines.lines().filter(|l| l.contains("action=deliver")).count(), N - requeued_before, "{lines}");
     for id in &ids {
         assert!(w.requeued(id).is_some(), "{id}");

@@ -38,7 +38,7 @@ pub fn run(args: &Args) -> i32 {
     match serve(args) {
         Ok(()) => exit::OK,
         Err(e) => {
-            tracing::error!("stopped: {e}");
+            crate::logging::fatal("kick", &e);
             exit::ERROR
         }
     }

@@ -226,7 +226,7 @@ pub fn run(args: &Args) -> i32 {
     match serve(args) {
         Ok(()) => exit::OK,
         Err(e) => {
-            tracing::error!("stopped: {e}");
+            crate::logging::fatal("watch", &e);
             exit::ERROR
         }
     }
@@ -284,7 +284,7 @@ fn serve(args: &Args) -> Result<(), String> {
     let metrics_cfg = cfg.metrics.clone();
     let verdict_db = match &verdicts_cfg {
         Some(v) => {
-            let db = crate::state::verdicts::VerdictDb::open(&v.database)?;
+            let db = crate::state::verdicts::VerdictDb::open_as(&v.database, v.format)?;
             // Exim reads it as the spool's owner (its delivery processes run as the Exim user).
             if let Some((uid, gid)) = target.owner {
                 let lock = std::path::PathBuf::from(format!("{}-lock", v.database.display()));

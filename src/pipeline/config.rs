@@ -123,8 +123,11 @@ pub struct RequeueConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VerdictsConfig {
-    /// The LMDB data file (`${lookup{$message_exim_id}lmdb{THIS}}`); `THIS-lock` sits beside it.
+    /// The file: LMDB (`${lookup{$message_exim_id}lmdb{THIS}}`, `THIS-lock` beside it) or SQLite.
     pub database: PathBuf,
+    /// `"lmdb"` (the default) or `"sqlite"`, whichever lookup the Exim has.
+    #[serde(default)]
+    pub format: crate::state::verdicts::VerdictFormat,
     #[serde(default = "default_retention")]
     pub retention_secs: u64,
 }

@@ -12,8 +12,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-/// Debian's Exim binary.
+/// Debian's Exim binary (exim4-daemon-light, installed).
 pub const BIN: &str = "/usr/sbin/exim4";
+/// Debian's exim4-daemon-heavy binary, unpacked beside it (the two packages conflict), without
+/// its setuid bit: run as root only. It has the `sqlite` lookup.
+pub const HEAVY: &str = "/var/cache/spoolsift/exim-heavy/usr/sbin/exim4";
 /// The list Debian's Exim reads to decide whether a `-C` file keeps root.
 const TRUSTED_CONFIGS: &str = "/etc/exim4/trusted_configs";
 /// A local user who is not the Exim user (made by scripts/install-test-deps.sh).
@@ -26,6 +29,7 @@ pub enum Role {
 }
 
 pub struct DebianExim {
+    pub bin: &'static str,
     pub dir: tempfile::TempDir,
     pub conf: PathBuf,
     pub spool: PathBuf,
@@ -73,7 +77,13 @@ fn edit_trusted(conf: &Path, add: bool) {
 
 impl DebianExim {
     pub fn new(role: Role) -> DebianExim {
+        DebianExim::with(role, BIN, "")
+    }
+
+    /// An instance of `bin` whose delivering router has the extra option lines `router_extra`.
+    pub fn with(role: Role, bin: &'static str, router_extra: &str) -> DebianExim {
         require();
+        assert!(Path::new(bin).exists(), "{bin} (run scripts/install-test-deps.sh)");
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
         // The Exim user and the recipient walk through it.
@@ -99,7 +109,7 @@ impl DebianExim {
              never_users = root\n\
              {queue_only}\
              \nbegin routers\n\n\
-             local_user:\n  driver = accept\n  domains = +local_domains\n  check_local_user\n  transport = mail_spool\n\
+             local_user:\n  driver = accept\n  domains = +local_domains\n  check_local_user\n  transport = mail_spool\n{router_extra}\
              \nbegin transports\n\n\
              mail_spool:\n  driver = appendfile\n  file = {mail}/$local_part_data\n  delivery_date_add\n  \
              envelope_to_add\n  return_path_add\n  group = mail\n  mode = 0660\n\
@@ -111,22 +121,22 @@ impl DebianExim {
         std::fs::write(&conf, text).unwrap();
         std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o644)).unwrap();
         edit_trusted(&conf, true);
-        DebianExim { dir, conf, spool, log, mail }
+        DebianExim { bin, dir, conf, spool, log, mail }
     }
 
     /// `exim4 -C CONF`, for a pipeline's `exim_command`.
     pub fn argv(&self) -> Vec<String> {
-        vec![BIN.into(), "-C".into(), self.conf.display().to_string()]
+        vec![self.bin.into(), "-C".into(), self.conf.display().to_string()]
     }
 
     /// Run Exim as root with these arguments.
     pub fn exim(&self, args: &[&str]) -> Output {
-        Command::new(BIN).arg("-C").arg(&self.conf).args(args).stdin(Stdio::null()).output().unwrap()
+        Command::new(self.bin).arg("-C").arg(&self.conf).args(args).stdin(Stdio::null()).output().unwrap()
     }
 
     /// Submit a message from the command line, queued only (`-odq`); returns its id.
     pub fn submit(&self, from: &str, rcpts: &[&str], data: &[u8]) -> String {
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(self.bin)
             .arg("-C")
             .arg(&self.conf)
             .args(["-odq", "-oi", "-f", from])
