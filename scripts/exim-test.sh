@@ -3,7 +3,8 @@
 # caller's choosing (normally a fresh mktemp -d).
 #
 #   scripts/exim-test.sh start --series bookworm|trixie --dir DIR --port N [--split]
-#                              [--queuefile-dir QF] [--mode queuefile|plain|queue-only]
+#                              [--queuefile-dir QF]
+#                              [--mode queuefile|queuefile-single|plain|queue-only]
 #                              [--queue-interval TIME|none] [--wireformat] [--verdict-db FILE]
 #   scripts/exim-test.sh stop --dir DIR
 #
@@ -24,6 +25,11 @@
 #   queuefile   router `scan` first (unless $acl_m_scanned is set: the re-queue marker) hands every
 #               recipient to the unpatched queuefile transport (directory QF); then `local_user`
 #               delivers to DIR/mail/<user>/Maildir. Queue runner every --queue-interval (1m).
+#   queuefile-single
+#               router `scan` (a redirect) sends every recipient of a message not yet scanned to
+#               one pseudo-address per message, scan-<id>@spoolsift.invalid, which router
+#               `scan_queuefile` hands to queuefile: Exim drops the duplicates, so queuefile runs
+#               once per message and the original completes in one delivery (docs/exim.md).
 #   plain       no scan router: local delivery straight away. Queue runner as above.
 #   queue-only  queue_only = true and no queue runner: messages stay in DIR/spool/input until a
 #               -M/-q (the MailScanner-style incoming instance). Routers as in plain.
@@ -201,6 +207,25 @@ scan:
 
 EOF
     fi
+    if [[ $opt_mode == queuefile-single ]]; then
+      cat <<EOF
+# Every recipient of a message not yet scanned becomes one pseudo-address per message; Exim
+# discards the duplicates, so queuefile copies the message once (docs/exim.md, single copy).
+scan:
+  driver = redirect
+  condition = \${if !def:acl_m_scanned}
+  data = scan-\$message_exim_id@spoolsift.invalid
+  redirect_router = scan_queuefile
+  no_verify
+
+scan_queuefile:
+  driver = accept
+  domains = spoolsift.invalid
+  transport = to_queuefile
+  no_verify
+
+EOF
+    fi
     cat <<EOF
 # \$local_part is tainted (4.96+), so the maildir path uses the untainted lookup result.
 local_user:
@@ -236,6 +261,9 @@ local_maildir:
 
 begin retry
 
+# The single-copy pseudo-addresses: retried for long, since when the queuefile transport keeps
+# failing past the cutoff, the recipients behind it are dropped without a bounce.
+*@spoolsift.invalid   *   F,7d,1m
 # Short, so deferred recipients come round again within a test's lifetime.
 *   *   F,1h,1m
 EOF
@@ -266,7 +294,7 @@ wait_for_banner() {
 cmd_start() {
   [[ -n $opt_series && -n $opt_dir && -n $opt_port ]] || usage
   case $opt_series in bookworm | trixie) ;; *) die "unknown series $opt_series" ;; esac
-  case $opt_mode in queuefile | plain | queue-only) ;; *) die "unknown mode $opt_mode" ;; esac
+  case $opt_mode in queuefile | queuefile-single | plain | queue-only) ;; *) die "unknown mode $opt_mode" ;; esac
   [[ $opt_port =~ ^[0-9]+$ ]] || die "bad port $opt_port"
   [[ $(id -u) -eq 0 ]] || die "must run as root (setuid Exim with a trusted -C config)"
   getent passwd "$EXIM_USER" >/dev/null || die "no $EXIM_USER user; run scripts/install-test-deps.sh"

@@ -57,6 +57,8 @@ struct Inner {
     oldest_age_secs: u64,
     kicks: BTreeMap<String, u64>,
     kick_waiting: u64,
+    exim_queue_depth: u64,
+    exim_oldest_age_secs: u64,
 }
 
 /// The registry. Cheap to share (`Arc`); every method takes `&self`.
@@ -138,6 +140,13 @@ impl Metrics {
         *self.lock().kicks.entry(outcome.to_string()).or_default() += 1;
     }
 
+    /// Set the gauges of Exim's own queue (the spool spoolsift re-queues into).
+    pub fn set_exim_queue(&self, depth: u64, oldest_age_secs: u64) {
+        let mut m = self.lock();
+        m.exim_queue_depth = depth;
+        m.exim_oldest_age_secs = oldest_age_secs;
+    }
+
     /// Set the number of kick requests no kicker has run yet.
     pub fn set_kick_waiting(&self, n: u64) {
         self.lock().kick_waiting = n;
@@ -211,6 +220,20 @@ impl Metrics {
         }
         family(&mut o, "spoolsift_kick_requests_waiting", "gauge", "Delivery kicks requested and not run yet.");
         let _ = writeln!(o, "spoolsift_kick_requests_waiting {}", m.kick_waiting);
+        family(
+            &mut o,
+            "spoolsift_exim_queue_depth",
+            "gauge",
+            "Messages in the Exim spool spoolsift re-queues into (its input/ -H files).",
+        );
+        let _ = writeln!(o, "spoolsift_exim_queue_depth {}", m.exim_queue_depth);
+        family(
+            &mut o,
+            "spoolsift_exim_oldest_message_age_seconds",
+            "gauge",
+            "Age of the oldest message in that spool, by its id's time (0 when none).",
+        );
+        let _ = writeln!(o, "spoolsift_exim_oldest_message_age_seconds {}", m.exim_oldest_age_secs);
         o
     }
 
@@ -399,6 +422,12 @@ spoolsift_kicks_total{outcome=\"queued\"} 0
 # HELP spoolsift_kick_requests_waiting Delivery kicks requested and not run yet.
 # TYPE spoolsift_kick_requests_waiting gauge
 spoolsift_kick_requests_waiting 0
+# HELP spoolsift_exim_queue_depth Messages in the Exim spool spoolsift re-queues into (its input/ -H files).
+# TYPE spoolsift_exim_queue_depth gauge
+spoolsift_exim_queue_depth 0
+# HELP spoolsift_exim_oldest_message_age_seconds Age of the oldest message in that spool, by its id's time (0 when none).
+# TYPE spoolsift_exim_oldest_message_age_seconds gauge
+spoolsift_exim_oldest_message_age_seconds 0
 ";
         assert_eq!(Metrics::new().render(), expected);
     }
@@ -418,6 +447,7 @@ spoolsift_kick_requests_waiting 0
         m.record_kick("frozen");
         m.record_kick("delivered");
         m.set_kick_waiting(5);
+        m.set_exim_queue(7, 3600);
         let expected = "\
 # HELP spoolsift_messages_total Messages handled, by the action taken.
 # TYPE spoolsift_messages_total counter
@@ -471,6 +501,12 @@ spoolsift_kicks_total{outcome=\"queued\"} 0
 # HELP spoolsift_kick_requests_waiting Delivery kicks requested and not run yet.
 # TYPE spoolsift_kick_requests_waiting gauge
 spoolsift_kick_requests_waiting 5
+# HELP spoolsift_exim_queue_depth Messages in the Exim spool spoolsift re-queues into (its input/ -H files).
+# TYPE spoolsift_exim_queue_depth gauge
+spoolsift_exim_queue_depth 7
+# HELP spoolsift_exim_oldest_message_age_seconds Age of the oldest message in that spool, by its id's time (0 when none).
+# TYPE spoolsift_exim_oldest_message_age_seconds gauge
+spoolsift_exim_oldest_message_age_seconds 3600
 ";
         assert_eq!(m.render(), expected);
         // The backend comes back with its next good answer.

@@ -152,6 +152,7 @@ fn the_shipped_units_deliver_through_debian_exim() {
     }
     assert!(!host.log().contains("ERROR"), "{}", host.log());
     assert_eq!(host.outgoing.paniclog(), "");
+    assert!(support::poll_until(WAIT, || host.metric("spoolsift_exim_queue_depth ") == Some(0)), "exim queue depth");
 }
 
 /// The design this replaces: the daemon ran `exim -Mc` itself, inside its sandbox, and took an
@@ -185,6 +186,8 @@ fn a_kicker_without_new_privileges_is_reported_frozen() {
     let id = host.only_requeued();
     let header = std::fs::read_to_string(host.outgoing.spool.join(format!("input/{id}-H"))).unwrap();
     assert!(header.lines().any(|l| l.starts_with("-frozen ")), "{header}");
+    // Exim's own queue, as the daemon sees it: the frozen message stays in it.
+    assert!(support::poll_until(WAIT, || host.metric("spoolsift_exim_queue_depth ") == Some(1)), "exim queue depth");
     assert!(host.log().contains(&format!("ERROR delivery of {id}: frozen: exit 0; Exim froze it")), "{}", host.log());
 }
 

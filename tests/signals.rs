@@ -90,7 +90,7 @@ fn sighup_reloads_the_pipeline_and_keeps_it_when_the_new_one_is_broken() {
 
     w.write_pipeline("X-After-Reload", 64);
     signal(&daemon, libc::SIGHUP);
-    w.wait_log(" INFO  reloaded the pipeline signals: stages [");
+    w.wait_log(" INFO  reloaded the pipeline signals-test: stages [content]");
     let second = w.drop_message(2);
     let names = header_names(&w.wait_requeued(&second));
     assert!(names.iter().any(|n| n == "X-After-Reload"), "{names:?}");

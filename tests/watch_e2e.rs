@@ -182,6 +182,13 @@ impl Killer {
 }
 
 fn run_traffic(n: usize, kills: usize) {
+    run_traffic_in(n, kills, "queuefile");
+}
+
+/// `mode`: the test Exim's scan router, `queuefile` (every recipient to queuefile: copies 2..n
+/// are deferred with EEXIST and retried) or `queuefile-single` (a redirect to one pseudo-address
+/// per message: one copy). Prints the Exim deferrals and forced queue runs it took.
+fn run_traffic_in(n: usize, kills: usize, mode: &'static str) {
     // spoolsift's directory comes first, so that the Exim's router can be told where the verdict
     // database will be.
     let work_root = tempfile::Builder::new().prefix("spoolsift-work.").tempdir().unwrap();
@@ -189,7 +196,7 @@ fn run_traffic(n: usize, kills: usize) {
     let work = work_root.path().join("spoolsift");
     let verdict_db = work.join("verdicts.mdb");
     let exim = Exim::start_with(
-        EximOptions { series: "trixie", mode: "queuefile", split: false },
+        EximOptions { series: "trixie", mode, split: false },
         &["--verdict-db", verdict_db.to_str().unwrap()],
     );
     let pipeline = pipeline(&exim, &work);
@@ -258,7 +265,17 @@ fn run_traffic(n: usize, kills: usize) {
     let (counts, files) = loop {
         let (counts, files) = mailboxes(&exim);
         if settled(&counts) {
-            eprintln!("settled {:?} after sending, with {queue_runs} forced queue runs", sent_at.elapsed());
+            let deferrals = exim.mainlog().lines().filter(|l| l.contains(" == ")).count();
+            eprintln!(
+                "{mode}: settled {:?} after sending {n} messages: {deferrals} Exim deferrals ({:.2} per message), \
+                 {queue_runs} forced queue runs",
+                sent_at.elapsed(),
+                deferrals as f64 / n as f64
+            );
+            if mode == "queuefile-single" {
+                // One copy per message: nothing deferred, no queue run needed.
+                assert_eq!((deferrals, queue_runs), (0, 0), "single copy mode");
+            }
             break (counts, files);
         }
         let extra: Vec<_> =
@@ -342,6 +359,11 @@ fn run_traffic(n: usize, kills: usize) {
 #[test]
 fn two_hundred_messages_each_delivered_exactly_once() {
     run_traffic(200, 0);
+}
+
+#[test]
+fn two_hundred_messages_in_single_copy_mode() {
+    run_traffic_in(200, 0, "queuefile-single");
 }
 
 #[test]

@@ -182,6 +182,34 @@ fn update_gauges(engine: &Engine<'_>, metrics: &Metrics) {
         }
     }
     metrics.set_queue(depth, oldest);
+    let (exim_depth, exim_oldest) = exim_queue(&engine.target.input);
+    metrics.set_exim_queue(exim_depth, exim_oldest);
+}
+
+/// Exim's own queue: its `-H` files in `input/` and any split subdirectory, and the oldest by the
+/// time in its id. A scan router that stops matching, or a delivery that never happens, shows
+/// here as a growing depth or age, not in spoolsift's own gauges.
+fn exim_queue(input: &Path) -> (u64, u64) {
+    let now = crate::state::journal::now_secs();
+    let (mut depth, mut oldest) = (0u64, 0u64);
+    let mut count = |dir: &Path| {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for e in entries.flatten() {
+            if let Some(id) = crate::spool::MessageId::from_file_name(e.file_name().as_encoded_bytes(), b'H') {
+                depth += 1;
+                oldest = oldest.max(now.saturating_sub(id.time()));
+            }
+        }
+    };
+    count(input);
+    if let Ok(entries) = std::fs::read_dir(input) {
+        for e in entries.flatten() {
+            if e.file_name().len() == 1 && e.file_type().is_ok_and(|t| t.is_dir()) {
+                count(&e.path());
+            }
+        }
+    }
+    (depth, oldest)
 }
 
 fn stage_names(engine: &Engine<'_>) -> String {
