@@ -40,11 +40,13 @@ install -D -m 0755 "$binary" "$root/usr/bin/spoolsift"
 strip --strip-debug "$root/usr/bin/spoolsift" 2>/dev/null || true
 install -D -m 0644 systemd/spoolsift.service "$root/lib/systemd/system/spoolsift.service"
 install -D -m 0644 systemd/spoolsift-kick.service "$root/lib/systemd/system/spoolsift-kick.service"
+install -D -m 0644 systemd/spoolsift-exim-in.service "$root/lib/systemd/system/spoolsift-exim-in.service"
 install -D -m 0644 systemd/spoolsift.tmpfiles "$root/usr/lib/tmpfiles.d/spoolsift.conf"
 install -D -m 0644 pipelines/default.toml "$root/etc/spoolsift/default.toml"
 for doc in README.md docs/exim.md docs/exim-incoming.md docs/quarantine.md; do
   install -D -m 0644 "$doc" "$root/usr/share/doc/spoolsift/$(basename "$doc")"
 done
+install -D -m 0644 docs/exim-in.conf "$root/usr/share/doc/spoolsift/exim-in.conf.example"
 
 mkdir -p "$root/DEBIAN"
 installed_kib=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
@@ -81,6 +83,14 @@ if [ "$1" = configure ]; then
   else
     install -d -m 0750 -o Debian-exim -g Debian-exim /var/spool/spoolsift /var/spool/spoolsift/queuefile
   fi
+  # The incoming instance's configuration keeps root with -C only when listed here (Debian's
+  # Exim reads this list; it must be root's and not writable by others).
+  list=/etc/exim4/trusted_configs
+  if [ -d /etc/exim4 ] && ! grep -qxF /etc/exim4/exim-in.conf "$list" 2>/dev/null; then
+    echo /etc/exim4/exim-in.conf >>"$list"
+    chown root:root "$list"
+    chmod 0644 "$list"
+  fi
   if [ -d /run/systemd/system ]; then
     systemctl daemon-reload >/dev/null || true
   fi
@@ -92,7 +102,7 @@ cat >"$root/DEBIAN/prerm" <<'EOF'
 set -e
 # Stop both before the binary goes; the kicker waits for the Exim runs it has started.
 if [ "$1" = remove ] && [ -d /run/systemd/system ]; then
-  systemctl stop spoolsift.service spoolsift-kick.service >/dev/null 2>&1 || true
+  systemctl stop spoolsift.service spoolsift-kick.service spoolsift-exim-in.service >/dev/null 2>&1 || true
 fi
 exit 0
 EOF
@@ -100,6 +110,9 @@ cat >"$root/DEBIAN/postrm" <<'EOF'
 #!/bin/sh
 set -e
 # The spool may hold mail: it is never removed by the package, not even on purge.
+if [ "$1" = purge ] && [ -f /etc/exim4/trusted_configs ]; then
+  sed -i '\#^/etc/exim4/exim-in.conf$#d' /etc/exim4/trusted_configs
+fi
 if [ -d /run/systemd/system ]; then
   systemctl daemon-reload >/dev/null || true
 fi

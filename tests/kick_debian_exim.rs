@@ -33,7 +33,10 @@ struct Host {
 
 impl Host {
     fn new(kick: &str) -> Host {
-        let incoming = DebianExim::new(Role::Incoming);
+        Host::with_incoming(kick, DebianExim::new(Role::Incoming))
+    }
+
+    fn with_incoming(kick: &str, incoming: DebianExim) -> Host {
         let outgoing = DebianExim::new(Role::Outgoing);
         let root = incoming.dir.path();
         let work = root.join("spoolsift");
@@ -153,6 +156,47 @@ fn the_shipped_units_deliver_through_debian_exim() {
     assert!(!host.log().contains("ERROR"), "{}", host.log());
     assert_eq!(host.outgoing.paniclog(), "");
     assert!(support::poll_until(WAIT, || host.metric("spoolsift_exim_queue_depth ") == Some(0)), "exim queue depth");
+}
+
+/// The shipped unit of the incoming instance runs Debian's Exim as a listener: a message sent to
+/// it over SMTP is queued there, taken by spoolsift and delivered by the outgoing Exim. The
+/// example configuration the package ships is one Debian's Exim reads.
+#[test]
+fn the_incoming_unit_receives_over_smtp_and_the_mail_is_delivered() {
+    let port = support::free_port();
+    let incoming = DebianExim::listening(Role::Incoming, support::debian_exim::BIN, "", Some(port));
+    let host = Host::with_incoming("helper", incoming);
+    let unit = std::fs::read_to_string(support::repo_root().join("systemd/spoolsift-exim-in.service")).unwrap();
+    let exec = unit.lines().find_map(|l| l.strip_prefix("ExecStart=")).unwrap();
+    assert_eq!(exec, "/usr/sbin/exim4 -C /etc/exim4/exim-in.conf -bdf");
+    assert!(!unit.lines().any(|l| l.starts_with("User=")), "the listener starts as root and drops privileges itself");
+    let conf = host.incoming.conf.display().to_string();
+    let argv: Vec<String> = exec
+        .split_whitespace()
+        .map(|a| if a == "/etc/exim4/exim-in.conf" { conf.clone() } else { a.to_string() })
+        .collect();
+    let _listener = Daemon(std::process::Command::new(&argv[0]).args(&argv[1..]).spawn().unwrap());
+    assert!(
+        support::poll_until(WAIT, || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()),
+        "the incoming Exim listens on {port}: {}",
+        host.incoming.paniclog()
+    );
+    let _daemon = host.start(&host.unit("spoolsift.service"), &["watch"]);
+    let _kick = host.start(&host.unit("spoolsift-kick.service"), &["kick"]);
+    let rcpt = format!("{RCPT}@test.example");
+    support::smtp::send(
+        port,
+        &support::smtp::Envelope { from: "sender@test.example", mail_params: "", rcpts: &[(rcpt.as_str(), "")] },
+        b"From: sender@test.example\r\nSubject: over smtp\r\n\r\nhello\r\n",
+    );
+    host.wait_for_kicks("delivered", 1);
+    assert_eq!(mbox_subjects(&host.outgoing.mailbox(RCPT)), ["over smtp"]);
+    assert!(host.incoming.queued().is_empty() && host.outgoing.queued().is_empty());
+
+    // The example configuration the package ships parses with Debian's Exim.
+    let example = support::repo_root().join("docs/exim-in.conf");
+    let v = std::process::Command::new(support::debian_exim::BIN).arg("-C").arg(&example).arg("-bV").output().unwrap();
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
 }
 
 /// The design this replaces: the daemon ran `exim -Mc` itself, inside its sandbox, and took an

@@ -57,11 +57,13 @@ fn the_package_installs_and_its_config_and_units_check() {
         files,
         [
             "/etc/spoolsift/default.toml",
+            "/lib/systemd/system/spoolsift-exim-in.service",
             "/lib/systemd/system/spoolsift-kick.service",
             "/lib/systemd/system/spoolsift.service",
             "/usr/bin/spoolsift",
             "/usr/lib/tmpfiles.d/spoolsift.conf",
             "/usr/share/doc/spoolsift/README.md",
+            "/usr/share/doc/spoolsift/exim-in.conf.example",
             "/usr/share/doc/spoolsift/exim-incoming.md",
             "/usr/share/doc/spoolsift/exim.md",
             "/usr/share/doc/spoolsift/quarantine.md",
@@ -86,22 +88,37 @@ fn the_package_installs_and_its_config_and_units_check() {
         "ok: /etc/spoolsift/default.toml (default): stages [arc, clamav, content], watch\n"
     );
     let exim = nix_ids("Debian-exim");
-    for dir in ["/var/spool/spoolsift", "/var/spool/spoolsift/queuefile"] {
+    for dir in ["/var/spool/spoolsift", "/var/spool/spoolsift/queuefile", "/var/spool/exim4-in"] {
         let m = std::fs::metadata(dir).unwrap();
         assert!(m.is_dir(), "{dir}");
         assert_eq!((m.uid(), m.gid(), m.permissions().mode() & 0o7777), (exim.0, exim.1, 0o750), "{dir}");
     }
 
+    // The incoming Exim's configuration is registered, so that `-C` keeps root.
+    let trusted = std::fs::read_to_string("/etc/exim4/trusted_configs").unwrap();
+    assert_eq!(trusted.lines().filter(|l| *l == "/etc/exim4/exim-in.conf").count(), 1, "{trusted}");
+
     // The units as installed, with the binary they name in place.
     {
         let v = Command::new("systemd-analyze")
-            .args(["verify", "/lib/systemd/system/spoolsift.service", "/lib/systemd/system/spoolsift-kick.service"])
+            .args([
+                "verify",
+                "/lib/systemd/system/spoolsift.service",
+                "/lib/systemd/system/spoolsift-kick.service",
+                "/lib/systemd/system/spoolsift-exim-in.service",
+            ])
             .output()
             .unwrap();
         let said = String::from_utf8_lossy(&v.stderr);
         assert!(v.status.success(), "systemd-analyze verify: {said}");
         assert!(!said.contains("spoolsift"), "systemd-analyze verify: {said}");
     }
+
+    // A purge takes the incoming configuration off Exim's list again, and leaves the spools.
+    run(Command::new("dpkg").args(["--purge", "spoolsift"]));
+    let trusted = std::fs::read_to_string("/etc/exim4/trusted_configs").unwrap_or_default();
+    assert!(!trusted.lines().any(|l| l == "/etc/exim4/exim-in.conf"), "{trusted}");
+    assert!(std::path::Path::new("/var/spool/spoolsift").is_dir());
 }
 
 /// The uid and gid of a system account.

@@ -82,6 +82,12 @@ impl DebianExim {
 
     /// An instance of `bin` whose delivering router has the extra option lines `router_extra`.
     pub fn with(role: Role, bin: &'static str, router_extra: &str) -> DebianExim {
+        DebianExim::listening(role, bin, router_extra, None)
+    }
+
+    /// As [`DebianExim::with`], and with `port` set as its SMTP port on 127.0.0.1 (for a daemon
+    /// started with `-bd`; nothing listens until then).
+    pub fn listening(role: Role, bin: &'static str, router_extra: &str, port: Option<u16>) -> DebianExim {
         require();
         assert!(Path::new(bin).exists(), "{bin} (run scripts/install-test-deps.sh)");
         let dir = tempfile::tempdir().unwrap();
@@ -98,6 +104,7 @@ impl DebianExim {
         chown(&mail, "root:mail");
         std::fs::set_permissions(&mail, std::fs::Permissions::from_mode(0o2775)).unwrap();
         let queue_only = if role == Role::Incoming { "queue_only = true\n" } else { "" };
+        let listen = port.map_or(String::new(), |p| format!("local_interfaces = 127.0.0.1\ndaemon_smtp_ports = {p}\n"));
         let conf = root.join("configure");
         let text = format!(
             "keep_environment =\n\
@@ -107,7 +114,10 @@ impl DebianExim {
              qualify_domain = test.example\n\
              domainlist local_domains = test.example\n\
              never_users = root\n\
-             {queue_only}\
+             pid_file_path = {root}/exim.pid\n\
+             acl_smtp_rcpt = acl_rcpt\n\
+             {queue_only}{listen}\
+             \nbegin acl\n\nacl_rcpt:\n  accept hosts = : 127.0.0.1\n  deny\n\
              \nbegin routers\n\n\
              local_user:\n  driver = accept\n  domains = +local_domains\n  check_local_user\n  transport = mail_spool\n{router_extra}\
              \nbegin transports\n\n\
@@ -117,6 +127,7 @@ impl DebianExim {
             spool = spool.display(),
             log = log.display(),
             mail = mail.display(),
+            root = root.display(),
         );
         std::fs::write(&conf, text).unwrap();
         std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o644)).unwrap();
