@@ -6,8 +6,9 @@
 //! - The daemons elsewhere: `2026-12-02T16:01:02.345Z ERROR message`, time in UTC.
 //! - The other commands: the message alone, as a Unix tool writes to standard error.
 //!
-//! A line that cannot be written is dropped: logging must never stop the daemon (a closed
-//! standard error, or a full disk behind a redirection).
+//! A line that cannot be written is dropped: a closed standard error, or a full disk behind a
+//! redirection, must not stop the daemon. (A journald that stops reading does block the writer,
+//! as it blocks every service that logs to it.)
 
 use std::fmt;
 use std::io::Write;
@@ -51,14 +52,35 @@ pub fn fatal(command: &str, why: &str) {
 /// Whether standard error is the journal's stream: systemd sets `JOURNAL_STREAM` to its
 /// `device:inode`, and a child that redirected its standard error must not be taken for it.
 fn stderr_is_journal() -> bool {
-    use std::os::unix::fs::MetadataExt;
     let Ok(stream) = std::env::var("JOURNAL_STREAM") else { return false };
     let Some((dev, ino)) = stream.split_once(':') else { return false };
-    let meta = std::fs::File::options().read(true).open("/proc/self/fd/2").and_then(|f| f.metadata());
-    match meta {
-        Ok(m) => dev.parse() == Ok(m.dev()) && ino.parse() == Ok(m.ino()),
-        Err(_) => false,
+    // fstat, not an open of /proc/self/fd/2: journald's stream is a socket, which cannot be
+    // opened by path.
+    // SAFETY: a zeroed stat is a valid value for fstat(2) to fill; fd 2 is only read.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer for the duration of the call.
+    if unsafe { libc::fstat(2, &mut st) } != 0 {
+        return false;
     }
+    dev.parse() == Ok(st.st_dev) && ino.parse() == Ok(st.st_ino)
+}
+
+/// A log line's text with control characters shown as `\xNN`: a line is one line, whatever a
+/// sender put in a header or an address (journald splits entries at a newline, and a `<N>` at the
+/// start of a forged one would set its priority).
+fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.push_str(&format!("\\x{:02x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// The syslog priority of a level (sd-daemon(3)).
@@ -91,8 +113,9 @@ where
             let stamp = stamp.trim_end_matches('Z');
             write!(w, "{stamp}.{:03}Z {level:<5} ", now.subsec_millis())?;
         }
-        ctx.field_format().format_fields(w.by_ref(), event)?;
-        writeln!(w)
+        let mut text = String::new();
+        ctx.field_format().format_fields(Writer::new(&mut text), event)?;
+        writeln!(w, "{}", escape_controls(&text))
     }
 }
 
@@ -127,6 +150,12 @@ impl<'a> MakeWriter<'a> for Stderr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(escape_controls("plain ünïcode"), "plain ünïcode");
+        assert_eq!(escape_controls("a\nb\r\x1b[31m\0"), "a\\x0ab\\x0d\\x1b[31m\\x00");
+    }
 
     #[test]
     fn levels_map_to_syslog_priorities() {

@@ -182,8 +182,15 @@ fn update_gauges(engine: &Engine<'_>, metrics: &Metrics) {
         }
     }
     metrics.set_queue(depth, oldest);
-    let (exim_depth, exim_oldest) = exim_queue(&engine.target.input);
-    metrics.set_exim_queue(exim_depth, exim_oldest);
+    // Exim's queue can be large: listed at most every 30 s.
+    static LAST_EXIM_LISTING: Mutex<Option<Instant>> = Mutex::new(None);
+    let mut last = LAST_EXIM_LISTING.lock().unwrap_or_else(|p| p.into_inner());
+    if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
+        *last = Some(Instant::now());
+        drop(last);
+        let (exim_depth, exim_oldest) = exim_queue(&engine.target.input);
+        metrics.set_exim_queue(exim_depth, exim_oldest);
+    }
 }
 
 /// Exim's own queue: its `-H` files in `input/` and any split subdirectory, and the oldest by the
@@ -390,14 +397,19 @@ fn serve(args: &Args) -> Result<(), String> {
     std::thread::Builder::new()
         .name("watchdog".into())
         .spawn(|| loop {
-            let last = pipeline::LAST_PROGRESS.load(Ordering::Relaxed);
-            if crate::state::journal::now_secs().saturating_sub(last) < WATCHDOG_STALL.as_secs() {
+            if pipeline::stalled_for() < WATCHDOG_STALL {
                 notify_systemd("WATCHDOG=1");
             }
             std::thread::sleep(WATCHDOG_EVERY);
         })
         .map_err(|e| e.to_string())?;
-    let watchdog = pipeline::progressed;
+    // The intake's own turns count only while nothing is in flight: a batch stuck in a scan must
+    // not be hidden by an intake that goes on rescanning beside it.
+    let watchdog = |engine: &Engine<'_>| {
+        if !engine.busy() {
+            pipeline::progressed();
+        }
+    };
     let (tx, rx) = crossbeam_channel::bounded::<()>(1);
     let mut watcher = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
         // A full channel already holds a wake-up; nothing is lost by dropping this one.
@@ -430,7 +442,7 @@ fn serve(args: &Args) -> Result<(), String> {
         // Claiming, scanning and committing overlap; a stop or a reload first drains what was
         // claimed, so a new pipeline never meets a batch the old one half handled.
         let intake_side = |engine: &Engine<'_>, claimed: usize| {
-            watchdog();
+            watchdog(engine);
             if stop.load(Ordering::Relaxed) || reload.load(Ordering::Relaxed) {
                 return Next::Drain;
             }
@@ -470,7 +482,7 @@ fn serve(args: &Args) -> Result<(), String> {
             }
             metrics.record(&handled);
             collect_reports(engine);
-            watchdog();
+            pipeline::progressed();
             gauges(engine, &metrics);
             write_textfile(&metrics);
             *last_textfile.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
@@ -496,7 +508,8 @@ fn serve(args: &Args) -> Result<(), String> {
     notify_systemd("STOPPING=1");
     tracing::info!("stopping: every claimed message is committed or in the journal");
     if let Some(k) = kicker {
-        // One more pass runs what the last commit asked for; its reports are read at the next start.
+        // The runs in hand finish; requests not started yet wait for the next start (or Exim's
+        // queue runner), and reports not read yet are read then.
         kicker_stop.store(true, Ordering::Relaxed);
         let _ = k.join();
     }

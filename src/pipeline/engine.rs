@@ -207,6 +207,11 @@ pub(super) fn text(b: &[u8]) -> String {
 }
 
 impl<'e> Engine<'e> {
+    /// Whether any claimed message is still being scanned or committed.
+    pub fn busy(&self) -> bool {
+        !self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
+    }
+
     /// An engine with the default re-queue transform, no delivery kick and a 7-day dedupe memory;
     /// set those fields to change them.
     pub fn new(

@@ -104,6 +104,17 @@ impl VerdictDb {
             VerdictFormat::Sqlite => {
                 let c = rusqlite::Connection::open(path).map_err(|e| at(&e))?;
                 c.busy_timeout(SQLITE_BUSY).map_err(|e| at(&e))?;
+                // Exim's sqlite lookup creates a missing file (as whoever runs it, root for a
+                // router): one made before spoolsift's first start is not ours to write.
+                if c.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) || !writable(path) {
+                    return Err(format!(
+                        "{}: not writable by this process (uid {}); an Exim lookup may have created it \
+                         before spoolsift did: remove it, or give it to the user spoolsift runs as",
+                        path.display(),
+                        // SAFETY: getuid(2) cannot fail.
+                        unsafe { libc::getuid() }
+                    ));
+                }
                 c.execute_batch(
                     "PRAGMA journal_mode = DELETE;
                      CREATE TABLE IF NOT EXISTS verdicts (
@@ -164,6 +175,13 @@ impl VerdictDb {
             exp.is_some_and(|e| e <= now)
         })
     }
+}
+
+/// Whether this process may write `path` (access(2) with the real ids, which are the daemon's).
+fn writable(path: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else { return false };
+    // SAFETY: a valid NUL-terminated path.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
 }
 
 /// Both ids of each entry, in one transaction.

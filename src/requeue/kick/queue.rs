@@ -149,7 +149,10 @@ impl KickQueue {
         parallel: usize,
         stop: &AtomicBool,
     ) -> io::Result<usize> {
+        // One listing feeds the workers; the directory is listed again only when they have taken
+        // all of it (not once per batch: a backlog of thousands would be listed thousands of times).
         let taken: Mutex<HashSet<String>> = Mutex::default();
+        let pending: Mutex<std::collections::VecDeque<KickRequest>> = Mutex::default();
         let done = AtomicU64::new(0);
         let failure: Mutex<Option<io::Error>> = Mutex::default();
         std::thread::scope(|s| {
@@ -159,16 +162,19 @@ impl KickQueue {
                         return;
                     }
                     let mine: Vec<KickRequest> = {
+                        let mut pending = pending.lock().unwrap_or_else(|p| p.into_inner());
                         let mut taken = taken.lock().unwrap_or_else(|p| p.into_inner());
-                        let pending = match self.requests() {
-                            Ok(p) => p,
-                            Err(e) => {
-                                *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-                                return;
+                        if pending.is_empty() {
+                            match self.requests() {
+                                Ok(listed) => pending.extend(listed.into_iter().filter(|r| !taken.contains(&r.name))),
+                                Err(e) => {
+                                    *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                                    return;
+                                }
                             }
-                        };
-                        let mine: Vec<KickRequest> =
-                            pending.into_iter().filter(|r| !taken.contains(&r.name)).take(batch.max(1)).collect();
+                        }
+                        let n = pending.len().min(batch.max(1));
+                        let mine: Vec<KickRequest> = pending.drain(..n).collect();
                         taken.extend(mine.iter().map(|r| r.name.clone()));
                         mine
                     };
