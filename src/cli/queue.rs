@@ -78,7 +78,7 @@ pub fn run(args: &Args) -> i32 {
 }
 
 /// One message in spoolsift's hands.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct Item {
     kind: &'static str,
     key: String,
@@ -157,15 +157,11 @@ fn items(cfg: &PipelineConfig, db: Option<&StateDb<'_>>) -> Result<Vec<Item>, St
             let since = mtime_secs(&pair.header_path()).unwrap_or(now);
             out.push(Item {
                 kind: "waiting",
-                key: String::new(),
                 id: pair.id.to_string(),
-                requeued_id: None,
                 since,
-                attempts: 0,
-                next_try: None,
-                reason: None,
                 header: Some(pair.header_path()),
                 data: Some(pair.data_path()),
+                ..Item::default()
             });
         }
     }
@@ -203,11 +199,9 @@ fn items(cfg: &PipelineConfig, db: Option<&StateDb<'_>>) -> Result<Vec<Item>, St
                     data: Some(path.join(format!("{id}-D"))),
                     key: name.clone(),
                     id,
-                    requeued_id: None,
                     since,
-                    attempts: 0,
-                    next_try: None,
                     reason,
+                    ..Item::default()
                 });
             } else {
                 // An orphan -D (its -H never came), or another stray file the intake set aside.
@@ -216,13 +210,10 @@ fn items(cfg: &PipelineConfig, db: Option<&StateDb<'_>>) -> Result<Vec<Item>, St
                     kind: "rejected",
                     key: name.clone(),
                     id,
-                    requeued_id: None,
                     since,
-                    attempts: 0,
-                    next_try: None,
                     reason: Some("a file without its partner (an orphan) moved aside by the intake".into()),
-                    header: None,
                     data: Some(path),
+                    ..Item::default()
                 });
             }
         }
@@ -238,8 +229,7 @@ fn items(cfg: &PipelineConfig, db: Option<&StateDb<'_>>) -> Result<Vec<Item>, St
             attempts: 0,
             next_try: None,
             reason: Some("re-queued into Exim; `spoolsift kick` has not run its delivery yet".into()),
-            header: None,
-            data: None,
+            ..Item::default()
         });
     }
     out.sort_by(|a, b| a.since.cmp(&b.since).then(a.id.cmp(&b.id)));
