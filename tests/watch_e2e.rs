@@ -182,23 +182,21 @@ impl Killer {
 }
 
 fn run_traffic(n: usize, kills: usize) {
-    run_traffic_in(n, kills, "queuefile");
+    run_traffic_in(n, kills, "queuefile", "trixie");
 }
 
 /// `mode`: the test Exim's scan router, `queuefile` (every recipient to queuefile: copies 2..n
 /// are deferred with EEXIST and retried) or `queuefile-single` (a redirect to one pseudo-address
 /// per message: one copy). Prints the Exim deferrals and forced queue runs it took.
-fn run_traffic_in(n: usize, kills: usize, mode: &'static str) {
+fn run_traffic_in(n: usize, kills: usize, mode: &'static str, series: &'static str) {
     // spoolsift's directory comes first, so that the Exim's router can be told where the verdict
     // database will be.
     let work_root = tempfile::Builder::new().prefix("spoolsift-work.").tempdir().unwrap();
     std::fs::set_permissions(work_root.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let work = work_root.path().join("spoolsift");
     let verdict_db = work.join("verdicts.mdb");
-    let exim = Exim::start_with(
-        EximOptions { series: "trixie", mode, split: false },
-        &["--verdict-db", verdict_db.to_str().unwrap()],
-    );
+    let exim =
+        Exim::start_with(EximOptions { series, mode, split: false }, &["--verdict-db", verdict_db.to_str().unwrap()]);
     let pipeline = pipeline(&exim, &work);
     let log = exim.dir.path().join("spoolsift.log");
     let mut daemon = start_daemon(&pipeline, &log);
@@ -267,7 +265,7 @@ fn run_traffic_in(n: usize, kills: usize, mode: &'static str) {
         if settled(&counts) {
             let deferrals = exim.mainlog().lines().filter(|l| l.contains(" == ")).count();
             eprintln!(
-                "{mode}: settled {:?} after sending {n} messages: {deferrals} Exim deferrals ({:.2} per message), \
+                "{series} {mode}: settled {:?} after sending {n} messages: {deferrals} Exim deferrals ({:.2} per message), \
                  {queue_runs} forced queue runs",
                 sent_at.elapsed(),
                 deferrals as f64 / n as f64
@@ -377,7 +375,15 @@ fn two_hundred_messages_each_delivered_exactly_once() {
 
 #[test]
 fn two_hundred_messages_in_single_copy_mode() {
-    run_traffic_in(200, 0, "queuefile-single");
+    run_traffic_in(200, 0, "queuefile-single", "trixie");
+}
+
+/// The same configuration on Exim 4.96 (16-character ids), with the per-recipient mode beside it
+/// for the counts.
+#[test]
+fn single_copy_and_per_recipient_modes_on_bookworm() {
+    run_traffic_in(60, 0, "queuefile-single", "bookworm");
+    run_traffic_in(60, 0, "queuefile", "bookworm");
 }
 
 #[test]
