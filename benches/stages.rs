@@ -412,7 +412,7 @@ fn main() {
     let per_message = |cpu: f64| cpu * 1e3 / n as f64;
     for round in 1..=rounds {
         let alone = (!engine_only).then(|| clamd_alone(&format!("round {round}")));
-        let mut check = |h: &spoolsift::pipeline::engine::Handled| {
+        let mut check = |h: &spoolsift::engine::Handled| {
             assert_eq!(h.action, "deliver", "{}: {:?}", h.original_id, h);
             for (stage, word, us) in &h.stages {
                 let want = spoolsift::pipeline::policy::verdict_text(&expected(stage, index[&h.original_id]));

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::pipeline::engine::Handled;
+use crate::engine::Handled;
 
 /// Every action a message can end a batch with (`Handled::action`), always exposed.
 pub const ACTIONS: [&str; 7] = ["deliver", "quarantine", "hold", "discard", "defer", "rejected", "nothing-owed"];

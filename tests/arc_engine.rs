@@ -9,8 +9,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
+use spoolsift::engine::{Engine, WorkDirs};
 use spoolsift::intake::queuefile::QueuefileDir;
-use spoolsift::pipeline::engine::{Engine, WorkDirs};
 use spoolsift::pipeline::{build, PipelineConfig};
 use spoolsift::requeue::TargetSpool;
 use spoolsift::spool::{DataFile, MessageView, SpoolHeader};

@@ -7,10 +7,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use spoolsift::engine::Next;
+use spoolsift::engine::{Engine, WorkDirs};
 use spoolsift::intake::queuefile::QueuefileDir;
 use spoolsift::pipeline::config::IntakeConfig;
-use spoolsift::pipeline::engine::{Engine, WorkDirs};
-use spoolsift::pipeline::{Next, PipelineConfig};
+use spoolsift::pipeline::PipelineConfig;
 use spoolsift::requeue::{Marker, TargetSpool};
 use spoolsift::spool::{IdClock, IdFormat, IdMinter, MessageId, MessageView, SpoolHeader};
 use spoolsift::stages::{Stage, StageError, StageResult, Verdict};

@@ -8,9 +8,10 @@ use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use spoolsift::engine::Next;
+use spoolsift::engine::{Engine, Handled, WorkDirs};
 use spoolsift::intake::queuefile::QueuefileDir;
-use spoolsift::pipeline::engine::{Engine, Handled, WorkDirs};
-use spoolsift::pipeline::{Next, PipelineConfig};
+use spoolsift::pipeline::PipelineConfig;
 use spoolsift::requeue::TargetSpool;
 use spoolsift::spool::MessageId;
 use spoolsift::state::{open_env, StateDb};

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use super::exit;
-use crate::pipeline::engine::WorkDirs;
+use crate::engine::WorkDirs;
 use crate::pipeline::PipelineConfig;
 use crate::requeue::{self, BodyPlan, Decision, EximCommand, KickMode, Kicker, Marker, TargetSpool, Transform};
 use crate::sinks::quarantine::{Entry, QuarantineStore};

@@ -20,9 +20,9 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::exit;
+use crate::engine::WorkDirs;
 use crate::intake::queuefile::QueuefileDir;
 use crate::outside::clock::rfc3339;
-use crate::pipeline::engine::WorkDirs;
 use crate::pipeline::PipelineConfig;
 use crate::requeue::KickQueue;
 use crate::spool::SpoolHeader;

@@ -21,10 +21,10 @@ use serde_json::json;
 
 use super::capture::fresh_dir;
 use super::{exit, replay_diff};
+use crate::engine::{Engine, Handled, WorkDirs};
 use crate::intake::capture::{self, Manifest};
 use crate::intake::queuefile::QueuefileDir;
 use crate::outside::{AnswerBook, Answers, Clock, Outside};
-use crate::pipeline::engine::{Engine, Handled, WorkDirs};
 use crate::pipeline::{self, PipelineConfig};
 use crate::requeue::{Marker, TargetSpool, Transform};
 use crate::spool::{IdFormat, IdMinter};

@@ -14,11 +14,12 @@ use std::time::{Duration, Instant};
 use notify::Watcher;
 
 use super::exit;
+use crate::engine::Next;
+use crate::engine::{Engine, Handled, WorkDirs};
 use crate::intake::queuefile::QueuefileDir;
 use crate::metrics::{self, Metrics};
 use crate::pipeline::config::{IntakeConfig, RequeueConfig};
-use crate::pipeline::engine::{Engine, Handled, WorkDirs};
-use crate::pipeline::{self, Next, PipelineConfig};
+use crate::pipeline::{self, PipelineConfig};
 use crate::requeue::{EximCommand, KickMode, KickQueue, Marker, TargetSpool, Transform};
 use crate::state::{open_env, StateDb};
 
@@ -393,11 +394,11 @@ fn serve(args: &Args) -> Result<(), String> {
     // systemd's watchdog (WatchdogSec=): pinged from a thread of its own while the engine gets
     // somewhere, busy or idle (the idle loop counts, every rescan). A daemon stuck longer than
     // any stage's timeout allows is restarted, and takes its claims back from the journal.
-    pipeline::progressed();
+    crate::engine::progressed();
     std::thread::Builder::new()
         .name("watchdog".into())
         .spawn(|| loop {
-            if pipeline::stalled_for() < WATCHDOG_STALL {
+            if crate::engine::stalled_for() < WATCHDOG_STALL {
                 notify_systemd("WATCHDOG=1");
             }
             std::thread::sleep(WATCHDOG_EVERY);
@@ -407,7 +408,7 @@ fn serve(args: &Args) -> Result<(), String> {
     // not be hidden by an intake that goes on rescanning beside it.
     let watchdog = |engine: &Engine<'_>| {
         if !engine.busy() {
-            pipeline::progressed();
+            crate::engine::progressed();
         }
     };
     let (tx, rx) = crossbeam_channel::bounded::<()>(1);
@@ -482,7 +483,7 @@ fn serve(args: &Args) -> Result<(), String> {
             }
             metrics.record(&handled);
             collect_reports(engine);
-            pipeline::progressed();
+            crate::engine::progressed();
             gauges(engine, &metrics);
             write_textfile(&metrics);
             *last_textfile.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();

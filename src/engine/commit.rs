@@ -16,7 +16,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::path::Path;
 
-use super::engine::{text, verdict_of, Engine, Handled, Plan, ScannedBatch};
+use super::{text, verdict_of, Engine, Handled, Plan, ScannedBatch};
 use crate::requeue::{self, BodyPlan, Decision as IdDecision};
 use crate::spool::{DataFile, MessageId, SpoolHeader};
 use crate::state::verdicts::VerdictEntry;

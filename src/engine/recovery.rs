@@ -1,10 +1,10 @@
 //! Start-up recovery: complete or roll back every journal record a crash left behind, and remove
-//! our temporary files. See [`super::engine`] for the steps these states stand between.
+//! our temporary files. See [`super`] for the steps these states stand between.
 
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::engine::{remove_pair, Engine};
+use super::{remove_pair, Engine};
 use crate::requeue::commit::is_temp_name;
 use crate::state::{ClaimRecord, ClaimState};
 

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::io;
 use std::time::Duration;
 
-use super::engine::Engine;
+use super::Engine;
 use crate::state::{ClaimRecord, ClaimState};
 
 /// Lone scans a claim may have been in when the daemon stopped; the next is refused.

@@ -1,7 +1,35 @@
 //! The engine behind `spoolsift watch`: claim complete pairs from the queuefile directory, scan a
 //! batch in parallel (here), then act on each message and re-queue with group commit
-//! ([`super::commit`], which also lists the durability steps). [`super::executor`] overlaps the
-//! three; [`super::recovery`] finishes what a crash interrupted.
+//! ([`commit`], which also lists the durability steps). [`executor`] overlaps the
+//! three; [`recovery`] finishes what a crash interrupted.
+
+pub mod commit;
+pub mod executor;
+pub mod isolation;
+pub mod recovery;
+
+pub use executor::Next;
+
+/// When the engine last got anywhere (a message scanned, a batch committed, an idle rescan with
+/// nothing in flight), in seconds of a monotonic clock: the daemon tells systemd's watchdog it is
+/// alive only while this moves.
+static LAST_PROGRESS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static CLOCK_START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+fn monotonic_secs() -> u64 {
+    CLOCK_START.get_or_init(std::time::Instant::now).elapsed().as_secs()
+}
+
+/// Say that the engine got somewhere.
+pub fn progressed() {
+    LAST_PROGRESS.store(monotonic_secs(), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// How long since the engine last got anywhere.
+pub fn stalled_for() -> std::time::Duration {
+    let last = LAST_PROGRESS.load(std::sync::atomic::Ordering::Relaxed);
+    std::time::Duration::from_secs(monotonic_secs().saturating_sub(last))
+}
 
 use crate::spool::header_file::MAX_HEADER_FILE;
 use std::collections::{BTreeSet, HashSet};
@@ -13,12 +41,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 use rayon::prelude::*;
 use serde_json::json;
 
-pub use super::commit::remove_pair;
-use super::config::PipelineConfig;
-use super::policy::{Action, Decision};
-use super::run::{run_stages_timed, StageOutcome};
 use crate::intake::queuefile::QueuefileDir;
 use crate::outside::Clock;
+use crate::pipeline::config::PipelineConfig;
+use crate::pipeline::policy::{Action, Decision};
+use crate::pipeline::run::{run_stages_timed, StageOutcome};
 use crate::requeue::{self, KickQueue, TargetSpool, Transform};
 use crate::sinks::quarantine::QuarantineStore;
 use crate::spool::{DataFile, IdMinter, MessageId, MessageView, OptionLine, SpoolError, SpoolHeader};
@@ -26,6 +53,7 @@ use crate::stages::arc::{cv_of, Sealer};
 use crate::stages::Stage;
 use crate::state::verdicts::VerdictDb;
 use crate::state::{ClaimRecord, ClaimState, StateDb};
+pub use commit::remove_pair;
 
 /// spoolsift's own directories, all on the queuefile directory's file system.
 #[derive(Debug, Clone)]
@@ -196,7 +224,7 @@ pub struct Engine<'e> {
     /// Signalled when a batch's keys leave `in_flight`.
     pub(super) in_flight_done: std::sync::Condvar,
     /// Claims a stopped daemon left, scanned one at a time (`isolation.rs`).
-    pub(super) isolation: Mutex<super::isolation::Isolation>,
+    pub(super) isolation: Mutex<isolation::Isolation>,
     /// This daemon run's number in the journal (set by `recover`), marked on the claims it scans.
     pub(super) run: u64,
     scan_pool: Mutex<Option<Arc<rayon::ThreadPool>>>,
@@ -366,11 +394,11 @@ impl<'e> Engine<'e> {
 
     fn try_evaluate(&self, rec: &ClaimRecord) -> Result<Plan, SpoolError> {
         let (hp, dp) = self.dirs.files(&rec.key);
-        if rec.lone_scans > super::isolation::MAX_LONE_SCANS {
+        if rec.lone_scans > isolation::MAX_LONE_SCANS {
             return Ok(Plan::Rejected {
                 error: format!(
                     "the daemon stopped during each of {} scans of this message alone; moved aside unscanned",
-                    super::isolation::MAX_LONE_SCANS
+                    isolation::MAX_LONE_SCANS
                 ),
             });
         }
@@ -422,7 +450,7 @@ impl<'e> Engine<'e> {
         }
         let view = MessageView::new(&header, &data);
         let outcomes = run_stages_timed(&self.stages, &view, self.clock);
-        super::progressed();
+        progressed();
         let mut decision = self.pipeline.policy.decide(&outcomes);
         if decision.action == Action::Defer && now.saturating_sub(rec.claimed_at) >= self.pipeline.defer.max_age_secs {
             decision.action = Action::Hold;
@@ -550,7 +578,7 @@ pub fn verdict_of(h: &Handled) -> String {
 
 fn outcome_word(o: &StageOutcome) -> String {
     match &o.result {
-        Ok(r) => super::policy::verdict_text(&r.verdict),
+        Ok(r) => crate::pipeline::policy::verdict_text(&r.verdict),
         Err(e) => e.to_string(),
     }
 }

@@ -23,7 +23,7 @@ use std::thread;
 
 use crossbeam_channel::bounded;
 
-use super::engine::{Engine, Handled, ScannedBatch};
+use super::{Engine, Handled, ScannedBatch};
 use crate::state::ClaimRecord;
 
 /// Batches scanned at once: the second keeps the scan threads and the services busy while the
