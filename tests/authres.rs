@@ -4,10 +4,10 @@
 
 use proptest::prelude::*;
 use proptest::sample::select;
+use spoolsift::pipeline::annotate::{forges_ours, InjectConfig};
 use spoolsift::pipeline::{Action, Decision};
 use spoolsift::spool::{HeaderFlag, HeaderLine, Position, SpoolHeader};
 use spoolsift::stages::authres;
-use spoolsift::stages::inject::{forges_ours, InjectConfig};
 
 const SPEC_EXAMPLE: &[u8] = include_bytes!("data/spec-example/1xXORz-0000000058C-2p8L-H");
 

@@ -54,7 +54,7 @@ fn listed(e: &Entry) -> serde_json::Value {
     let subject = header
         .as_ref()
         .and_then(|h| h.headers.get(b"subject").next().map(|l| l.value()))
-        .map(|v| crate::stages::inject::sanitize(&String::from_utf8_lossy(&v), 120))
+        .map(|v| crate::spool::headers::sanitize(&String::from_utf8_lossy(&v), 120))
         .unwrap_or_default();
     let size = std::fs::metadata(e.data_path()).map(|m| m.len()).unwrap_or(0)
         + header.as_ref().map_or(0, |h| h.headers.live_len() as u64);

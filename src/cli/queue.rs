@@ -112,7 +112,7 @@ impl Item {
         let subject = header
             .as_ref()
             .and_then(|h| h.headers.get(b"subject").next().map(|l| l.value()))
-            .map(|v| crate::stages::inject::sanitize(&String::from_utf8_lossy(&v), 120));
+            .map(|v| crate::spool::headers::sanitize(&String::from_utf8_lossy(&v), 120));
         json!({
             "kind": self.kind,
             "key": self.key,

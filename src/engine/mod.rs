@@ -436,12 +436,12 @@ impl<'e> Engine<'e> {
                 .value("host_address")
                 .and_then(crate::stages::dcc::parse_host_address)
                 .map(|ip| ip.to_string()),
-            helo: header.options.value("helo_name").map(|h| crate::stages::inject::sanitize(&text(h), 80)),
+            helo: header.options.value("helo_name").map(|h| crate::spool::headers::sanitize(&text(h), 80)),
             subject: header
                 .headers
                 .get(b"subject")
                 .next()
-                .map(|l| crate::stages::inject::sanitize(&String::from_utf8_lossy(&l.value()), 80)),
+                .map(|l| crate::spool::headers::sanitize(&String::from_utf8_lossy(&l.value()), 80)),
             ..Handled::default()
         };
         if owed.is_empty() {

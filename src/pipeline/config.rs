@@ -10,7 +10,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
 use super::policy::Policy;
-use crate::stages::inject::InjectConfig;
+use crate::pipeline::annotate::InjectConfig;
 
 /// The pipeline compiled into the binary: what runs when no `--pipeline` is given.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../pipelines/embedded.toml");

@@ -2,6 +2,7 @@
 //! ([`build`]), running them on one message ([`run`]) and turning their results into one action
 //! ([`policy`]). The batch engine that claims, scans, acts and re-queues is `crate::engine`.
 
+pub mod annotate;
 pub mod build;
 pub mod config;
 pub mod layout;

@@ -364,9 +364,35 @@ impl HeaderSection {
     }
 }
 
+/// Make untrusted text safe as a header value: control characters (CR, LF and NUL among them)
+/// become spaces, runs of white space collapse, and the length is bounded.
+pub fn sanitize(value: &str, max_bytes: usize) -> String {
+    let mut out = String::with_capacity(value.len().min(max_bytes));
+    let mut last_space = true;
+    for c in value.chars() {
+        let c = if c.is_control() || c.is_whitespace() { ' ' } else { c };
+        if c == ' ' && last_space {
+            continue;
+        }
+        if out.len() + c.len_utf8() > max_bytes {
+            break;
+        }
+        last_space = c == ' ';
+        out.push(c);
+    }
+    out.trim_end().to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sanitize_strips_controls_and_bounds() {
+        assert_eq!(sanitize("a\r\nBcc: x\0y", 100), "a Bcc: x y");
+        assert_eq!(sanitize("  many   spaces\t", 100), "many spaces");
+        assert_eq!(sanitize("ééé", 5), "éé");
+    }
 
     fn section() -> HeaderSection {
         HeaderSection::new(vec![

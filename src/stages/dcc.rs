@@ -53,10 +53,10 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use super::inject::sanitize;
 use super::net::{Conn, Endpoint, Semaphore};
 use super::{Stage, StageError, StageResult, Verdict};
 use crate::outside::{Answer, Outside, RequestHasher};
+use crate::spool::headers::sanitize;
 use crate::spool::{AclScope, MessageView, SpoolHeader};
 
 /// Option words dccifd knows (dccif.h). `body` is left out on purpose: it makes dccifd send the

@@ -104,5 +104,4 @@ pub mod authres;
 pub mod clamav;
 pub mod content;
 pub mod dcc;
-pub mod inject;
 pub mod net;

@@ -1,11 +1,12 @@
-//! Header injection: after the checks, write what they found into the message's headers, through
-//! the spool header API. Not a [`super::Stage`]: it runs once the parallel stages are done, and it
-//! is the only step that changes the message.
+//! Annotation (header injection): after the checks and the policy, write what they found into the
+//! message's headers, through the spool header API. Not a stage: it runs once the parallel stages
+//! are done and the policy has decided, and it is the only step that changes the message.
 
 use serde::Deserialize;
 
-use crate::pipeline::policy::{verdict_text, Action, Decision};
-use crate::pipeline::run::StageOutcome;
+use super::policy::{verdict_text, Action, Decision};
+use super::run::StageOutcome;
+use crate::spool::headers::sanitize;
 use crate::spool::{HeaderError, Position, Removal, SpoolHeader};
 use crate::stages::{authres, Verdict};
 
@@ -52,25 +53,6 @@ impl Default for InjectConfig {
             max_value_bytes: 900,
         }
     }
-}
-
-/// Make untrusted text safe as a header value: control characters (CR, LF and NUL among them)
-/// become spaces, runs of white space collapse, and the length is bounded.
-pub fn sanitize(value: &str, max_bytes: usize) -> String {
-    let mut out = String::with_capacity(value.len().min(max_bytes));
-    let mut last_space = true;
-    for c in value.chars() {
-        let c = if c.is_control() || c.is_whitespace() { ' ' } else { c };
-        if c == ' ' && last_space {
-            continue;
-        }
-        if out.len() + c.len_utf8() > max_bytes {
-            break;
-        }
-        last_space = c == ' ';
-        out.push(c);
-    }
-    out.trim_end().to_string()
 }
 
 /// Whether an incoming Authentication-Results value is to be removed as a forgery of ours: it
@@ -227,13 +209,6 @@ fn short(v: &Verdict) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sanitize_strips_controls_and_bounds() {
-        assert_eq!(sanitize("a\r\nBcc: x\0y", 100), "a Bcc: x y");
-        assert_eq!(sanitize("  many   spaces\t", 100), "many spaces");
-        assert_eq!(sanitize("ééé", 5), "éé");
-    }
 
     #[test]
     fn forgeries_of_our_authserv_id() {
