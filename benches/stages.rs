@@ -413,7 +413,7 @@ fn main() {
     for round in 1..=rounds {
         let alone = (!engine_only).then(|| clamd_alone(&format!("round {round}")));
         let mut check = |h: &spoolsift::engine::Handled| {
-            assert_eq!(h.action, "deliver", "{}: {:?}", h.original_id, h);
+            assert_eq!(h.action.name(), "deliver", "{}: {:?}", h.original_id, h);
             for (stage, word, us) in &h.stages {
                 let want = spoolsift::pipeline::policy::verdict_text(&expected(stage, index[&h.original_id]));
                 assert_eq!(*word, want, "{}: stage {stage}", h.original_id);
@@ -431,7 +431,7 @@ fn main() {
         let dir = root.path().join(format!("engine-clamav-{round}"));
         let (lone, lone_own, lone_clamd) = with_cpu(pid, || {
             engine_run::run_engine(&corpus_dir, &ids, &dir, clamav_only.clone(), &mut |h| {
-                assert_eq!(h.action, "deliver", "{}: {:?}", h.original_id, h)
+                assert_eq!(h.action.name(), "deliver", "{}: {:?}", h.original_id, h)
             })
         });
         engine_row(&format!("engine, clamav stage only, round {round}"), &lone, (lone_own, lone_clamd));

@@ -17,10 +17,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::engine::Handled;
-
-/// Every action a message can end a batch with (`Handled::action`), always exposed.
-pub const ACTIONS: [&str; 7] = ["deliver", "quarantine", "hold", "discard", "defer", "rejected", "nothing-owed"];
+use crate::engine::{Handled, Outcome};
 
 /// Upper bounds (seconds) of the stage latency histogram.
 pub const BUCKETS: [f64; 13] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -96,7 +93,8 @@ fn temporary_failure(text: &str) -> bool {
 impl Metrics {
     pub fn new() -> Metrics {
         let inner = Inner {
-            messages: ACTIONS.iter().map(|a| (a.to_string(), 0)).collect(),
+            // Every outcome a message can end a batch with, exposed from the start.
+            messages: Outcome::ALL.iter().map(|a| (a.name().to_string(), 0)).collect(),
             kicks: crate::requeue::kick::OUTCOMES.iter().map(|a| (a.to_string(), 0)).collect(),
             ..Inner::default()
         };
@@ -119,7 +117,7 @@ impl Metrics {
     pub fn record(&self, handled: &[Handled]) {
         let mut m = self.lock();
         for h in handled {
-            *m.messages.entry(h.action.clone()).or_default() += 1;
+            *m.messages.entry(h.action.name().to_string()).or_default() += 1;
             for (stage, verdict, micros) in &h.stages {
                 *m.stage_results.entry((stage.clone(), verdict_class(verdict).to_string())).or_default() += 1;
                 m.durations.entry(stage.clone()).or_default().observe(*micros);
@@ -353,15 +351,16 @@ fn answer<B>(req: &hyper::Request<B>, metrics: &Metrics) -> hyper::Response<http
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::Action;
     use std::io::{Read, Write};
     use std::net::TcpStream;
     use std::time::Instant;
 
-    fn handled(action: &str, stages: &[(&str, &str, u128)]) -> Handled {
+    fn handled(action: Outcome, stages: &[(&str, &str, u128)]) -> Handled {
         Handled {
             original_id: "1xXYfU-00034G-1x".into(),
             target_id: None,
-            action: action.into(),
+            action,
             sender: String::new(),
             recipients: Vec::new(),
             reasons: Vec::new(),
@@ -437,10 +436,10 @@ spoolsift_exim_oldest_message_age_seconds 0
         let m = Metrics::new();
         m.register_stage("clamav");
         m.record(&[
-            handled("deliver", &[("clamav", "clean", 1500)]),
-            handled("quarantine", &[("clamav", "infected (Eicar)", 20_000)]),
-            handled("defer", &[("clamav", "temporary failure: connection refused", 12_000_000)]),
-            handled("rejected", &[]),
+            handled(Outcome::Acted(Action::Deliver), &[("clamav", "clean", 1500)]),
+            handled(Outcome::Acted(Action::Quarantine), &[("clamav", "infected (Eicar)", 20_000)]),
+            handled(Outcome::Acted(Action::Defer), &[("clamav", "temporary failure: connection refused", 12_000_000)]),
+            handled(Outcome::Rejected, &[]),
         ]);
         m.set_queue(3, 42);
         m.record_kick("delivered");
@@ -510,7 +509,7 @@ spoolsift_exim_oldest_message_age_seconds 3600
 ";
         assert_eq!(m.render(), expected);
         // The backend comes back with its next good answer.
-        m.record(&[handled("deliver", &[("clamav", "clean", 10)])]);
+        m.record(&[handled(Outcome::Acted(Action::Deliver), &[("clamav", "clean", 10)])]);
         assert!(m.render().contains("spoolsift_backend_up{stage=\"clamav\"} 1\n"));
     }
 

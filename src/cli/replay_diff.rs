@@ -4,6 +4,7 @@
 //! message, of the quarantined pair. The result is a unified diff per message that differs;
 //! empty when the outputs agree.
 
+use crate::pipeline::Action;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -36,9 +37,11 @@ fn describe(dir: &Path) -> Result<BTreeMap<String, Vec<String>>, String> {
                 .flatten()
                 .map(|r| format!("recipient: {}", r.as_str().unwrap_or("?"))),
         );
-        let header_file = match (action, e["target_id"].as_str()) {
-            ("deliver" | "hold", Some(target)) => Some(dir.join("input").join(format!("{target}-H"))),
-            ("quarantine", _) => quarantined.iter().find(|q| q.id.as_str() == id).map(|q| q.header_path()),
+        // Read back by the enum's own names ("rejected" and "nothing-owed" are no action).
+        let parsed = serde_json::from_value::<crate::pipeline::Action>(e["action"].clone()).ok();
+        let header_file = match (parsed, e["target_id"].as_str()) {
+            (Some(Action::Deliver | Action::Hold), Some(target)) => Some(dir.join("input").join(format!("{target}-H"))),
+            (Some(Action::Quarantine), _) => quarantined.iter().find(|q| q.id.as_str() == id).map(|q| q.header_path()),
             _ => None,
         };
         if let Some(p) = header_file {

@@ -186,7 +186,7 @@ pub fn run(args: &Args) -> i32 {
         crate::errln!("  {:<32} {unreadable:>8}", "unreadable pairs");
         return UNREADABLE;
     }
-    if counts.iter().any(|(a, n)| *a != "deliver" && *n > 0) {
+    if counts.iter().any(|(a, n)| *a != crate::pipeline::Action::Deliver.name() && *n > 0) {
         FOUND
     } else {
         exit::OK

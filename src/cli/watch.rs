@@ -15,7 +15,7 @@ use notify::Watcher;
 
 use super::exit;
 use crate::engine::Next;
-use crate::engine::{Engine, Handled, WorkDirs};
+use crate::engine::{Engine, Handled, Outcome, WorkDirs};
 use crate::intake::queuefile::QueuefileDir;
 use crate::metrics::{self, Metrics};
 use crate::pipeline::config::{IntakeConfig, RequeueConfig};
@@ -475,9 +475,9 @@ fn serve(args: &Args) -> Result<(), String> {
         let committer_side = |engine: &Engine<'_>, handled: Vec<Handled>| {
             for h in &handled {
                 // Mail that is not delivered now is worth a priority an admin filters on.
-                match h.action.as_str() {
-                    "rejected" => tracing::error!("{}", h.log_line()),
-                    "defer" => tracing::warn!("{}", h.log_line()),
+                match h.action {
+                    Outcome::Rejected => tracing::error!("{}", h.log_line()),
+                    Outcome::Acted(crate::pipeline::Action::Defer) => tracing::warn!("{}", h.log_line()),
                     _ => tracing::info!("{}", h.log_line()),
                 }
             }

@@ -16,7 +16,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::path::Path;
 
-use super::{text, verdict_of, Engine, Handled, Plan, ScannedBatch};
+use super::{text, verdict_of, Engine, Handled, Outcome, Plan, ScannedBatch};
+use crate::pipeline::Action;
 use crate::requeue::{self, BodyPlan, Decision as IdDecision};
 use crate::spool::{DataFile, MessageId, SpoolHeader};
 use crate::state::verdicts::VerdictEntry;
@@ -85,7 +86,7 @@ impl Engine<'_> {
                     handled_all.push(Handled {
                         original_id: rec.original_id.clone(),
                         target_id: None,
-                        action: "rejected".into(),
+                        action: Outcome::Rejected,
                         sender: String::new(),
                         recipients: Vec::new(),
                         reasons: vec![error],
@@ -107,7 +108,7 @@ impl Engine<'_> {
                     if still_owed.is_empty() {
                         remove_pair(&hp, &dp)?;
                         done_keys.push(rec.key.clone());
-                        handled.action = "nothing-owed".into();
+                        handled.action = Outcome::NothingOwed;
                         handled_all.push(handled);
                         continue;
                     }
@@ -153,7 +154,7 @@ impl Engine<'_> {
                     if owed.is_empty() {
                         remove_pair(&hp, &dp)?;
                         done_keys.push(rec.key.clone());
-                        handled.action = "nothing-owed".into();
+                        handled.action = Outcome::NothingOwed;
                         handled_all.push(handled);
                         continue;
                     }
@@ -288,11 +289,11 @@ impl Engine<'_> {
     fn record_verdicts<'h>(&self, handled: impl Iterator<Item = &'h Handled>, now: u64) {
         let Some((db, retention)) = &self.verdicts else { return };
         let entries: Vec<VerdictEntry> = handled
-            .filter(|h| h.action != "defer" && h.action != "nothing-owed")
+            .filter(|h| !matches!(h.action, Outcome::Acted(Action::Defer) | Outcome::NothingOwed))
             .map(|h| VerdictEntry {
                 original_id: h.original_id.clone(),
                 requeued_id: h.target_id.clone(),
-                action: h.action.clone(),
+                action: h.action.name().to_string(),
                 verdict: verdict_of(h),
                 expires: now + retention,
             })

@@ -90,12 +90,59 @@ impl WorkDirs {
     }
 }
 
+/// What the engine did with one claimed copy: the policy's action, or one of the two ends that
+/// come before any policy (the pair could not be read; every recipient was handed on already).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum Outcome {
+    Acted(Action),
+    /// Moved aside unread, with the reason (`rejected/`).
+    Rejected,
+    /// Nothing owed: an earlier copy handed every pending recipient on. Also what a copy is said
+    /// to have had before it is decided.
+    #[default]
+    NothingOwed,
+}
+
+impl Outcome {
+    /// Every outcome, in the order the metrics list them.
+    pub const ALL: [Outcome; 7] = [
+        Outcome::Acted(Action::Deliver),
+        Outcome::Acted(Action::Quarantine),
+        Outcome::Acted(Action::Hold),
+        Outcome::Acted(Action::Discard),
+        Outcome::Acted(Action::Defer),
+        Outcome::Rejected,
+        Outcome::NothingOwed,
+    ];
+
+    /// The name in log lines, reports, metrics and the verdict database.
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Acted(a) => a.name(),
+            Outcome::Rejected => "rejected",
+            Outcome::NothingOwed => "nothing-owed",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl serde::Serialize for Outcome {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
 /// What happened to one message, for the log line and reports.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Handled {
     pub original_id: String,
     pub target_id: Option<String>,
-    pub action: String,
+    pub action: Outcome,
     pub sender: String,
     pub recipients: Vec<String>,
     pub reasons: Vec<String>,
@@ -427,7 +474,7 @@ impl<'e> Engine<'e> {
         let mut handled = Handled {
             original_id: rec.original_id.clone(),
             target_id: None,
-            action: String::new(),
+            action: Outcome::NothingOwed,
             sender: text(&header.sender),
             recipients: owed.iter().map(|r| text(r)).collect(),
             size: Some(header.message_size(data.body_len())),
@@ -445,7 +492,7 @@ impl<'e> Engine<'e> {
             ..Handled::default()
         };
         if owed.is_empty() {
-            handled.action = "nothing-owed".into();
+            handled.action = Outcome::NothingOwed;
             return Ok(Plan::NothingOwed { handled });
         }
         let view = MessageView::new(&header, &data);
@@ -456,7 +503,7 @@ impl<'e> Engine<'e> {
             decision.action = Action::Hold;
             decision.reasons.push("deferred longer than defer.max_age_secs".into());
         }
-        handled.action = decision.action.name().into();
+        handled.action = Outcome::Acted(decision.action);
         handled.reasons = decision.reasons.clone();
         handled.stages = outcomes.iter().map(|o| (o.stage.clone(), outcome_word(o), o.elapsed.as_micros())).collect();
         Ok(match decision.action {
