@@ -9,7 +9,9 @@ mod support;
 
 use std::time::Duration;
 
-use spoolsift::requeue::{self, BodyPlan, Decision, EximCommand, KickOutcome, Kicker, Marker, TargetSpool, Transform};
+use spoolsift::requeue::{
+    self, BodyPlan, EximCommand, IdDecision as Decision, KickOutcome, Kicker, Marker, TargetSpool, Transform,
+};
 use spoolsift::spool::{DataFile, IdMinter, MessageId, Position, SpoolHeader, SpoolPair};
 use support::smtp::{self, Envelope};
 use support::{poll, Exim, EximOptions};

@@ -4,7 +4,9 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use spoolsift::requeue::{self, BodyPlan, Decision, Marker, RequeueError, SpoolLook, TargetSpool, Transform};
+use spoolsift::requeue::{
+    self, BodyPlan, IdDecision as Decision, Marker, RequeueError, SpoolLook, TargetSpool, Transform,
+};
 use spoolsift::spool::{DataFile, DataLock, IdFormat, IdMinter, MessageId, SpoolHeader};
 
 const ID: &str = "1xXORz-0000000058C-2p8L";

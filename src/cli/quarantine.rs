@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use super::exit;
 use crate::engine::WorkDirs;
 use crate::pipeline::PipelineConfig;
-use crate::requeue::{self, BodyPlan, Decision, EximCommand, KickMode, Kicker, Marker, TargetSpool, Transform};
+use crate::requeue::{self, BodyPlan, EximCommand, IdDecision, KickMode, Kicker, Marker, TargetSpool, Transform};
 use crate::sinks::quarantine::{Entry, QuarantineStore};
 use crate::spool::{DataFile, IdMinter, Position, SpoolHeader};
 
@@ -160,9 +160,9 @@ fn serve(args: &Args) -> Result<i32, String> {
                 .add(b"X-Spoolsift-Released", format!("from quarantine at {when}").as_bytes(), Position::Bottom)
                 .map_err(|e| e.to_string())?;
             match requeue::decide(&target, &header.id, &transform.marker).map_err(|e| e.to_string())? {
-                Decision::KeepId => {}
-                Decision::Busy => return Err(format!("{} is busy in Exim's spool; try again", header.id)),
-                Decision::MintId | Decision::AlreadyRequeued => {
+                IdDecision::KeepId => {}
+                IdDecision::Busy => return Err(format!("{} is busy in Exim's spool; try again", header.id)),
+                IdDecision::MintId | IdDecision::AlreadyRequeued => {
                     let new = IdMinter::new(header.id.format()).mint();
                     transform.change_id(&mut header, new);
                 }

@@ -18,7 +18,7 @@ use std::path::Path;
 
 use super::{text, verdict_of, Engine, Handled, Outcome, Plan, ScannedBatch};
 use crate::pipeline::Action;
-use crate::requeue::{self, BodyPlan, Decision as IdDecision};
+use crate::requeue::{self, BodyPlan, IdDecision};
 use crate::spool::{DataFile, MessageId, SpoolHeader};
 use crate::state::verdicts::VerdictEntry;
 use crate::state::{ClaimRecord, ClaimState};

@@ -15,7 +15,7 @@ use crate::spool::{DataLock, LockProbe, MessageId, SpoolHeader};
 
 /// What to do with a message whose copy we hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
+pub enum IdDecision {
     /// The original is gone from the target spool: re-queue under the same id.
     KeepId,
     /// The original is still queued (other recipients deferred): re-queue under a new id.
@@ -27,7 +27,7 @@ pub enum Decision {
 }
 
 /// Look for the original message in the target spool, in both places Exim would.
-pub fn decide(target: &TargetSpool, id: &MessageId, marker: &Marker) -> io::Result<Decision> {
+pub fn decide(target: &TargetSpool, id: &MessageId, marker: &Marker) -> io::Result<IdDecision> {
     SpoolLook { target, missing_subdirs: None }.decide(id, marker)
 }
 
@@ -70,7 +70,7 @@ impl<'t> SpoolLook<'t> {
 
     /// Look for the original message in the target spool, in both places Exim would (or in the
     /// one that can hold it).
-    pub fn decide(&mut self, id: &MessageId, marker: &Marker) -> io::Result<Decision> {
+    pub fn decide(&mut self, id: &MessageId, marker: &Marker) -> io::Result<IdDecision> {
         let dirs = self.dirs(id);
         let lock_len = id.first_line_len() as u64;
         let mut data = LockProbe::Absent;
@@ -84,15 +84,15 @@ impl<'t> SpoolLook<'t> {
             }
         }
         if data == LockProbe::Locked {
-            return Ok(Decision::Busy);
+            return Ok(IdDecision::Busy);
         }
         let header = dirs.iter().map(|d| d.join(file_name(id, 'H'))).find(|p| p.exists());
         match (data, header) {
-            (LockProbe::Absent, None) => Ok(Decision::KeepId),
-            (_, Some(h)) if is_marked(&h, marker) => Ok(Decision::AlreadyRequeued),
+            (LockProbe::Absent, None) => Ok(IdDecision::KeepId),
+            (_, Some(h)) if is_marked(&h, marker) => Ok(IdDecision::AlreadyRequeued),
             // `-H` without `-D`: Exim is between its two unlinks of a completing message.
-            (LockProbe::Absent, Some(_)) => Ok(Decision::Busy),
-            _ => Ok(Decision::MintId),
+            (LockProbe::Absent, Some(_)) => Ok(IdDecision::Busy),
+            _ => Ok(IdDecision::MintId),
         }
     }
 }

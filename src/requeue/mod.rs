@@ -22,7 +22,7 @@ pub use commit::{
     commit, header_temp_path, prepare_header, publish_header, remove_external_pair, sync_dir, write_data, write_header,
     BodyPlan, Committed, RequeueError,
 };
-pub use decide::{decide, Decision, SpoolLook};
+pub use decide::{decide, IdDecision, SpoolLook};
 pub use exim::{EximCommand, Kicker};
 pub use kick::{KickMode, KickOutcome, KickQueue};
 pub use target::TargetSpool;
