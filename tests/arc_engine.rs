@@ -9,9 +9,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-use spoolsift::engine::{Engine, WorkDirs};
+use spoolsift::engine::{EngineBuilder, WorkDirs};
 use spoolsift::intake::queuefile::QueuefileDir;
-use spoolsift::pipeline::{build, PipelineConfig};
+use spoolsift::pipeline::PipelineConfig;
 use spoolsift::requeue::TargetSpool;
 use spoolsift::spool::{DataFile, MessageView, SpoolHeader};
 use spoolsift::state::{open_env, StateDb};
@@ -19,15 +19,12 @@ use spoolsift::state::{open_env, StateDb};
 /// Run the engine once over `qf` with `pipeline`, re-queueing into `spool/input`.
 fn run_engine(root: &Path, pipeline: &str) -> Vec<String> {
     let cfg = PipelineConfig::parse(pipeline, Path::new("arc.toml")).unwrap();
-    let stages = build::stages(&cfg).unwrap();
-    let sealer = build::arc_sealer(&cfg).unwrap();
     let dirs = WorkDirs::new(&root.join("work"));
     dirs.create().unwrap();
     let env = open_env(&dirs.state).unwrap();
     let target = TargetSpool::new(&root.join("spool"), None).unwrap();
     let intake = QueuefileDir::new(&root.join("qf"), Some(&target.input), Duration::from_secs(900));
-    let mut engine = Engine::new(cfg, stages, StateDb::new(&env).unwrap(), dirs, intake, target);
-    engine.sealer = sealer;
+    let engine = EngineBuilder::new(cfg, StateDb::new(&env).unwrap(), dirs, intake, target).build().unwrap();
     let batch = engine.claim_batch().unwrap();
     assert_eq!(batch.len(), 1);
     engine.process(batch).unwrap().iter().map(|h| h.log_line()).collect()

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use spoolsift::engine::Next;
-use spoolsift::engine::{Engine, WorkDirs};
+use spoolsift::engine::{Engine, EngineBuilder, WorkDirs};
 use spoolsift::intake::queuefile::QueuefileDir;
 use spoolsift::pipeline::config::IntakeConfig;
 use spoolsift::pipeline::PipelineConfig;
@@ -87,14 +87,16 @@ impl World {
         let env = open_env(&dirs.state).unwrap();
         let db = StateDb::new(&env).unwrap();
         let target = TargetSpool::new(&self.spool, None).unwrap();
-        let mut engine = Engine::new(
+        let mut engine = EngineBuilder::new(
             PipelineConfig::parse(PIPELINE, Path::new("test.toml")).unwrap(),
-            vec![Box::new(MarkerStage { down: Arc::clone(&self.down) })],
             db,
             dirs,
             QueuefileDir::new(&self.qf, Some(&target.input), Duration::from_secs(900)),
             target,
-        );
+        )
+        .stages(vec![Box::new(MarkerStage { down: Arc::clone(&self.down) })])
+        .build()
+        .unwrap();
         engine.retention_secs = 86400;
         f(&mut engine)
     }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use spoolsift::engine::Next;
-use spoolsift::engine::{Engine, Handled, WorkDirs};
+use spoolsift::engine::{Engine, EngineBuilder, Handled, WorkDirs};
 use spoolsift::intake::queuefile::QueuefileDir;
 use spoolsift::pipeline::PipelineConfig;
 use spoolsift::requeue::TargetSpool;
@@ -70,9 +70,9 @@ pub fn run_engine(
     dirs.create().unwrap();
     let env = open_env(&dirs.state).unwrap();
     let target = TargetSpool::new(&spool, None).unwrap();
-    let stages = spoolsift::pipeline::build::stages(&pipeline).unwrap();
     let intake = QueuefileDir::new(&qf, Some(&target.input), Duration::from_secs(900));
-    let engine = Engine::new(pipeline, stages, StateDb::new(&env).unwrap(), dirs, intake, target);
+    // Stages, ARC sealer and all, as the daemon builds them.
+    let engine = EngineBuilder::new(pipeline, StateDb::new(&env).unwrap(), dirs, intake, target).build().unwrap();
 
     let feed: Arc<(Mutex<Feed>, Condvar)> = Arc::default();
     feed.0.lock().unwrap().feeding = true;

@@ -21,12 +21,12 @@ use serde_json::json;
 
 use super::capture::fresh_dir;
 use super::{exit, replay_diff};
-use crate::engine::{Engine, Handled, WorkDirs};
+use crate::engine::{EngineBuilder, Handled, WorkDirs};
 use crate::intake::capture::{self, Manifest};
 use crate::intake::queuefile::QueuefileDir;
 use crate::outside::{AnswerBook, Answers, Clock, Outside};
 use crate::pipeline::{self, PipelineConfig};
-use crate::requeue::{Marker, TargetSpool, Transform};
+use crate::requeue::TargetSpool;
 use crate::spool::{IdFormat, IdMinter};
 use crate::state::{open_env, StateDb};
 
@@ -159,20 +159,17 @@ fn run_engine(
     let env = open_env(&dirs.state).map_err(|e| format!("{}: {e}", dirs.state.display()))?;
     let db = StateDb::new(&env).map_err(|e| e.to_string())?;
     let target = TargetSpool::new(&args.out, None).map_err(|e| io(&args.out, e))?.with_split(false);
-    let marker = match &cfg.requeue {
-        Some(r) => Marker::named(&r.marker, "yes")?,
-        None => Marker::default(),
-    };
     let intake = QueuefileDir::exim_spool(&incoming, Duration::from_secs(900));
-    // Our ARC seal, as `watch` adds it; its signatures and `t=` (the fixed clock) are deterministic.
-    let sealer = pipeline::build::arc_sealer(&cfg).map_err(|e| e.to_string())?;
-    let mut engine = Engine::new(cfg, stages, db, dirs, intake, target);
-    engine.sealer = sealer;
-    engine.transform = Transform { marker, ..Transform::default() };
-    engine.clock = clock;
-    engine.minters = std::sync::Mutex::new(
-        [IdFormat::Old16, IdFormat::New23].map(|f| IdMinter::new(f).with_pid(REPLAY_PID).with_clock(clock.id_clock())),
-    );
+    // Our ARC seal comes with the pipeline, as in `watch`; its signatures and `t=` (the fixed
+    // clock) are deterministic.
+    let engine = EngineBuilder::new(cfg, db, dirs, intake, target)
+        .stages(stages)
+        .clock(
+            clock,
+            [IdFormat::Old16, IdFormat::New23]
+                .map(|f| IdMinter::new(f).with_pid(REPLAY_PID).with_clock(clock.id_clock())),
+        )
+        .build()?;
     let mut handled = Vec::new();
     // Deferred messages are due again only later, and a fixed clock never gets there: the loop
     // ends when nothing new is claimed.

@@ -15,12 +15,12 @@ use notify::Watcher;
 
 use super::exit;
 use crate::engine::Next;
-use crate::engine::{Engine, Handled, Outcome, WorkDirs};
+use crate::engine::{Engine, EngineBuilder, Handled, Outcome, WorkDirs};
 use crate::intake::queuefile::QueuefileDir;
 use crate::metrics::{self, Metrics};
 use crate::pipeline::config::{IntakeConfig, RequeueConfig};
 use crate::pipeline::{self, PipelineConfig};
-use crate::requeue::{EximCommand, KickMode, KickQueue, Marker, TargetSpool, Transform};
+use crate::requeue::{EximCommand, KickMode, KickQueue, TargetSpool};
 use crate::state::{open_env, StateDb};
 
 #[derive(Debug, clap::Args)]
@@ -269,7 +269,9 @@ pub fn run(args: &Args) -> i32 {
 }
 
 fn serve(args: &Args) -> Result<(), String> {
-    let (cfg, stages, sealer) = load(args)?;
+    // load() checks the whole definition (the sealer included) before anything starts; the
+    // builder below takes the sealer and the rest from the same definition.
+    let (cfg, stages, _) = load(args)?;
     let intake_cfg = cfg.intake.clone().expect("checked by load");
     let rq = cfg.requeue.clone().expect("checked by load");
     for (key, dir) in [
@@ -306,7 +308,6 @@ fn serve(args: &Args) -> Result<(), String> {
     let target = TargetSpool::new(&rq.spool_directory, None)
         .map_err(|e| format!("{}: {e}", rq.spool_directory.display()))?
         .with_split(split);
-    let marker = Marker::named(&rq.marker, "yes")?;
     let orphan_age = Duration::from_secs(intake_cfg.orphan_age_secs);
     let intake = match (&intake_cfg.queuefile_directory, &intake_cfg.incoming_spool_directory) {
         (Some(qf), _) => QueuefileDir::new(qf, Some(&target.input), orphan_age),
@@ -332,12 +333,11 @@ fn serve(args: &Args) -> Result<(), String> {
         }
         None => None,
     };
-    let mut engine = Engine::new(cfg, stages, db, dirs, intake, target);
-    engine.verdicts = verdict_db;
-    engine.transform = Transform { marker, ..Transform::default() };
-    engine.kicks = (rq.kick != KickMode::Off).then(|| kicks.clone());
-    engine.sealer = sealer;
-    engine.retention_secs = rq.dedupe_retention_secs;
+    let mut engine = EngineBuilder::new(cfg, db, dirs, intake, target)
+        .stages(stages)
+        .kicks((rq.kick != KickMode::Off).then(|| kicks.clone()))
+        .verdicts(verdict_db)
+        .build()?;
     for note in engine.recover().map_err(|e| format!("recovery: {e}"))? {
         tracing::warn!("recovery: {note}");
     }

@@ -3,11 +3,13 @@
 //! ([`commit`], which also lists the durability steps). [`executor`] overlaps the
 //! three; [`recovery`] finishes what a crash interrupted.
 
+pub mod assemble;
 pub mod commit;
 pub mod executor;
 pub mod isolation;
 pub mod recovery;
 
+pub use assemble::EngineBuilder;
 pub use executor::Next;
 
 /// When the engine last got anywhere (a message scanned, a batch committed, an idle rescan with
@@ -274,7 +276,7 @@ pub struct Engine<'e> {
     pub(super) isolation: Mutex<isolation::Isolation>,
     /// This daemon run's number in the journal (set by `recover`), marked on the claims it scans.
     pub(super) run: u64,
-    scan_pool: Mutex<Option<Arc<rayon::ThreadPool>>>,
+    pub(super) scan_pool: Mutex<Option<Arc<rayon::ThreadPool>>>,
 }
 
 pub(super) fn text(b: &[u8]) -> String {
@@ -285,42 +287,6 @@ impl<'e> Engine<'e> {
     /// Whether any claimed message is still being scanned or committed.
     pub fn busy(&self) -> bool {
         !self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
-    }
-
-    /// An engine with the default re-queue transform, no delivery kick and a 7-day dedupe memory;
-    /// set those fields to change them.
-    pub fn new(
-        pipeline: PipelineConfig,
-        stages: Vec<Box<dyn Stage>>,
-        db: StateDb<'e>,
-        dirs: WorkDirs,
-        intake: QueuefileDir,
-        target: TargetSpool,
-    ) -> Engine<'e> {
-        Engine {
-            quarantine: QuarantineStore::new(&dirs.quarantine),
-            pipeline,
-            stages,
-            db,
-            dirs,
-            intake,
-            target,
-            transform: Transform::default(),
-            minters: Mutex::new([
-                IdMinter::new(crate::spool::IdFormat::Old16),
-                IdMinter::new(crate::spool::IdFormat::New23),
-            ]),
-            kicks: None,
-            retention_secs: 7 * 86400,
-            verdicts: None,
-            sealer: None,
-            clock: Clock::System,
-            in_flight: Mutex::default(),
-            in_flight_done: std::sync::Condvar::new(),
-            isolation: Mutex::default(),
-            run: 0,
-            scan_pool: Mutex::default(),
-        }
     }
 
     /// Take up to a batch of complete pairs from the intake, plus deferred claims that are due.

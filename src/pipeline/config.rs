@@ -219,7 +219,9 @@ fn default_kick() -> crate::requeue::KickMode {
 fn default_kick_batch() -> usize {
     30
 }
-fn default_retention() -> u64 {
+/// How long recipients handed back, and verdicts, are remembered by default (above Exim's
+/// retry horizon).
+pub fn default_retention() -> u64 {
     7 * 86400
 }
 

@@ -1,0 +1,116 @@
+//! Building an engine: the one place that does it, for the daemon, the replay, the tests and the
+//! benchmarks. What the pipeline definition says (its stages, the ARC sealer, the re-queue
+//! marker, how long handed-on recipients are remembered) is taken from it here, so that no caller
+//! can leave a part out or write a default of its own; a caller adds only what is its own (the
+//! delivery kick, the verdict database, a fixed clock, stages of a test's own).
+
+use std::sync::Mutex;
+
+use super::{isolation, Engine, WorkDirs};
+use crate::intake::queuefile::QueuefileDir;
+use crate::outside::Clock;
+use crate::pipeline::build;
+use crate::pipeline::config::{default_retention, PipelineConfig};
+use crate::requeue::{KickQueue, Marker, TargetSpool, Transform};
+use crate::sinks::quarantine::QuarantineStore;
+use crate::spool::{IdFormat, IdMinter};
+use crate::stages::Stage;
+use crate::state::verdicts::VerdictDb;
+use crate::state::StateDb;
+
+pub struct EngineBuilder<'e> {
+    pipeline: PipelineConfig,
+    db: StateDb<'e>,
+    dirs: WorkDirs,
+    intake: QueuefileDir,
+    target: TargetSpool,
+    stages: Option<Vec<Box<dyn Stage>>>,
+    clock: Clock,
+    minters: Option<[IdMinter; 2]>,
+    kicks: Option<KickQueue>,
+    verdicts: Option<(VerdictDb, u64)>,
+}
+
+impl<'e> EngineBuilder<'e> {
+    /// An engine for `pipeline`, working in `dirs`, taking pairs from `intake` and re-queueing
+    /// into `target`, with its journal in `db`.
+    pub fn new(
+        pipeline: PipelineConfig,
+        db: StateDb<'e>,
+        dirs: WorkDirs,
+        intake: QueuefileDir,
+        target: TargetSpool,
+    ) -> EngineBuilder<'e> {
+        EngineBuilder {
+            pipeline,
+            db,
+            dirs,
+            intake,
+            target,
+            stages: None,
+            clock: Clock::System,
+            minters: None,
+            kicks: None,
+            verdicts: None,
+        }
+    }
+
+    /// These stages instead of the ones the pipeline defines (a test's own).
+    pub fn stages(mut self, stages: Vec<Box<dyn Stage>>) -> Self {
+        self.stages = Some(stages);
+        self
+    }
+
+    /// Another clock than the system's (a replay's fixed one), with minters that read it.
+    pub fn clock(mut self, clock: Clock, minters: [IdMinter; 2]) -> Self {
+        self.clock = clock;
+        self.minters = Some(minters);
+        self
+    }
+
+    /// Hand committed messages over for their delivery kick.
+    pub fn kicks(mut self, kicks: Option<KickQueue>) -> Self {
+        self.kicks = kicks;
+        self
+    }
+
+    /// Record verdicts for Exim's lookup, kept this many seconds.
+    pub fn verdicts(mut self, verdicts: Option<(VerdictDb, u64)>) -> Self {
+        self.verdicts = verdicts;
+        self
+    }
+
+    /// The engine; an error names what in the pipeline definition could not be built.
+    pub fn build(self) -> Result<Engine<'e>, String> {
+        let stages = match self.stages {
+            Some(s) => s,
+            None => build::stages(&self.pipeline).map_err(|e| e.to_string())?,
+        };
+        let sealer = build::arc_sealer(&self.pipeline).map_err(|e| e.to_string())?;
+        let (marker, retention_secs) = match &self.pipeline.requeue {
+            Some(r) => (Marker::named(&r.marker, "yes")?, r.dedupe_retention_secs),
+            None => (Marker::default(), default_retention()),
+        };
+        Ok(Engine {
+            quarantine: QuarantineStore::new(&self.dirs.quarantine),
+            pipeline: self.pipeline,
+            stages,
+            db: self.db,
+            dirs: self.dirs,
+            intake: self.intake,
+            target: self.target,
+            transform: Transform { marker, ..Transform::default() },
+            minters: Mutex::new(self.minters.unwrap_or_else(|| [IdFormat::Old16, IdFormat::New23].map(IdMinter::new))),
+            kicks: self.kicks,
+            retention_secs,
+            verdicts: self.verdicts,
+            sealer,
+            clock: self.clock,
+            in_flight: Mutex::default(),
+            in_flight_done: std::sync::Condvar::new(),
+            isolation: Mutex::<isolation::Isolation>::default(),
+            run: 0,
+            scan_pool: Mutex::default(),
+        })
+    }
+}
