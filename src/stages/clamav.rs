@@ -1,7 +1,7 @@
 //! ClamAV: send the whole message, in wire form, to one of a list of clamd servers over `zINSTREAM`
-//! and map the reply to a verdict (protocols.md §4).
+//! and map the reply to a verdict (clamd(8), "COMMANDS").
 //!
-//! Our own small client rather than the `clamav-client` crate (protocols.md §4.6):
+//! Our own small client rather than the `clamav-client` crate:
 //!
 //! * it has no timeouts at all (a blocking `read_to_end` until clamd closes), so a hung clamd would
 //!   hang the stage; we put connect, write and read deadlines on the socket;
@@ -12,7 +12,7 @@
 //!   write hides clamd's `INSTREAM size limit exceeded. ERROR` reply; we read the reply after a
 //!   failed write.
 //!
-//! Connections are kept between scans as `zIDSESSION` sessions (protocols.md §4.4), one scan at a
+//! Connections are kept between scans as `zIDSESSION` sessions (clamd(8), IDSESSION), one scan at a
 //! time on each, so a scan costs neither side a connect: measured here (the stages bench), clamd
 //! alone scans 4–17% more messages per second that way. clamd ends a session idle for its `ReadTimeout`
 //! (120 s by default; it first sends `COMMAND READ TIMED OUT` with a newline, not a NUL), and a
@@ -403,7 +403,7 @@ fn decode_reply(raw: &[u8]) -> Result<String, String> {
     String::from_utf8(raw[..end].to_vec()).map_err(|e| format!("reply not UTF-8: {:?}", e.as_bytes()))
 }
 
-/// Map a clamd reply to a verdict (protocols.md §4.3).
+/// Map a clamd reply to a verdict (clamd(8): `stream: OK`, `stream: NAME FOUND`, `... ERROR`).
 fn parse_reply(reply: &str) -> Result<Verdict, StageError> {
     if reply == "stream: OK" {
         return Ok(Verdict::Clean);

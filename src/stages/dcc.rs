@@ -1,5 +1,5 @@
 //! The `dcc` stage: ask a dccifd (Distributed Checksum Clearinghouse daemon) how bulky a
-//! message is, over its ASCII "dccif" protocol (protocols.md §1).
+//! message is, over its ASCII "dccif" protocol (dccifd(8), "Protocol").
 //!
 //! One connection per message, to a UNIX socket (`unix:/path`) or TCP (`tcp:host:port`). The
 //! request is, line by line (LF ends):
@@ -11,7 +11,7 @@
 //!    to an IP address, replaces the IP as it does in Exim (sent without a name, since the name
 //!    belongs to the real peer). A message with no `-host_address` (local submission, or a copy
 //!    re-injected by a local filter) gets an **empty** line, which tells dccifd to take the client
-//!    from the first `Received:` header (protocols.md §1.2). Exim sends `127.0.0.1` there instead,
+//!    from the first `Received:` header (dccifd(8)). Exim sends `127.0.0.1` there instead,
 //!    which would make every such message count as coming from the local host, including
 //!    re-injected mail whose real origin is recorded in `Received:`;
 //! 3. the HELO name from `-helo_name`, possibly empty (Exim sends the fixed `HELO localhost`; we
