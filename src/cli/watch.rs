@@ -146,13 +146,13 @@ fn housekeeping(engine: &Engine<'_>) {
         Err(e) => tracing::error!("orphan sweep: {e}"),
     }
     let keep = Duration::from_secs(engine.pipeline.quarantine.keep_days.saturating_mul(86400));
-    match engine.quarantine.expire(keep, std::time::SystemTime::now()) {
+    let now = engine.clock.now_secs();
+    match engine.quarantine.expire(keep, std::time::UNIX_EPOCH + Duration::from_secs(now)) {
         Ok(gone) => gone.iter().for_each(|e| {
             tracing::info!("quarantine entry {} ({}) expired after {} days", e.key, e.id, keep.as_secs() / 86400)
         }),
         Err(e) => tracing::error!("quarantine expiry: {e}"),
     }
-    let now = crate::state::journal::now_secs();
     let _ = engine.db.expire_dedupe(now);
     if let Some((v, _)) = &engine.verdicts {
         let _ = v.expire(now);

@@ -105,7 +105,7 @@ impl Engine<'_> {
             // The recipients it handed on must be remembered even though the crash came before
             // the transaction that would have done it.
             rec.state = ClaimState::Committed;
-            let expires = crate::state::journal::now_secs() + self.retention_secs;
+            let expires = self.clock.now_secs() + self.retention_secs;
             self.db.commit_with_dedupe(std::slice::from_ref(&rec), expires).map_err(io::Error::other)?;
             remove_pair(&wh, &wd)?;
             self.db.remove(&[&rec.key]).map_err(io::Error::other)?;
