@@ -132,24 +132,9 @@ fn stored_zip(name: &str, data: &[u8]) -> Vec<u8> {
     z
 }
 
-fn base64(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for (i, c) in data.chunks(3).enumerate() {
-        if i > 0 && i % 19 == 0 {
-            out.push('\n');
-        }
-        let n = u32::from(c[0]) << 16 | u32::from(*c.get(1).unwrap_or(&0)) << 8 | u32::from(*c.get(2).unwrap_or(&0));
-        for k in 0..4 {
-            out.push(if k <= c.len() { char::from(A[(n >> (18 - 6 * k) & 63) as usize]) } else { '=' });
-        }
-    }
-    out
-}
-
 fn zip_mail() -> Vec<u8> {
     let zip = stored_zip("readme.com", &eicar::signature());
-    let zip64 = base64(&zip);
+    let zip64 = support::base64(&zip, Some(76));
     // The raw test string must not be in the mail itself, only inside the encoded archive.
     assert!(!zip64.as_bytes().windows(68).any(|w| w == eicar::signature()));
     format!(

@@ -9,6 +9,8 @@
 //! the same comparison on each of its messages.) `DIFF_N` and `DIFF_SEED` in the environment
 //! generate more messages, or others, than the 600 of a normal run.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 
 use spoolsift::spool::{MessageView, SpoolHeader};
@@ -96,14 +98,7 @@ impl Rng {
 }
 
 fn base64(rng: &mut Rng, data: &[u8]) -> Vec<u8> {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut text = Vec::new();
-    for c in data.chunks(3) {
-        let n = u32::from(c[0]) << 16 | u32::from(*c.get(1).unwrap_or(&0)) << 8 | u32::from(*c.get(2).unwrap_or(&0));
-        for k in 0..4 {
-            text.push(if k <= c.len() { A[(n >> (18 - 6 * k) & 63) as usize] } else { b'=' });
-        }
-    }
+    let mut text = support::base64(data, None).into_bytes();
     if rng.chance(15) {
         while text.last() == Some(&b'=') {
             text.pop();

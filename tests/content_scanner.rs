@@ -3,6 +3,8 @@
 //! Messages carrying the EICAR test file are generated here at run time from pieces of the string;
 //! no file in the repository contains it.
 
+mod support;
+
 use std::path::Path;
 
 use proptest::prelude::*;
@@ -32,21 +34,6 @@ fn sha256_hex(bytes: &[u8]) -> String {
 fn the_test_string_is_assembled_correctly() {
     assert_eq!(eicar().len(), 68);
     assert_eq!(sha256_hex(&eicar()), "275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f");
-}
-
-fn base64(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for (i, c) in data.chunks(3).enumerate() {
-        if i > 0 && i % 19 == 0 {
-            out.push('\n');
-        }
-        let n = u32::from(c[0]) << 16 | u32::from(*c.get(1).unwrap_or(&0)) << 8 | u32::from(*c.get(2).unwrap_or(&0));
-        for k in 0..4 {
-            out.push(if k <= c.len() { char::from(A[(n >> (18 - 6 * k) & 63) as usize]) } else { '=' });
-        }
-    }
-    out
 }
 
 /// A `-H` with the given header fields (each may hold continuation lines), all live.
@@ -155,7 +142,7 @@ fn eicar_in_a_large_plain_body_across_read_chunks() {
 
 #[test]
 fn eicar_in_a_base64_attachment() {
-    let att = base64(&eicar());
+    let att = support::base64(&eicar(), Some(76));
     let body = multipart(&[
         (TEXT, b"See the attachment."),
         (
@@ -177,7 +164,7 @@ fn eicar_in_a_base64_attachment() {
 fn a_virus_outranks_a_blocked_name_and_both_are_listed() {
     let body = multipart(&[(
         "Content-Type: application/octet-stream; name=\"eicar.com\"\nContent-Transfer-Encoding: base64",
-        base64(&eicar()).as_bytes(),
+        support::base64(&eicar(), Some(76)).as_bytes(),
     )]);
     let r = scan(&base_fields(&[MIXED]), &body);
     assert_eq!(r.verdict, infected());
@@ -225,7 +212,7 @@ fn eicar_inside_a_forwarded_message() {
         "From: carol@example.org\nSubject: fwd\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"in\"\n\n\
          --in\nContent-Type: text/plain\n\nhi\n--in\nContent-Type: application/octet-stream; name=\"t.bin\"\n\
          Content-Transfer-Encoding: base64\n\n",
-        &base64(&eicar()),
+        &support::base64(&eicar(), Some(76)),
         "\n--in--\n",
     ]
     .concat();
@@ -248,16 +235,16 @@ fn nested_message(levels: usize) -> (Vec<&'static str>, Vec<u8>) {
     let mut msg = format!(
         "Subject: innermost\nContent-Type: application/octet-stream; name=\"e.bin\"\n\
          Content-Transfer-Encoding: base64\n\n{}\n",
-        base64(&eicar())
+        support::base64(&eicar(), Some(76))
     );
     for _ in 1..levels {
         msg = format!(
             "Subject: wrapper\nContent-Type: message/rfc822\nContent-Transfer-Encoding: base64\n\n{}\n",
-            base64(msg.as_bytes())
+            support::base64(msg.as_bytes(), Some(76))
         );
     }
     let fields = base_fields(&["Content-Type: message/rfc822", "Content-Transfer-Encoding: base64"]);
-    (fields, format!("{}\n", base64(msg.as_bytes())).into_bytes())
+    (fields, format!("{}\n", support::base64(msg.as_bytes(), Some(76))).into_bytes())
 }
 
 #[test]
@@ -326,7 +313,7 @@ fn a_zip_is_not_unpacked() {
         (TEXT, b"Archive attached."),
         (
             "Content-Type: application/zip; name=\"test.zip\"\nContent-Transfer-Encoding: base64",
-            base64(&zip).as_bytes(),
+            support::base64(&zip, Some(76)).as_bytes(),
         ),
     ]);
     let r = scan(&base_fields(&[MIXED]), &body);
@@ -347,7 +334,7 @@ fn blocklisted_sha256_of_an_attachment() {
         (TEXT, b"Hello"),
         (
             "Content-Type: application/pdf; name=\"report.pdf\"\nContent-Transfer-Encoding: base64",
-            base64(LISTED).as_bytes(),
+            support::base64(LISTED, Some(76)).as_bytes(),
         ),
     ]);
     let r = scan_with(&scanner, &base_fields(&[MIXED]), &body);
@@ -361,7 +348,7 @@ fn blocklisted_sha256_of_an_attachment() {
     let scanner = ContentScanner::new(ContentConfig::default()).unwrap().with_blocklist(list);
     let body = multipart(&[(
         "Content-Type: text/plain; charset=iso-8859-1; name=\"menu.txt\"\nContent-Transfer-Encoding: base64",
-        base64(latin1).as_bytes(),
+        support::base64(latin1, Some(76)).as_bytes(),
     )]);
     let r = scan_with(&scanner, &base_fields(&[MIXED]), &body);
     assert_eq!(r.verdict, blocked(&format!("sha256:{}", sha256_hex(latin1))));
@@ -404,7 +391,7 @@ fn double_extension_is_blocked_by_name() {
         (
             "Content-Type: application/octet-stream\nContent-Disposition: attachment; filename=\"invoice.pdf.exe\"\n\
              Content-Transfer-Encoding: base64",
-            base64(b"MZ not really").as_bytes(),
+            support::base64(b"MZ not really", Some(76)).as_bytes(),
         ),
     ]);
     let r = scan(&base_fields(&[MIXED]), &body);
@@ -476,7 +463,7 @@ fn blocked_content_type() {
         (TEXT, b"Update attached."),
         (
             "Content-Type: Application/X-MSDownload; name=\"update.dat\"\nContent-Transfer-Encoding: base64",
-            base64(b"MZ").as_bytes(),
+            support::base64(b"MZ", Some(76)).as_bytes(),
         ),
     ]);
     let r = scan(&base_fields(&[MIXED]), &body);
@@ -499,7 +486,7 @@ fn part_and_message_size_limits() {
         (TEXT, b"small"),
         (
             "Content-Type: image/png; name=\"big.png\"\nContent-Transfer-Encoding: base64",
-            base64(&[7u8; 5000]).as_bytes(),
+            support::base64(&[7u8; 5000], Some(76)).as_bytes(),
         ),
     ]);
     let r = scan_with(&scanner, &base_fields(&[MIXED]), &body);
@@ -539,7 +526,7 @@ fn unterminated_boundary_still_finds_eicar() {
         (TEXT, b"Hello"),
         (
             "Content-Type: application/octet-stream; name=\"e.bin\"\nContent-Transfer-Encoding: base64",
-            base64(&eicar()).as_bytes(),
+            support::base64(&eicar(), Some(76)).as_bytes(),
         ),
     ]);
     body.truncate(body.len() - b"--b1--\n".len());
@@ -555,7 +542,7 @@ fn unterminated_boundary_still_finds_eicar() {
 #[test]
 fn broken_base64_is_decoded_leniently() {
     // Junk characters inside the base64 make a strict decoder give up on the part.
-    let b64 = base64(&eicar());
+    let b64 = support::base64(&eicar(), Some(76));
     let junk = format!("{}*{}", &b64[..20], &b64[20..]);
     let body =
         multipart(&[("Content-Type: application/octet-stream\nContent-Transfer-Encoding: base64", junk.as_bytes())]);
@@ -669,7 +656,7 @@ fn mime_ish() -> impl Strategy<Value = Vec<u8>> {
         Just(b"\n".to_vec()),
         Just(b"=\n".to_vec()),
         Just(b"=?utf-8?B?".to_vec()),
-        Just(base64(b"hello").into_bytes()),
+        Just(support::base64(b"hello", Some(76)).into_bytes()),
         Just(eicar()),
         proptest::collection::vec(any::<u8>(), 0..40),
     ];

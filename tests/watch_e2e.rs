@@ -37,23 +37,6 @@ fn eicar() -> String {
     String::from_utf8(spoolsift::stages::content::eicar::signature()).unwrap()
 }
 
-/// Base64 without a dependency: the tests need it for one attachment.
-fn base64(data: &[u8]) -> String {
-    const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in data.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, &b)| acc | (u32::from(b) << (16 - 8 * i)));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(T[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 fn traffic(n: usize) -> Vec<(Sent, Envelope<'static>, Vec<u8>)> {
     let mut out = Vec::new();
     for i in 0..n {
@@ -67,7 +50,7 @@ fn traffic(n: usize) -> Vec<(Sent, Envelope<'static>, Vec<u8>)> {
             1 => {
                 let b = format!(
                     "--b1\nContent-Type: text/plain\n\nSee attachment.\n--b1\nContent-Type: application/octet-stream; name=\"t.com\"\nContent-Transfer-Encoding: base64\n\n{}\n--b1--\n",
-                    base64(eicar().as_bytes())
+                    support::base64(eicar().as_bytes(), None)
                 );
                 ("multipart/mixed; boundary=\"b1\"", b.into_bytes())
             }

@@ -125,6 +125,19 @@ pub fn poll_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     true
 }
 
+/// Base64 (RFC 4648, padded) of `data`, in lines of `width` characters joined by `\n` (76 for a
+/// MIME body, RFC 2045 §6.8), or on one line.
+pub fn base64(data: &[u8], width: Option<usize>) -> String {
+    use base64::Engine;
+    let text = base64::engine::general_purpose::STANDARD.encode(data);
+    match width {
+        None => text,
+        Some(w) => {
+            text.as_bytes().chunks(w).map(|l| String::from_utf8_lossy(l).into_owned()).collect::<Vec<_>>().join("\n")
+        }
+    }
+}
+
 /// A free loopback port (bound and released; the instance binds it right after).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
