@@ -26,6 +26,21 @@ use crate::state::{ClaimRecord, ClaimState};
 /// Envelope recipients, as the spool holds them.
 type Recipients = Vec<Vec<u8>>;
 
+/// A copy on its way into Exim's spool: its journal record (which names the target id and the
+/// recipients it hands on), the `-H` it will have there, and what is said of it.
+struct Requeuing {
+    rec: ClaimRecord,
+    header: SpoolHeader,
+    handled: Handled,
+}
+
+/// A copy whose `-H` is in place under `id`: Exim owns it now.
+struct Published {
+    rec: ClaimRecord,
+    id: MessageId,
+    handled: Handled,
+}
+
 impl Engine<'_> {
     /// Act on a scanned batch: journal, re-queue with group commit, quarantine, defer, clean up.
     /// Batches must be committed one at a time, in the order they were claimed.
@@ -70,7 +85,7 @@ impl Engine<'_> {
         // their claims.
         let mut quarantined: Vec<(String, Vec<Vec<u8>>)> = Vec::new();
         let mut journal_updates: Vec<ClaimRecord> = Vec::new();
-        let mut committing: Vec<(ClaimRecord, SpoolHeader, Vec<Vec<u8>>, Handled)> = Vec::new();
+        let mut committing: Vec<Requeuing> = Vec::new();
         let mut handled_all = Vec::new();
         // Recipients each original message hands on in this batch: two copies of one message
         // (queuefile's per-recipient retries) must not both deliver the same recipient.
@@ -189,22 +204,22 @@ impl Engine<'_> {
                             rec.target_id = Some(header.id.to_string());
                             rec.handing_on = owed.clone();
                             handled.target_id = rec.target_id.clone();
-                            committing.push((rec, header, owed, handled));
+                            committing.push(Requeuing { rec, header, handled });
                         }
                     }
                 }
             }
         }
-        journal_updates.extend(committing.iter().map(|c| c.0.clone()));
+        journal_updates.extend(committing.iter().map(|c| c.rec.clone()));
         self.db.put(&journal_updates).map_err(io::Error::other)?;
         // Before the commit point, so that Exim never delivers a re-queued message whose verdict
         // it cannot look up. A commit that rolls back is processed again and recorded again.
-        self.record_verdicts(committing.iter().map(|c| &c.3), now);
+        self.record_verdicts(committing.iter().map(|c| &c.handled), now);
 
         // Step 2: every -D and every -H under its temporary name, then one sync per directory.
         let mut dirs = std::collections::BTreeSet::new();
         let mut written = Vec::new();
-        for (rec, header, owed, handled) in committing {
+        for Requeuing { rec, header, handled } in committing {
             let (_, dp) = self.dirs.files(&rec.key);
             let result = if header.id.as_str() == rec.original_id {
                 requeue::write_data(&self.target, &header.id, BodyPlan::Link(&dp))
@@ -221,7 +236,7 @@ impl Engine<'_> {
             match result {
                 Ok(_) => {
                     dirs.insert(self.target.dir_for(&header.id));
-                    written.push((rec, header, owed, handled));
+                    written.push(Requeuing { rec, header, handled });
                 }
                 // Still `Committing`: a crash here is rolled back whatever is on disk.
                 Err(e) => self.back_to_claimed(rec, &format!("writing into the spool: {e}"))?,
@@ -230,17 +245,17 @@ impl Engine<'_> {
         for d in &dirs {
             requeue::sync_dir(d)?;
         }
-        let mut data_written: Vec<ClaimRecord> = written.iter().map(|w| w.0.clone()).collect();
+        let mut data_written: Vec<ClaimRecord> = written.iter().map(|w| w.rec.clone()).collect();
         data_written.iter_mut().for_each(|r| r.state = ClaimState::DataWritten);
         self.db.put(&data_written).map_err(io::Error::other)?;
 
         // Step 3: rename every -H into place (the commit points), then the directory syncs.
         let mut committed = Vec::new();
-        for (mut rec, header, owed, handled) in written {
+        for Requeuing { mut rec, header, handled } in written {
             match requeue::publish_header(&self.target, &header.id) {
                 Ok(c) => {
                     rec.state = ClaimState::Committed;
-                    committed.push((rec, c.id, owed, handled));
+                    committed.push(Published { rec, id: c.id, handled });
                 }
                 Err(e) => {
                     // The -D goes first and the temporary -H last, after the journal says
@@ -257,12 +272,12 @@ impl Engine<'_> {
             requeue::sync_dir(d)?;
         }
         let expires = now + self.retention_secs;
-        let records: Vec<ClaimRecord> = committed.iter().map(|c| c.0.clone()).collect();
+        let records: Vec<ClaimRecord> = committed.iter().map(|c| c.rec.clone()).collect();
         self.db.commit_with_dedupe(&records, expires).map_err(io::Error::other)?;
 
         // Step 4: cleanup.
         let mut kick = Vec::new();
-        for (rec, id, _, handled) in committed {
+        for Published { rec, id, handled } in committed {
             let (hp, dp) = self.dirs.files(&rec.key);
             remove_pair(&hp, &dp)?;
             done_keys.push(rec.key);
