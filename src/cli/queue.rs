@@ -305,24 +305,26 @@ fn serve(args: &Args) -> Result<i32, String> {
             let db = db.as_ref().ok_or("no journal yet: nothing is deferred")?;
             let all_claims = db.all().map_err(|e| e.to_string())?;
             let waiting = |r: &ClaimRecord| r.state == ClaimState::Claimed && r.scan_run.is_none();
-            let targets: Vec<String> = if *all {
-                all_claims.iter().filter(|r| waiting(r) && !r.held).map(|r| r.key.clone()).collect()
+            let targets: Vec<&ClaimRecord> = if *all {
+                all_claims.iter().filter(|r| waiting(r) && !r.held).collect()
             } else {
-                let keys = keys_for(db, ids)?;
-                if let Some(r) = all_claims.iter().find(|r| r.held && keys.contains(&r.key)) {
+                let named = claims_for(&all_claims, ids)?;
+                if let Some(r) = named.iter().find(|r| r.held) {
                     return Err(format!("{} is held: `spoolsift queue release` it to try it again", r.key));
                 }
-                keys
+                named
             };
             change(db, &targets, "retry", |r| r.not_before = 0)
         }
         Sub::Hold { ids } => {
             let db = db.as_ref().ok_or("no journal yet: nothing is deferred")?;
-            change(db, &keys_for(db, ids)?, "hold", |r| r.held = true)
+            let all_claims = db.all().map_err(|e| e.to_string())?;
+            change(db, &claims_for(&all_claims, ids)?, "hold", |r| r.held = true)
         }
         Sub::Release { ids } => {
             let db = db.as_ref().ok_or("no journal yet: nothing is deferred")?;
-            change(db, &keys_for(db, ids)?, "release", |r| {
+            let all_claims = db.all().map_err(|e| e.to_string())?;
+            change(db, &claims_for(&all_claims, ids)?, "release", |r| {
                 r.held = false;
                 r.not_before = 0;
             })
@@ -330,26 +332,24 @@ fn serve(args: &Args) -> Result<i32, String> {
     }
 }
 
-/// The claim keys of the given ids (an Exim id may name several copies of one message).
-fn keys_for(db: &StateDb<'_>, ids: &[String]) -> Result<Vec<String>, String> {
-    let all = db.all().map_err(|e| e.to_string())?;
-    let mut keys = Vec::new();
+/// The claims of the given ids (an Exim id may name several copies of one message).
+fn claims_for<'a>(all: &'a [ClaimRecord], ids: &[String]) -> Result<Vec<&'a ClaimRecord>, String> {
+    let mut claims = Vec::new();
     for id in ids {
-        let found: Vec<&ClaimRecord> = all
-            .iter()
-            .filter(|r| r.key == *id || r.original_id == *id || r.target_id.as_deref() == Some(id.as_str()))
-            .collect();
-        if found.is_empty() {
+        let before = claims.len();
+        claims.extend(
+            all.iter().filter(|r| r.key == *id || r.original_id == *id || r.target_id.as_deref() == Some(id.as_str())),
+        );
+        if claims.len() == before {
             return Err(format!("no deferred or held message {id} (see `spoolsift queue list`)"));
         }
-        keys.extend(found.into_iter().map(|r| r.key.clone()));
     }
-    Ok(keys)
+    Ok(claims)
 }
 
-fn change(db: &StateDb<'_>, keys: &[String], what: &str, f: impl Fn(&mut ClaimRecord)) -> Result<i32, String> {
+fn change(db: &StateDb<'_>, claims: &[&ClaimRecord], what: &str, f: impl Fn(&mut ClaimRecord)) -> Result<i32, String> {
     let mut code = exit::OK;
-    for key in keys {
+    for key in claims.iter().map(|c| &c.key) {
         match db.update_waiting(key, &f).map_err(|e| e.to_string())? {
             Some(true) => crate::outln!("{what}: {key}"),
             Some(false) => {

@@ -199,25 +199,11 @@ fn update_gauges(engine: &Engine<'_>, metrics: &Metrics) {
 /// here as a growing depth or age, not in spoolsift's own gauges.
 fn exim_queue(input: &Path) -> (u64, u64) {
     let now = crate::state::journal::now_secs();
-    let (mut depth, mut oldest) = (0u64, 0u64);
-    let mut count = |dir: &Path| {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
-        for e in entries.flatten() {
-            if let Some(id) = crate::spool::MessageId::from_file_name(e.file_name().as_encoded_bytes(), b'H') {
-                depth += 1;
-                oldest = oldest.max(now.saturating_sub(id.time()));
-            }
-        }
-    };
-    count(input);
-    if let Ok(entries) = std::fs::read_dir(input) {
-        for e in entries.flatten() {
-            if e.file_name().len() == 1 && e.file_type().is_ok_and(|t| t.is_dir()) {
-                count(&e.path());
-            }
-        }
-    }
-    (depth, oldest)
+    // The intake's own listing of an Exim spool: `input/` and its split subdirectories.
+    let Some(spool) = input.parent() else { return (0, 0) };
+    let pairs = QueuefileDir::exim_spool(spool, Duration::ZERO).list().unwrap_or_default();
+    let oldest = pairs.iter().map(|p| now.saturating_sub(p.id.time())).max().unwrap_or(0);
+    (pairs.len() as u64, oldest)
 }
 
 fn stage_names(engine: &Engine<'_>) -> String {
@@ -269,9 +255,9 @@ pub fn run(args: &Args) -> i32 {
 }
 
 fn serve(args: &Args) -> Result<(), String> {
-    // load() checks the whole definition (the sealer included) before anything starts; the
-    // builder below takes the sealer and the rest from the same definition.
-    let (cfg, stages, _) = load(args)?;
+    // load() builds the stages and the sealer, checking the whole definition before anything
+    // starts; the builder takes them and the rest from the same definition.
+    let (cfg, stages, sealer) = load(args)?;
     let intake_cfg = cfg.intake.clone().expect("checked by load");
     let rq = cfg.requeue.clone().expect("checked by load");
     for (key, dir) in [
@@ -334,7 +320,7 @@ fn serve(args: &Args) -> Result<(), String> {
         None => None,
     };
     let mut engine = EngineBuilder::new(cfg, db, dirs, intake, target)
-        .stages(stages)
+        .built(stages, sealer)
         .kicks((rq.kick != KickMode::Off).then(|| kicks.clone()))
         .verdicts(verdict_db)
         .build()?;

@@ -14,6 +14,7 @@ use crate::pipeline::config::{default_retention, PipelineConfig};
 use crate::requeue::{KickQueue, Marker, TargetSpool, Transform};
 use crate::sinks::quarantine::QuarantineStore;
 use crate::spool::{IdFormat, IdMinter};
+use crate::stages::arc::Sealer;
 use crate::stages::Stage;
 use crate::state::verdicts::VerdictDb;
 use crate::state::StateDb;
@@ -25,6 +26,7 @@ pub struct EngineBuilder<'e> {
     intake: QueuefileDir,
     target: TargetSpool,
     stages: Option<Vec<Box<dyn Stage>>>,
+    sealer: Option<Option<Sealer>>,
     clock: Clock,
     minters: Option<[IdMinter; 2]>,
     kicks: Option<KickQueue>,
@@ -48,6 +50,7 @@ impl<'e> EngineBuilder<'e> {
             intake,
             target,
             stages: None,
+            sealer: None,
             clock: Clock::System,
             minters: None,
             kicks: None,
@@ -58,6 +61,14 @@ impl<'e> EngineBuilder<'e> {
     /// These stages instead of the ones the pipeline defines (a test's own).
     pub fn stages(mut self, stages: Vec<Box<dyn Stage>>) -> Self {
         self.stages = Some(stages);
+        self
+    }
+
+    /// The stages and ARC sealer already built from this same pipeline (the daemon builds them
+    /// to check the whole definition before anything starts; they are not built twice).
+    pub fn built(mut self, stages: Vec<Box<dyn Stage>>, sealer: Option<Sealer>) -> Self {
+        self.stages = Some(stages);
+        self.sealer = Some(sealer);
         self
     }
 
@@ -86,7 +97,10 @@ impl<'e> EngineBuilder<'e> {
             Some(s) => s,
             None => build::stages(&self.pipeline).map_err(|e| e.to_string())?,
         };
-        let sealer = build::arc_sealer(&self.pipeline).map_err(|e| e.to_string())?;
+        let sealer = match self.sealer {
+            Some(s) => s,
+            None => build::arc_sealer(&self.pipeline).map_err(|e| e.to_string())?,
+        };
         let (marker, retention_secs) = match &self.pipeline.requeue {
             Some(r) => (Marker::named(&r.marker, "yes")?, r.dedupe_retention_secs),
             None => (Marker::default(), default_retention()),

@@ -151,11 +151,10 @@ impl Engine<'_> {
                     handled.quarantine_key = Some(rec.key.clone());
                     handled_all.push(handled);
                 }
-                Plan::Defer { handled } => {
+                Plan::Defer { mut handled } => {
                     rec.attempts += 1;
                     rec.deferred_because = Some(handled.reasons.join("; "));
                     rec.not_before = now + self.pipeline.defer.backoff(rec.attempts);
-                    let mut handled = handled;
                     handled.next_try = Some(rec.not_before);
                     rec.scan_finished();
                     journal_updates.push(rec);

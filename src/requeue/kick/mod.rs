@@ -194,10 +194,6 @@ pub fn classify(target: &TargetSpool, id: &MessageId, run: &ExitReport) -> KickO
     let input = &target.input;
     let find = |suffix| paths::candidate_paths(input, id, suffix).into_iter().find(|p| p.exists());
     let Some(header) = find('H') else { return KickOutcome::Delivered };
-    let said = exim_said(&run.stderr, id);
-    // The message log sits in the same place under msglog/ as the -H under input/.
-    let split = header.parent() != Some(input.as_path());
-    let (last_log, tried) = msglog_tail(input, id, split, run.started);
     // Another Exim process (a queue runner) delivering it now holds the -D's lock; its -J is
     // live, not left behind.
     if let Some(data) = find('D') {
@@ -205,6 +201,10 @@ pub fn classify(target: &TargetSpool, id: &MessageId, run: &ExitReport) -> KickO
             return KickOutcome::StillQueued("another Exim process is delivering it".into());
         }
     }
+    let said = exim_said(&run.stderr, id);
+    // The message log sits in the same place under msglog/ as the -H under input/.
+    let split = header.parent() != Some(input.as_path());
+    let (last_log, tried) = msglog_tail(input, id, split, run.started);
     if let Some(journal) = find('J') {
         // Exim writes each address to the -J as it is delivered, and folds the list into the
         // -H when the delivery ends; a -J left behind means the delivery process died.
