@@ -44,6 +44,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use spoolsift::engine::Outcome;
+use spoolsift::pipeline::Action;
 use spoolsift::pipeline::PipelineConfig;
 use spoolsift::spool::{DataFile, MessageId, MessageView, SpoolHeader};
 use spoolsift::stages::arc::verify::ArcStatus;
@@ -413,11 +415,11 @@ fn main() {
     for round in 1..=rounds {
         let alone = (!engine_only).then(|| clamd_alone(&format!("round {round}")));
         let mut check = |h: &spoolsift::engine::Handled| {
-            assert_eq!(h.action.name(), "deliver", "{}: {:?}", h.original_id, h);
-            for (stage, word, us) in &h.stages {
-                let want = spoolsift::pipeline::policy::verdict_text(&expected(stage, index[&h.original_id]));
-                assert_eq!(*word, want, "{}: stage {stage}", h.original_id);
-                in_engine.entry(stage.clone()).or_default().push(Duration::from_micros(*us as u64));
+            assert_eq!(h.action, Outcome::Acted(Action::Deliver), "{}: {:?}", h.original_id, h);
+            for s in &h.stages {
+                let want = expected(&s.stage, index[&h.original_id]).to_string();
+                assert_eq!(s.text, want, "{}: stage {}", h.original_id, s.stage);
+                in_engine.entry(s.stage.clone()).or_default().push(s.elapsed);
             }
         };
         let double_before = dccifd.cpu_seconds();

@@ -47,7 +47,7 @@ impl Histogram {
 #[derive(Debug, Default)]
 struct Inner {
     messages: BTreeMap<String, u64>,
-    stage_results: BTreeMap<(String, String), u64>,
+    stage_results: BTreeMap<(String, &'static str), u64>,
     durations: BTreeMap<String, Histogram>,
     backend_up: BTreeMap<String, bool>,
     queue_depth: u64,
@@ -68,26 +68,6 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
     }
-}
-
-/// The verdict class of a stage result as `Handled::stages` words it (`policy::verdict_text`,
-/// or a `StageError`'s text): one of clean|infected|blocked|spam|neutral|pass|fail|error.
-pub fn verdict_class(text: &str) -> &'static str {
-    match text {
-        "clean" => "clean",
-        "spam" => "spam",
-        "neutral" => "neutral",
-        "auth pass" => "pass",
-        "auth fail" => "fail",
-        t if t.starts_with("infected") => "infected",
-        t if t.starts_with("blocked") => "blocked",
-        _ => "error",
-    }
-}
-
-/// Whether a stage result is a temporary failure (the backend is considered down).
-fn temporary_failure(text: &str) -> bool {
-    text.starts_with("temporary failure")
 }
 
 impl Metrics {
@@ -118,10 +98,10 @@ impl Metrics {
         let mut m = self.lock();
         for h in handled {
             *m.messages.entry(h.action.name().to_string()).or_default() += 1;
-            for (stage, verdict, micros) in &h.stages {
-                *m.stage_results.entry((stage.clone(), verdict_class(verdict).to_string())).or_default() += 1;
-                m.durations.entry(stage.clone()).or_default().observe(*micros);
-                m.backend_up.insert(stage.clone(), !temporary_failure(verdict));
+            for s in &h.stages {
+                *m.stage_results.entry((s.stage.clone(), s.class.name())).or_default() += 1;
+                m.durations.entry(s.stage.clone()).or_default().observe(s.elapsed.as_micros());
+                m.backend_up.insert(s.stage.clone(), !s.temporary_failure);
             }
         }
     }
@@ -351,12 +331,16 @@ fn answer<B>(req: &hyper::Request<B>, metrics: &Metrics) -> hyper::Response<http
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::StageLine;
+    use crate::pipeline::run::StageOutcome;
     use crate::pipeline::Action;
+    use crate::stages::{StageError, StageResult, Verdict};
     use std::io::{Read, Write};
     use std::net::TcpStream;
+    use std::time::Duration;
     use std::time::Instant;
 
-    fn handled(action: Outcome, stages: &[(&str, &str, u128)]) -> Handled {
+    fn handled(action: Outcome, stages: &[(&str, Result<Verdict, StageError>, u64)]) -> Handled {
         Handled {
             original_id: "1xXYfU-00034G-1x".into(),
             target_id: None,
@@ -364,25 +348,17 @@ mod tests {
             sender: String::new(),
             recipients: Vec::new(),
             reasons: Vec::new(),
-            stages: stages.iter().map(|(s, v, us)| (s.to_string(), v.to_string(), *us)).collect(),
+            stages: stages
+                .iter()
+                .map(|(stage, result, us)| {
+                    StageLine::of(&StageOutcome {
+                        stage: stage.to_string(),
+                        result: result.clone().map(StageResult::new),
+                        elapsed: Duration::from_micros(*us),
+                    })
+                })
+                .collect(),
             ..Handled::default()
-        }
-    }
-
-    #[test]
-    fn verdict_classes() {
-        for (text, class) in [
-            ("clean", "clean"),
-            ("infected (Eicar-Test-Signature)", "infected"),
-            ("blocked (sha256)", "blocked"),
-            ("spam", "spam"),
-            ("neutral", "neutral"),
-            ("auth pass", "pass"),
-            ("auth fail", "fail"),
-            ("temporary failure: connection refused", "error"),
-            ("permanent failure: too big", "error"),
-        ] {
-            assert_eq!(verdict_class(text), class, "{text}");
         }
     }
 
@@ -436,9 +412,15 @@ spoolsift_exim_oldest_message_age_seconds 0
         let m = Metrics::new();
         m.register_stage("clamav");
         m.record(&[
-            handled(Outcome::Acted(Action::Deliver), &[("clamav", "clean", 1500)]),
-            handled(Outcome::Acted(Action::Quarantine), &[("clamav", "infected (Eicar)", 20_000)]),
-            handled(Outcome::Acted(Action::Defer), &[("clamav", "temporary failure: connection refused", 12_000_000)]),
+            handled(Outcome::Acted(Action::Deliver), &[("clamav", Ok(Verdict::Clean), 1500)]),
+            handled(
+                Outcome::Acted(Action::Quarantine),
+                &[("clamav", Ok(Verdict::Infected { name: "Eicar".into() }), 20_000)],
+            ),
+            handled(
+                Outcome::Acted(Action::Defer),
+                &[("clamav", Err(StageError::Temporary("connection refused".into())), 12_000_000)],
+            ),
             handled(Outcome::Rejected, &[]),
         ]);
         m.set_queue(3, 42);
@@ -509,7 +491,7 @@ spoolsift_exim_oldest_message_age_seconds 3600
 ";
         assert_eq!(m.render(), expected);
         // The backend comes back with its next good answer.
-        m.record(&[handled(Outcome::Acted(Action::Deliver), &[("clamav", "clean", 10)])]);
+        m.record(&[handled(Outcome::Acted(Action::Deliver), &[("clamav", Ok(Verdict::Clean), 10)])]);
         assert!(m.render().contains("spoolsift_backend_up{stage=\"clamav\"} 1\n"));
     }
 

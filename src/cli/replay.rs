@@ -192,7 +192,7 @@ fn action_entry(h: &Handled, work: &Path) -> serde_json::Value {
         "action": h.action,
         "recipients": h.recipients,
         "reasons": h.reasons.iter().map(|r| capture_path(r, work)).collect::<Vec<_>>(),
-        "stages": h.stages.iter().map(|(stage, verdict, _)| json!({ "stage": stage, "verdict": verdict })).collect::<Vec<_>>(),
+        "stages": h.stages.iter().map(|s| json!({ "stage": s.stage, "verdict": s.text })).collect::<Vec<_>>(),
     })
 }
 

@@ -39,6 +39,7 @@ use std::io::{self, Read, Seek};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use rayon::prelude::*;
 use serde_json::json;
@@ -52,7 +53,7 @@ use crate::requeue::{self, KickQueue, TargetSpool, Transform};
 use crate::sinks::quarantine::QuarantineStore;
 use crate::spool::{DataFile, IdMinter, MessageId, MessageView, OptionLine, SpoolError, SpoolHeader};
 use crate::stages::arc::{cv_of, Sealer};
-use crate::stages::Stage;
+use crate::stages::{Stage, StageError, Verdict, VerdictClass};
 use crate::state::verdicts::VerdictDb;
 use crate::state::{ClaimRecord, ClaimState, StateDb};
 pub use commit::remove_pair;
@@ -148,7 +149,7 @@ pub struct Handled {
     pub sender: String,
     pub recipients: Vec<String>,
     pub reasons: Vec<String>,
-    pub stages: Vec<(String, String, u128)>,
+    pub stages: Vec<StageLine>,
     /// Exim's message size (`S=`).
     pub size: Option<u64>,
     /// The sending host's address and HELO name, from the `-H` (`-host_address`, `-helo_name`).
@@ -162,6 +163,34 @@ pub struct Handled {
     pub next_try: Option<u64>,
 }
 
+/// What one stage said of a message, as the log line and the metrics need it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageLine {
+    pub stage: String,
+    pub class: VerdictClass,
+    /// The stage could not answer now: its service counts as down.
+    pub temporary_failure: bool,
+    /// The verdict or the failure in words.
+    pub text: String,
+    pub elapsed: Duration,
+}
+
+impl StageLine {
+    pub fn of(o: &StageOutcome) -> StageLine {
+        let (class, text) = match &o.result {
+            Ok(r) => (r.verdict.class(), r.verdict.to_string()),
+            Err(e) => (VerdictClass::Error, e.to_string()),
+        };
+        StageLine {
+            stage: o.stage.clone(),
+            class,
+            temporary_failure: matches!(o.result, Err(StageError::Temporary(_))),
+            text,
+            elapsed: o.elapsed,
+        }
+    }
+}
+
 impl Handled {
     /// One line per message, in the spirit of Exim's mainlog.
     pub fn log_line(&self) -> String {
@@ -169,7 +198,8 @@ impl Handled {
             Some(t) if *t != self.original_id => format!("{} -> {t}", self.original_id),
             _ => self.original_id.clone(),
         };
-        let stages: Vec<String> = self.stages.iter().map(|(s, v, us)| format!("{s}={v}/{}ms", us / 1000)).collect();
+        let stages: Vec<String> =
+            self.stages.iter().map(|s| format!("{}={}/{}ms", s.stage, s.text, s.elapsed.as_millis())).collect();
         let mut line = format!("{ids} <{}> for {}", self.sender, self.recipients.join(" "));
         // Exim's own mainlog tags, so the line reads like the `<=` line it follows.
         if let Some(size) = self.size {
@@ -471,7 +501,7 @@ impl<'e> Engine<'e> {
         }
         handled.action = Outcome::Acted(decision.action);
         handled.reasons = decision.reasons.clone();
-        handled.stages = outcomes.iter().map(|o| (o.stage.clone(), outcome_word(o), o.elapsed.as_micros())).collect();
+        handled.stages = outcomes.iter().map(StageLine::of).collect();
         Ok(match decision.action {
             Action::Deliver | Action::Hold => {
                 let header = self.annotate(header, &data, &outcomes, &decision, &pending, &owed)?;
@@ -583,15 +613,8 @@ impl<'e> Engine<'e> {
 /// A message's verdict in words, for the verdict database.
 pub fn verdict_of(h: &Handled) -> String {
     if h.reasons.is_empty() {
-        "clean".into()
+        Verdict::Clean.to_string()
     } else {
         h.reasons.join("; ")
-    }
-}
-
-fn outcome_word(o: &StageOutcome) -> String {
-    match &o.result {
-        Ok(r) => crate::pipeline::policy::verdict_text(&r.verdict),
-        Err(e) => e.to_string(),
     }
 }

@@ -4,11 +4,11 @@
 
 use serde::Deserialize;
 
-use super::policy::{verdict_text, Action, Decision};
+use super::policy::{Action, Decision};
 use super::run::StageOutcome;
 use crate::spool::headers::sanitize;
 use crate::spool::{HeaderError, Position, Removal, SpoolHeader};
-use crate::stages::{authres, Verdict};
+use crate::stages::{authres, Verdict, VerdictClass};
 
 /// What headers to add. Templates may use `{verdict}`, `{action}`, `{virus}`, `{version}`,
 /// `{stages}` and `{id}`.
@@ -121,18 +121,18 @@ impl InjectConfig {
             .map_or_else(
                 || {
                     if decision.action == Action::Deliver {
-                        "clean".to_string()
+                        VerdictClass::Clean.name().to_string()
                     } else {
                         decision.action.name().to_string()
                     }
                 },
-                verdict_text,
+                Verdict::to_string,
             );
         let stages = outcomes
             .iter()
             .map(|o| match &o.result {
-                Ok(r) => format!("{}={}", o.stage, short(&r.verdict)),
-                Err(_) => format!("{}=error", o.stage),
+                Ok(r) => format!("{}={}", o.stage, r.verdict.class().name()),
+                Err(_) => format!("{}={}", o.stage, VerdictClass::Error.name()),
             })
             .collect::<Vec<_>>()
             .join(" ");
@@ -191,18 +191,6 @@ impl InjectConfig {
             }
         }
         Ok(())
-    }
-}
-
-fn short(v: &Verdict) -> &'static str {
-    match v {
-        Verdict::Clean => "clean",
-        Verdict::Infected { .. } => "infected",
-        Verdict::Blocked { .. } => "blocked",
-        Verdict::Spam => "spam",
-        Verdict::Neutral => "neutral",
-        Verdict::AuthFail => "fail",
-        Verdict::AuthPass => "pass",
     }
 }
 

@@ -117,7 +117,7 @@ impl Policy {
         let mut reasons = Vec::new();
         for o in outcomes {
             let (a, why) = match &o.result {
-                Ok(r) => (self.for_verdict(&r.verdict), verdict_text(&r.verdict)),
+                Ok(r) => (self.for_verdict(&r.verdict), r.verdict.to_string()),
                 Err(e @ StageError::Temporary(_)) => (self.temporary_failure, e.to_string()),
                 Err(e @ StageError::Permanent(_)) => (self.permanent_failure, e.to_string()),
             };
@@ -127,19 +127,6 @@ impl Policy {
             action = action.max(a);
         }
         Decision { action, reasons }
-    }
-}
-
-/// A verdict in words, for logs and headers.
-pub fn verdict_text(v: &Verdict) -> String {
-    match v {
-        Verdict::Clean => "clean".into(),
-        Verdict::Infected { name } => format!("infected ({name})"),
-        Verdict::Blocked { rule } => format!("blocked ({rule})"),
-        Verdict::Spam => "spam".into(),
-        Verdict::Neutral => "neutral".into(),
-        Verdict::AuthFail => "auth fail".into(),
-        Verdict::AuthPass => "auth pass".into(),
     }
 }
 

@@ -28,6 +28,66 @@ pub enum Verdict {
     AuthPass,
 }
 
+impl Verdict {
+    /// Its kind, as metrics label it and our status header names it.
+    pub fn class(&self) -> VerdictClass {
+        match self {
+            Verdict::Clean => VerdictClass::Clean,
+            Verdict::Infected { .. } => VerdictClass::Infected,
+            Verdict::Blocked { .. } => VerdictClass::Blocked,
+            Verdict::Spam => VerdictClass::Spam,
+            Verdict::Neutral => VerdictClass::Neutral,
+            Verdict::AuthFail => VerdictClass::Fail,
+            Verdict::AuthPass => VerdictClass::Pass,
+        }
+    }
+}
+
+/// A verdict in words, for logs, headers and reports: `infected (Eicar-Test-Signature)`.
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Verdict::Clean => f.write_str("clean"),
+            Verdict::Infected { name } => write!(f, "infected ({name})"),
+            Verdict::Blocked { rule } => write!(f, "blocked ({rule})"),
+            Verdict::Spam => f.write_str("spam"),
+            Verdict::Neutral => f.write_str("neutral"),
+            Verdict::AuthFail => f.write_str("auth fail"),
+            Verdict::AuthPass => f.write_str("auth pass"),
+        }
+    }
+}
+
+/// What kind of answer a stage gave, without its particulars: a verdict's kind, or `Error` when
+/// the stage could not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum VerdictClass {
+    Clean,
+    Infected,
+    Blocked,
+    Spam,
+    Neutral,
+    Pass,
+    Fail,
+    Error,
+}
+
+impl VerdictClass {
+    /// The word for it in metrics labels and our status header.
+    pub fn name(self) -> &'static str {
+        match self {
+            VerdictClass::Clean => "clean",
+            VerdictClass::Infected => "infected",
+            VerdictClass::Blocked => "blocked",
+            VerdictClass::Spam => "spam",
+            VerdictClass::Neutral => "neutral",
+            VerdictClass::Pass => "pass",
+            VerdictClass::Fail => "fail",
+            VerdictClass::Error => "error",
+        }
+    }
+}
+
 /// A stage's answer.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct StageResult {
@@ -105,3 +165,24 @@ pub mod clamav;
 pub mod content;
 pub mod dcc;
 pub mod net;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts_in_words_and_classes() {
+        for (v, text, class) in [
+            (Verdict::Clean, "clean", "clean"),
+            (Verdict::Infected { name: "Eicar-Test-Signature".into() }, "infected (Eicar-Test-Signature)", "infected"),
+            (Verdict::Blocked { rule: "sha256".into() }, "blocked (sha256)", "blocked"),
+            (Verdict::Spam, "spam", "spam"),
+            (Verdict::Neutral, "neutral", "neutral"),
+            (Verdict::AuthPass, "auth pass", "pass"),
+            (Verdict::AuthFail, "auth fail", "fail"),
+        ] {
+            assert_eq!((v.to_string().as_str(), v.class().name()), (text, class));
+        }
+        assert_eq!(VerdictClass::Error.name(), "error");
+    }
+}
