@@ -78,6 +78,46 @@ pub fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+/// A state store operation that failed: what it was doing, on which claim if one, and LMDB's
+/// error. It reaches the log whole, so an admin reads "recording the recipients handed on
+/// (3.1xXOQD-0004A8-22): MDB_MAP_FULL" rather than LMDB's words alone.
+#[derive(Debug, thiserror::Error)]
+#[error("state store: {doing}{}: {source}", key.as_deref().map(|k| format!(" ({k})")).unwrap_or_default())]
+pub struct StateError {
+    pub doing: &'static str,
+    /// The claim it was about, when it was about one.
+    pub key: Option<String>,
+    #[source]
+    pub source: heed::Error,
+}
+
+/// The engine's file work and its journal writes fail together: a journal error is carried as
+/// an I/O error of kind `Other` whose inner error is the [`StateError`] itself.
+impl From<StateError> for std::io::Error {
+    fn from(e: StateError) -> std::io::Error {
+        std::io::Error::other(e)
+    }
+}
+
+/// Name what a heed call was doing.
+trait Doing<T> {
+    fn doing(self, doing: &'static str) -> Result<T, StateError>;
+}
+
+impl<T> Doing<T> for heed::Result<T> {
+    fn doing(self, doing: &'static str) -> Result<T, StateError> {
+        self.map_err(|source| StateError { doing, key: None, source })
+    }
+}
+
+/// The key of the only record of a one-record write, for the error.
+fn only_key(records: &[ClaimRecord]) -> Option<String> {
+    match records {
+        [one] => Some(one.key.clone()),
+        _ => None,
+    }
+}
+
 /// The databases of an open LMDB environment (see [`open_env`]).
 pub struct StateDb<'e> {
     env: &'e Env,
@@ -118,7 +158,11 @@ pub fn require_free_space(dir: &Path, min: u64) -> std::io::Result<()> {
 
 /// Open (creating) the LMDB environment in `dir`. heed refuses a second open of the same
 /// environment in one process; another process is kept out by the daemon's lock file.
-pub fn open_env(dir: &Path) -> heed::Result<Env> {
+pub fn open_env(dir: &Path) -> Result<Env, StateError> {
+    open_env_in(dir).doing("opening the LMDB environment")
+}
+
+fn open_env_in(dir: &Path) -> heed::Result<Env> {
     crate::private_files::create_dir(dir)?;
     require_free_space(dir, MIN_FREE_BYTES)?;
     // SAFETY: heed's requirement is that the environment is not opened twice in one process,
@@ -137,80 +181,105 @@ fn dedupe_key(original_id: &str, recipient: &[u8]) -> Vec<u8> {
 
 impl<'e> StateDb<'e> {
     /// Open (creating) the journal, dedupe and meta databases.
-    pub fn new(env: &'e Env) -> heed::Result<StateDb<'e>> {
-        let wtxn = env.write_txn()?;
-        let (journal, dedupe, meta) = env
-            .create_databases_and_commit(wtxn, |dbo, wtxn| {
-                let j = dbo.create_database(wtxn, Some("journal"))?;
-                let d = dbo.create_database(wtxn, Some("dedupe"))?;
-                let m = dbo.create_database(wtxn, Some("meta"))?;
-                Ok::<_, heed::Error>(CommitOrAbort::<_, ()>::Commit((j, d, m)))
-            })?
-            .unwrap_commit();
-        Ok(StateDb { env, journal, dedupe, meta })
+    pub fn new(env: &'e Env) -> Result<StateDb<'e>, StateError> {
+        let run = || -> heed::Result<StateDb<'e>> {
+            let wtxn = env.write_txn()?;
+            let (journal, dedupe, meta) = env
+                .create_databases_and_commit(wtxn, |dbo, wtxn| {
+                    let j = dbo.create_database(wtxn, Some("journal"))?;
+                    let d = dbo.create_database(wtxn, Some("dedupe"))?;
+                    let m = dbo.create_database(wtxn, Some("meta"))?;
+                    Ok::<_, heed::Error>(CommitOrAbort::<_, ()>::Commit((j, d, m)))
+                })?
+                .unwrap_commit();
+            Ok(StateDb { env, journal, dedupe, meta })
+        };
+        run().doing("opening the journal, dedupe and meta databases")
     }
 
     /// Reserve `n` claim sequence numbers, durably, returning the first.
-    pub fn reserve_seq(&self, n: u64) -> heed::Result<u64> {
-        let mut w = self.env.write_txn()?;
-        let first = self.meta.get(&w, "seq")?.unwrap_or(0);
-        self.meta.put(&mut w, "seq", &(first + n))?;
-        w.commit()?;
-        Ok(first)
+    pub fn reserve_seq(&self, n: u64) -> Result<u64, StateError> {
+        let run = || -> heed::Result<u64> {
+            let mut w = self.env.write_txn()?;
+            let first = self.meta.get(&w, "seq")?.unwrap_or(0);
+            self.meta.put(&mut w, "seq", &(first + n))?;
+            w.commit()?;
+            Ok(first)
+        };
+        run().doing("reserving claim numbers")
     }
 
     /// The number of this daemon run (one more than the last); returns (previous, this).
-    pub fn next_run(&self) -> heed::Result<(u64, u64)> {
-        let mut w = self.env.write_txn()?;
-        let prev = self.meta.get(&w, "run")?.unwrap_or(0);
-        self.meta.put(&mut w, "run", &(prev + 1))?;
-        w.commit()?;
-        Ok((prev, prev + 1))
+    pub fn next_run(&self) -> Result<(u64, u64), StateError> {
+        let run = || -> heed::Result<(u64, u64)> {
+            let mut w = self.env.write_txn()?;
+            let prev = self.meta.get(&w, "run")?.unwrap_or(0);
+            self.meta.put(&mut w, "run", &(prev + 1))?;
+            w.commit()?;
+            Ok((prev, prev + 1))
+        };
+        run().doing("numbering this run")
     }
 
     /// Write (insert or replace) records in one durable transaction.
-    pub fn put(&self, records: &[ClaimRecord]) -> heed::Result<()> {
-        let mut w = self.env.write_txn()?;
-        for r in records {
-            self.journal.put(&mut w, &r.key, r)?;
-        }
-        w.commit()
+    pub fn put(&self, records: &[ClaimRecord]) -> Result<(), StateError> {
+        let run = || -> heed::Result<()> {
+            let mut w = self.env.write_txn()?;
+            for r in records {
+                self.journal.put(&mut w, &r.key, r)?;
+            }
+            w.commit()
+        };
+        run().map_err(|source| StateError { doing: "writing claim records", key: only_key(records), source })
     }
 
     /// Write records and remember the recipients each one hands on, atomically.
-    pub fn commit_with_dedupe(&self, records: &[ClaimRecord], expires: u64) -> heed::Result<()> {
-        let mut w = self.env.write_txn()?;
-        for r in records {
-            self.journal.put(&mut w, &r.key, r)?;
-            for rcpt in &r.handing_on {
-                self.dedupe.put(&mut w, &dedupe_key(&r.original_id, rcpt), &expires)?;
+    pub fn commit_with_dedupe(&self, records: &[ClaimRecord], expires: u64) -> Result<(), StateError> {
+        let run = || -> heed::Result<()> {
+            let mut w = self.env.write_txn()?;
+            for r in records {
+                self.journal.put(&mut w, &r.key, r)?;
+                for rcpt in &r.handing_on {
+                    self.dedupe.put(&mut w, &dedupe_key(&r.original_id, rcpt), &expires)?;
+                }
             }
-        }
-        w.commit()
+            w.commit()
+        };
+        run().map_err(|source| StateError {
+            doing: "recording the recipients handed on",
+            key: only_key(records),
+            source,
+        })
     }
 
     /// Delete finished records and, in the same transaction, remember the recipients each
     /// `(original id, recipients)` put into the quarantine as handed on.
-    pub fn finish(&self, keys: &[&str], held: &[(String, Vec<Vec<u8>>)], expires: u64) -> heed::Result<()> {
-        let mut w = self.env.write_txn()?;
-        for k in keys {
-            self.journal.delete(&mut w, k)?;
-        }
-        for (id, rcpts) in held {
-            for rcpt in rcpts {
-                self.dedupe.put(&mut w, &dedupe_key(id, rcpt), &expires)?;
+    pub fn finish(&self, keys: &[&str], held: &[(String, Vec<Vec<u8>>)], expires: u64) -> Result<(), StateError> {
+        let run = || -> heed::Result<()> {
+            let mut w = self.env.write_txn()?;
+            for k in keys {
+                self.journal.delete(&mut w, k)?;
             }
-        }
-        w.commit()
+            for (id, rcpts) in held {
+                for rcpt in rcpts {
+                    self.dedupe.put(&mut w, &dedupe_key(id, rcpt), &expires)?;
+                }
+            }
+            w.commit()
+        };
+        run().doing("forgetting finished claims")
     }
 
     /// Delete finished records.
-    pub fn remove(&self, keys: &[&str]) -> heed::Result<()> {
-        let mut w = self.env.write_txn()?;
-        for k in keys {
-            self.journal.delete(&mut w, k)?;
-        }
-        w.commit()
+    pub fn remove(&self, keys: &[&str]) -> Result<(), StateError> {
+        let run = || -> heed::Result<()> {
+            let mut w = self.env.write_txn()?;
+            for k in keys {
+                self.journal.delete(&mut w, k)?;
+            }
+            w.commit()
+        };
+        run().doing("forgetting finished claims")
     }
 
     /// Take up to `max` waiting claims that are due (not held, not in `busy`) for a scan in run
@@ -222,74 +291,96 @@ impl<'e> StateDb<'e> {
         max: usize,
         busy: &std::collections::HashSet<String>,
         run: u64,
-    ) -> heed::Result<Vec<ClaimRecord>> {
-        let mut w = self.env.write_txn()?;
-        // A record that does not decode is an error, as in `all`: never silently left behind.
-        let mut due = Vec::new();
-        for kv in self.journal.iter(&w)? {
-            let (_, r) = kv?;
-            let ready = r.state == ClaimState::Claimed && r.not_before <= now && !r.held;
-            if due.len() < max && ready && !busy.contains(&r.key) {
-                due.push(r);
+    ) -> Result<Vec<ClaimRecord>, StateError> {
+        let run = || -> heed::Result<Vec<ClaimRecord>> {
+            let mut w = self.env.write_txn()?;
+            // A record that does not decode is an error, as in `all`: never silently left behind.
+            let mut due = Vec::new();
+            for kv in self.journal.iter(&w)? {
+                let (_, r) = kv?;
+                let ready = r.state == ClaimState::Claimed && r.not_before <= now && !r.held;
+                if due.len() < max && ready && !busy.contains(&r.key) {
+                    due.push(r);
+                }
             }
-        }
-        let mut out = Vec::with_capacity(due.len());
-        for mut r in due {
-            r.scan_run = Some(run);
-            self.journal.put(&mut w, &r.key, &r)?;
-            out.push(r);
-        }
-        w.commit()?;
-        Ok(out)
+            let mut out = Vec::with_capacity(due.len());
+            for mut r in due {
+                r.scan_run = Some(run);
+                self.journal.put(&mut w, &r.key, &r)?;
+                out.push(r);
+            }
+            w.commit()?;
+            Ok(out)
+        };
+        run().doing("taking the claims that are due")
     }
 
     /// Change a claim that waits (deferred, in no run's hands) in one transaction; `Ok(None)`
     /// when there is no such claim, `Ok(Some(false))` when it is being scanned now.
-    pub fn update_waiting(&self, key: &str, f: impl FnOnce(&mut ClaimRecord)) -> heed::Result<Option<bool>> {
-        let mut w = self.env.write_txn()?;
-        let Some(mut r) = self.journal.get(&w, key)? else { return Ok(None) };
-        if r.state != ClaimState::Claimed || r.scan_run.is_some() {
-            return Ok(Some(false));
-        }
-        f(&mut r);
-        self.journal.put(&mut w, key, &r)?;
-        w.commit()?;
-        Ok(Some(true))
+    pub fn update_waiting(&self, key: &str, f: impl FnOnce(&mut ClaimRecord)) -> Result<Option<bool>, StateError> {
+        let run = || -> heed::Result<Option<bool>> {
+            let mut w = self.env.write_txn()?;
+            let Some(mut r) = self.journal.get(&w, key)? else { return Ok(None) };
+            if r.state != ClaimState::Claimed || r.scan_run.is_some() {
+                return Ok(Some(false));
+            }
+            f(&mut r);
+            self.journal.put(&mut w, key, &r)?;
+            w.commit()?;
+            Ok(Some(true))
+        };
+        run().map_err(|source| StateError { doing: "changing a waiting claim", key: Some(key.to_string()), source })
     }
 
-    pub fn get(&self, key: &str) -> heed::Result<Option<ClaimRecord>> {
-        let r = self.env.read_txn()?;
-        self.journal.get(&r, key)
+    pub fn get(&self, key: &str) -> Result<Option<ClaimRecord>, StateError> {
+        let run = || -> heed::Result<Option<ClaimRecord>> {
+            let r = self.env.read_txn()?;
+            self.journal.get(&r, key)
+        };
+        run().map_err(|source| StateError { doing: "reading a claim record", key: Some(key.to_string()), source })
     }
 
     /// Every record, in key order.
-    pub fn all(&self) -> heed::Result<Vec<ClaimRecord>> {
-        let r = self.env.read_txn()?;
-        let all = self.journal.iter(&r)?.map(|kv| kv.map(|(_, v)| v)).collect();
-        all
+    pub fn all(&self) -> Result<Vec<ClaimRecord>, StateError> {
+        let run = || -> heed::Result<Vec<ClaimRecord>> {
+            let r = self.env.read_txn()?;
+            let all = self.journal.iter(&r)?.map(|kv| kv.map(|(_, v)| v)).collect();
+            all
+        };
+        run().doing("reading the claim records")
     }
 
     /// Recipients of `original_id` already handed back to Exim (and not yet expired).
-    pub fn handed_on(&self, original_id: &str, recipient: &[u8], now: u64) -> heed::Result<bool> {
-        let r = self.env.read_txn()?;
-        Ok(self.dedupe.get(&r, &dedupe_key(original_id, recipient))?.is_some_and(|exp| exp > now))
+    pub fn handed_on(&self, original_id: &str, recipient: &[u8], now: u64) -> Result<bool, StateError> {
+        let run = || -> heed::Result<bool> {
+            let r = self.env.read_txn()?;
+            Ok(self.dedupe.get(&r, &dedupe_key(original_id, recipient))?.is_some_and(|exp| exp > now))
+        };
+        run().map_err(|source| StateError {
+            doing: "looking up the recipients handed on",
+            key: Some(original_id.to_string()),
+            source,
+        })
     }
 
     /// Drop dedupe entries that expired; returns how many.
-    pub fn expire_dedupe(&self, now: u64) -> heed::Result<usize> {
-        let mut w = self.env.write_txn()?;
-        let stale: Vec<Vec<u8>> = self
-            .dedupe
-            .iter(&w)?
-            .filter_map(|kv| kv.ok())
-            .filter(|(_, exp)| *exp <= now)
-            .map(|(k, _)| k.to_vec())
-            .collect();
-        for k in &stale {
-            self.dedupe.delete(&mut w, k)?;
-        }
-        w.commit()?;
-        Ok(stale.len())
+    pub fn expire_dedupe(&self, now: u64) -> Result<usize, StateError> {
+        let run = || -> heed::Result<usize> {
+            let mut w = self.env.write_txn()?;
+            let stale: Vec<Vec<u8>> = self
+                .dedupe
+                .iter(&w)?
+                .filter_map(|kv| kv.ok())
+                .filter(|(_, exp)| *exp <= now)
+                .map(|(k, _)| k.to_vec())
+                .collect();
+            for k in &stale {
+                self.dedupe.delete(&mut w, k)?;
+            }
+            w.commit()?;
+            Ok(stale.len())
+        };
+        run().doing("expiring the recipients handed on")
     }
 }
 
@@ -312,6 +403,25 @@ mod tests {
             held: false,
             deferred_because: None,
         }
+    }
+
+    #[test]
+    fn a_state_error_says_what_it_was_doing_and_stays_typed_through_io() {
+        let e = StateError {
+            doing: "recording the recipients handed on",
+            key: Some("3.1xXOQD-0004A8-22".into()),
+            source: heed::Error::Mdb(heed::MdbError::MapFull),
+        };
+        let io: std::io::Error = e.into();
+        assert_eq!(
+            io.to_string(),
+            format!(
+                "state store: recording the recipients handed on (3.1xXOQD-0004A8-22): {}",
+                heed::Error::Mdb(heed::MdbError::MapFull)
+            )
+        );
+        let inner = io.get_ref().and_then(|e| e.downcast_ref::<StateError>()).expect("still a StateError");
+        assert!(matches!(inner.source, heed::Error::Mdb(heed::MdbError::MapFull)));
     }
 
     #[test]

@@ -8,4 +8,4 @@ pub mod journal;
 mod system_lmdb;
 pub mod verdicts;
 
-pub use journal::{open_env, ClaimRecord, ClaimState, StateDb};
+pub use journal::{open_env, ClaimRecord, ClaimState, StateDb, StateError};
