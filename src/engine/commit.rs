@@ -1,8 +1,11 @@
 //! The commit half of the engine: a scanned batch is journaled, re-queued with group commit,
 //! quarantined, discarded or deferred, and cleaned up.
 //!
-//! Durability, step by step (each journal write is one LMDB transaction for the whole batch;
-//! step 1 is `Engine::claim_batch`):
+//! It runs in two halves. First each message is settled on its own ([`Engine::settle`]): what
+//! is owed is looked at again, a quarantine entry is made, a pair moved aside or removed, a
+//! deferral noted, or a copy prepared for the spool. Then the copies for the spool go through
+//! the durability sequence together ([`Engine::requeue_durably`]), each journal write one LMDB
+//! transaction for the whole batch (step 1 is `Engine::claim_batch`):
 //! 1. journal `Claimed`, then rename the pair into `work/` (same file system);
 //! 2. journal `Committing(target id)`, write every target `-D` and every `-H` under its temporary
 //!    name (`requeue::header_temp_path`), sync their directories;
@@ -18,7 +21,7 @@ use std::path::Path;
 
 use super::{text, verdict_of, Engine, Handled, Outcome, Plan, ScannedBatch};
 use crate::pipeline::Action;
-use crate::requeue::{self, BodyPlan, IdDecision};
+use crate::requeue::{self, BodyPlan, IdDecision, SpoolLook};
 use crate::spool::{DataFile, MessageId, SpoolHeader};
 use crate::state::verdicts::VerdictEntry;
 use crate::state::{ClaimRecord, ClaimState};
@@ -41,6 +44,31 @@ struct Published {
     handled: Handled,
 }
 
+/// What the settling of a batch's messages leaves for the rest of its commit.
+#[derive(Default)]
+struct Settled {
+    /// Claims that are finished: forgotten by the batch's last journal write.
+    done: Vec<String>,
+    /// Recipients held by the quarantine entries made, remembered as handed on in that write.
+    quarantined: Vec<(String, Recipients)>,
+    /// Claims that wait (deferred, or their target id busy), written before the re-queue.
+    waiting: Vec<ClaimRecord>,
+    /// Copies for Exim's spool.
+    requeuing: Vec<Requeuing>,
+    handled: Vec<Handled>,
+    /// Recipients each original message hands on in this batch: two copies of one message
+    /// (queuefile's per-recipient retries) must not both deliver the same recipient.
+    taken: HashMap<String, BTreeSet<Vec<u8>>>,
+}
+
+impl Settled {
+    /// `key` is finished, as `handled` says.
+    fn finish(&mut self, key: String, handled: Handled) {
+        self.done.push(key);
+        self.handled.push(handled);
+    }
+}
+
 impl Engine<'_> {
     /// Act on a scanned batch: journal, re-queue with group commit, quarantine, defer, clean up.
     /// Batches must be committed one at a time, in the order they were claimed.
@@ -57,168 +85,195 @@ impl Engine<'_> {
         Ok(handled)
     }
 
-    /// `owed` (decided at scan time) split again into the recipients handed on since, by an
-    /// earlier batch or by a copy of the same message earlier in this one (`already`), and those
-    /// still owed.
-    fn recheck_owed(
+    fn commit_plans(&self, batch: Vec<ClaimRecord>, plans: Vec<Plan>) -> io::Result<Vec<Handled>> {
+        let now = self.clock.now_secs();
+        let mut settled = Settled::default();
+        let mut spool = SpoolLook::for_batch(&self.target);
+        for (rec, plan) in batch.into_iter().zip(plans) {
+            self.settle(&mut settled, &mut spool, rec, plan, now)?;
+        }
+        let Settled { mut done, quarantined, mut waiting, requeuing, mut handled, taken: _ } = settled;
+
+        waiting.extend(requeuing.iter().map(|c| c.rec.clone()));
+        self.db.put(&waiting)?;
+        // Before the commit point, so that Exim never delivers a re-queued message whose verdict
+        // it cannot look up. A commit that rolls back is processed again and recorded again.
+        self.record_verdicts(requeuing.iter().map(|c| &c.handled), now);
+        let published = self.requeue_durably(requeuing, now)?;
+
+        // Step 4: cleanup.
+        let mut kick = Vec::new();
+        for Published { rec, id, handled: h } in published {
+            let (hp, dp) = self.dirs.files(&rec.key);
+            remove_pair(&hp, &dp)?;
+            done.push(rec.key);
+            kick.push(id);
+            handled.push(h);
+        }
+        requeue::sync_dir(&self.dirs.work)?;
+        // The re-queued ones were recorded before their commit point; these are the rest.
+        self.record_verdicts(handled.iter().filter(|h| h.target_id.is_none()), now);
+        let keys: Vec<&str> = done.iter().map(String::as_str).collect();
+        self.db.finish(&keys, &quarantined, now + self.retention_secs)?;
+        if let Some(k) = &self.kicks {
+            if let Err(e) = k.request(&kick) {
+                // Nothing is lost: the messages stay queued for Exim's next queue run.
+                tracing::error!("asking for the delivery of {} messages: {e}", kick.len());
+            }
+        }
+        Ok(handled)
+    }
+
+    /// Settle one message of the batch by its plan: everything but the re-queue's durable steps,
+    /// which the batch's copies take together.
+    fn settle(
         &self,
-        original_id: &str,
-        owed: Vec<Vec<u8>>,
-        already: &BTreeSet<Vec<u8>>,
+        b: &mut Settled,
+        spool: &mut SpoolLook<'_>,
+        mut rec: ClaimRecord,
+        plan: Plan,
         now: u64,
-    ) -> io::Result<(Recipients, Recipients)> {
+    ) -> io::Result<()> {
+        let (hp, dp) = self.dirs.files(&rec.key);
+        match plan {
+            Plan::Rejected { error } => {
+                self.reject(&rec, &error)?;
+                let handled = Handled {
+                    original_id: rec.original_id.clone(),
+                    action: Outcome::Rejected,
+                    reasons: vec![error],
+                    ..Handled::default()
+                };
+                b.finish(rec.key, handled);
+            }
+            Plan::NothingOwed { handled } | Plan::Discard { handled } => {
+                remove_pair(&hp, &dp)?;
+                b.finish(rec.key, handled);
+            }
+            Plan::Quarantine { header, owed, mut handled, mut verdict } => {
+                // One entry per message: queuefile hands over a copy per recipient attempt, each
+                // with the recipients still pending, and releasing one entry per copy delivered
+                // the same recipients again. The recipients an entry holds count as handed on (as
+                // a re-queue's do), so a later copy owes only the others.
+                let Some((_, still_owed)) = self.still_owed(b, &rec, owed, now)? else {
+                    return self.owes_nothing(b, rec, handled);
+                };
+                // As it will be released: every pending recipient it does not hold is done, those
+                // handed on before this scan as well as those found now.
+                let done: Vec<Vec<u8>> = header
+                    .pending_recipients()
+                    .map(|(_, r)| r.address().to_vec())
+                    .filter(|r| !still_owed.contains(r))
+                    .collect();
+                if !done.is_empty() {
+                    let mut header = *header;
+                    for r in &done {
+                        header.non_recipients.insert(r);
+                    }
+                    rewrite_work_header(&hp, &header)?;
+                    handled.recipients = still_owed.iter().map(|r| text(r)).collect();
+                    verdict["recipients"] = serde_json::json!(handled.recipients);
+                }
+                b.taken.entry(rec.original_id.clone()).or_default().extend(still_owed.iter().cloned());
+                let id = MessageId::parse(rec.original_id.as_bytes()).map_err(io::Error::other)?;
+                self.quarantine.store(&rec.key, &id, &hp, &dp, &verdict)?;
+                b.quarantined.push((rec.original_id.clone(), still_owed));
+                handled.quarantine_key = Some(rec.key.clone());
+                b.finish(rec.key, handled);
+            }
+            Plan::Defer { mut handled } => {
+                rec.attempts += 1;
+                rec.deferred_because = Some(handled.reasons.join("; "));
+                rec.not_before = now + self.pipeline.defer.backoff(rec.attempts);
+                handled.next_try = Some(rec.not_before);
+                rec.scan_finished();
+                b.waiting.push(rec);
+                b.handled.push(handled);
+            }
+            Plan::Requeue { mut header, owed, mut handled } => {
+                // Owed was decided at scan time; an earlier batch may have handed a recipient on
+                // since (its copy was scanned alongside this one), so look again.
+                let Some((dup, owed)) = self.still_owed(b, &rec, owed, now)? else {
+                    return self.owes_nothing(b, rec, handled);
+                };
+                for r in &dup {
+                    header.non_recipients.insert(r);
+                }
+                handled.recipients = owed.iter().map(|r| text(r)).collect();
+                let id = header.id.clone();
+                match spool.decide(&id, &self.transform.marker)? {
+                    IdDecision::Busy => {
+                        rec.not_before = now + 1;
+                        rec.scan_finished();
+                        b.waiting.push(rec);
+                    }
+                    IdDecision::AlreadyRequeued => {
+                        remove_pair(&hp, &dp)?;
+                        b.done.push(rec.key);
+                    }
+                    choice => {
+                        let mut header = *header;
+                        if choice == IdDecision::MintId {
+                            let slot = usize::from(id.format() == crate::spool::IdFormat::New23);
+                            let new_id = self.minters.lock().unwrap_or_else(|p| p.into_inner())[slot].mint();
+                            self.transform.change_id(&mut header, new_id);
+                        }
+                        b.taken.entry(rec.original_id.clone()).or_default().extend(owed.iter().cloned());
+                        rec.state = ClaimState::Committing;
+                        // Its scan is over: a stop from here on is not the message's doing (the
+                        // commit is the same file work for every message), so it owes no lone
+                        // scans.
+                        rec.lone_scans = 0;
+                        rec.target_id = Some(header.id.to_string());
+                        rec.handing_on = owed;
+                        handled.target_id = rec.target_id.clone();
+                        b.requeuing.push(Requeuing { rec, header, handled });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `owed` (decided at scan time) split again into the recipients handed on since, by an
+    /// earlier batch or by a copy of the same message earlier in this one, and those still owed;
+    /// `None` when none is still owed.
+    fn still_owed(
+        &self,
+        b: &Settled,
+        rec: &ClaimRecord,
+        owed: Recipients,
+        now: u64,
+    ) -> io::Result<Option<(Recipients, Recipients)>> {
+        let already = b.taken.get(&rec.original_id);
         let (mut handed_on, mut still_owed) = (Vec::new(), Vec::new());
         for r in owed {
-            if already.contains(&r) || self.db.handed_on(original_id, &r, now).map_err(io::Error::other)? {
+            if already.is_some_and(|a| a.contains(&r)) || self.db.handed_on(&rec.original_id, &r, now)? {
                 handed_on.push(r);
             } else {
                 still_owed.push(r);
             }
         }
-        Ok((handed_on, still_owed))
+        Ok((!still_owed.is_empty()).then_some((handed_on, still_owed)))
     }
 
-    fn commit_plans(&self, batch: Vec<ClaimRecord>, plans: Vec<Plan>) -> io::Result<Vec<Handled>> {
-        let now = self.clock.now_secs();
-        let mut done_keys: Vec<String> = Vec::new();
-        // Recipients held by the quarantine entries this batch makes, remembered with the end of
-        // their claims.
-        let mut quarantined: Vec<(String, Vec<Vec<u8>>)> = Vec::new();
-        let mut journal_updates: Vec<ClaimRecord> = Vec::new();
-        let mut committing: Vec<Requeuing> = Vec::new();
-        let mut handled_all = Vec::new();
-        // Recipients each original message hands on in this batch: two copies of one message
-        // (queuefile's per-recipient retries) must not both deliver the same recipient.
-        let mut taken: HashMap<String, BTreeSet<Vec<u8>>> = HashMap::new();
-        let mut spool = requeue::SpoolLook::for_batch(&self.target);
+    /// A copy found to owe nothing after all: its work pair goes, and it is said so.
+    fn owes_nothing(&self, b: &mut Settled, rec: ClaimRecord, mut handled: Handled) -> io::Result<()> {
+        let (hp, dp) = self.dirs.files(&rec.key);
+        remove_pair(&hp, &dp)?;
+        handled.action = Outcome::NothingOwed;
+        b.finish(rec.key, handled);
+        Ok(())
+    }
 
-        for (mut rec, plan) in batch.into_iter().zip(plans) {
-            let (hp, dp) = self.dirs.files(&rec.key);
-            match plan {
-                Plan::Rejected { error } => {
-                    self.reject(&rec, &error)?;
-                    done_keys.push(rec.key.clone());
-                    handled_all.push(Handled {
-                        original_id: rec.original_id.clone(),
-                        target_id: None,
-                        action: Outcome::Rejected,
-                        sender: String::new(),
-                        recipients: Vec::new(),
-                        reasons: vec![error],
-                        ..Handled::default()
-                    });
-                }
-                Plan::NothingOwed { handled } | Plan::Discard { handled } => {
-                    remove_pair(&hp, &dp)?;
-                    done_keys.push(rec.key.clone());
-                    handled_all.push(handled);
-                }
-                Plan::Quarantine { header, owed, mut handled, mut verdict } => {
-                    // One entry per message: queuefile hands over a copy per recipient attempt,
-                    // each with the recipients still pending, and releasing one entry per copy
-                    // delivered the same recipients again. The recipients an entry holds count as
-                    // handed on (as a re-queue's do), so a later copy owes only the others.
-                    let already = taken.entry(rec.original_id.clone()).or_default();
-                    let (_, still_owed) = self.recheck_owed(&rec.original_id, owed, already, now)?;
-                    if still_owed.is_empty() {
-                        remove_pair(&hp, &dp)?;
-                        done_keys.push(rec.key.clone());
-                        handled.action = Outcome::NothingOwed;
-                        handled_all.push(handled);
-                        continue;
-                    }
-                    // As it will be released: every pending recipient it does not hold is done,
-                    // those handed on before this scan as well as those found now.
-                    let done: Vec<Vec<u8>> = header
-                        .pending_recipients()
-                        .map(|(_, r)| r.address().to_vec())
-                        .filter(|r| !still_owed.contains(r))
-                        .collect();
-                    if !done.is_empty() {
-                        let mut header = *header;
-                        for r in &done {
-                            header.non_recipients.insert(r);
-                        }
-                        rewrite_work_header(&hp, &header)?;
-                        handled.recipients = still_owed.iter().map(|r| text(r)).collect();
-                        verdict["recipients"] = serde_json::json!(handled.recipients);
-                    }
-                    already.extend(still_owed.iter().cloned());
-                    let id = MessageId::parse(rec.original_id.as_bytes()).map_err(io::Error::other)?;
-                    self.quarantine.store(&rec.key, &id, &hp, &dp, &verdict)?;
-                    quarantined.push((rec.original_id.clone(), still_owed));
-                    done_keys.push(rec.key.clone());
-                    handled.quarantine_key = Some(rec.key.clone());
-                    handled_all.push(handled);
-                }
-                Plan::Defer { mut handled } => {
-                    rec.attempts += 1;
-                    rec.deferred_because = Some(handled.reasons.join("; "));
-                    rec.not_before = now + self.pipeline.defer.backoff(rec.attempts);
-                    handled.next_try = Some(rec.not_before);
-                    rec.scan_finished();
-                    journal_updates.push(rec);
-                    handled_all.push(handled);
-                }
-                Plan::Requeue { mut header, owed, mut handled } => {
-                    // Owed was decided at scan time; an earlier batch may have handed a recipient
-                    // on since (its copy was scanned alongside this one), so look again.
-                    let already = taken.entry(rec.original_id.clone()).or_default();
-                    let (dup, owed) = self.recheck_owed(&rec.original_id, owed, already, now)?;
-                    if owed.is_empty() {
-                        remove_pair(&hp, &dp)?;
-                        done_keys.push(rec.key.clone());
-                        handled.action = Outcome::NothingOwed;
-                        handled_all.push(handled);
-                        continue;
-                    }
-                    for r in &dup {
-                        header.non_recipients.insert(r);
-                    }
-                    handled.recipients = owed.iter().map(|r| text(r)).collect();
-                    let id = header.id.clone();
-                    match spool.decide(&id, &self.transform.marker)? {
-                        IdDecision::Busy => {
-                            rec.not_before = now + 1;
-                            rec.scan_finished();
-                            journal_updates.push(rec);
-                        }
-                        IdDecision::AlreadyRequeued => {
-                            remove_pair(&hp, &dp)?;
-                            done_keys.push(rec.key.clone());
-                        }
-                        choice => {
-                            let mut header = *header;
-                            if choice == IdDecision::MintId {
-                                let slot = usize::from(id.format() == crate::spool::IdFormat::New23);
-                                let new_id = self.minters.lock().unwrap_or_else(|p| p.into_inner())[slot].mint();
-                                self.transform.change_id(&mut header, new_id);
-                            }
-                            taken.entry(rec.original_id.clone()).or_default().extend(owed.iter().cloned());
-                            rec.state = ClaimState::Committing;
-                            // Its scan is over: a stop from here on is not the message's doing
-                            // (the commit is the same file work for every message), so it owes
-                            // no lone scans.
-                            rec.lone_scans = 0;
-                            rec.target_id = Some(header.id.to_string());
-                            rec.handing_on = owed.clone();
-                            handled.target_id = rec.target_id.clone();
-                            committing.push(Requeuing { rec, header, handled });
-                        }
-                    }
-                }
-            }
-        }
-        journal_updates.extend(committing.iter().map(|c| c.rec.clone()));
-        self.db.put(&journal_updates).map_err(io::Error::other)?;
-        // Before the commit point, so that Exim never delivers a re-queued message whose verdict
-        // it cannot look up. A commit that rolls back is processed again and recorded again.
-        self.record_verdicts(committing.iter().map(|c| &c.handled), now);
-
+    /// Steps 2 and 3 of the durability sequence for the batch's copies, and the journal write
+    /// that ends step 3. A copy that fails on the way goes back to `Claimed` (to be tried again);
+    /// the others are returned, published.
+    fn requeue_durably(&self, requeuing: Vec<Requeuing>, now: u64) -> io::Result<Vec<Published>> {
         // Step 2: every -D and every -H under its temporary name, then one sync per directory.
-        let mut dirs = std::collections::BTreeSet::new();
+        let mut dirs = BTreeSet::new();
         let mut written = Vec::new();
-        for Requeuing { rec, header, handled } in committing {
+        for Requeuing { rec, header, handled } in requeuing {
             let (_, dp) = self.dirs.files(&rec.key);
             let result = if header.id.as_str() == rec.original_id {
                 requeue::write_data(&self.target, &header.id, BodyPlan::Link(&dp))
@@ -246,15 +301,15 @@ impl Engine<'_> {
         }
         let mut data_written: Vec<ClaimRecord> = written.iter().map(|w| w.rec.clone()).collect();
         data_written.iter_mut().for_each(|r| r.state = ClaimState::DataWritten);
-        self.db.put(&data_written).map_err(io::Error::other)?;
+        self.db.put(&data_written)?;
 
         // Step 3: rename every -H into place (the commit points), then the directory syncs.
-        let mut committed = Vec::new();
+        let mut published = Vec::new();
         for Requeuing { mut rec, header, handled } in written {
             match requeue::publish_header(&self.target, &header.id) {
                 Ok(c) => {
                     rec.state = ClaimState::Committed;
-                    committed.push(Published { rec, id: c.id, handled });
+                    published.push(Published { rec, id: c.id, handled });
                 }
                 Err(e) => {
                     // The -D goes first and the temporary -H last, after the journal says
@@ -270,31 +325,9 @@ impl Engine<'_> {
         for d in &dirs {
             requeue::sync_dir(d)?;
         }
-        let expires = now + self.retention_secs;
-        let records: Vec<ClaimRecord> = committed.iter().map(|c| c.rec.clone()).collect();
-        self.db.commit_with_dedupe(&records, expires).map_err(io::Error::other)?;
-
-        // Step 4: cleanup.
-        let mut kick = Vec::new();
-        for Published { rec, id, handled } in committed {
-            let (hp, dp) = self.dirs.files(&rec.key);
-            remove_pair(&hp, &dp)?;
-            done_keys.push(rec.key);
-            kick.push(id);
-            handled_all.push(handled);
-        }
-        requeue::sync_dir(&self.dirs.work)?;
-        // The re-queued ones were recorded before their commit point; these are the rest.
-        self.record_verdicts(handled_all.iter().filter(|h| h.target_id.is_none()), now);
-        let keys: Vec<&str> = done_keys.iter().map(String::as_str).collect();
-        self.db.finish(&keys, &quarantined, now + self.retention_secs).map_err(io::Error::other)?;
-        if let Some(k) = &self.kicks {
-            if let Err(e) = k.request(&kick) {
-                // Nothing is lost: the messages stay queued for Exim's next queue run.
-                tracing::error!("asking for the delivery of {} messages: {e}", kick.len());
-            }
-        }
-        Ok(handled_all)
+        let records: Vec<ClaimRecord> = published.iter().map(|c| c.rec.clone()).collect();
+        self.db.commit_with_dedupe(&records, now + self.retention_secs)?;
+        Ok(published)
     }
 
     /// Record verdicts for Exim's lookup. A deferral is not a verdict yet, and a copy that owed
@@ -325,7 +358,7 @@ impl Engine<'_> {
         rec.state = ClaimState::Claimed;
         rec.target_id = None;
         rec.not_before = self.clock.now_secs() + 5;
-        self.db.put(&[rec]).map_err(io::Error::other)
+        Ok(self.db.put(&[rec])?)
     }
 
     /// Move an unreadable pair aside with a reason file. Never delete it.

@@ -56,8 +56,7 @@ impl Engine<'_> {
         let now = self.clock.now_secs();
         let mut waiting: Vec<ClaimRecord> = self
             .db
-            .all()
-            .map_err(io::Error::other)?
+            .all()?
             .into_iter()
             .filter(|r| iso.pending.contains(&r.key) && r.state == ClaimState::Claimed && r.not_before <= now)
             .collect();
@@ -70,7 +69,7 @@ impl Engine<'_> {
         iso.pending.remove(&rec.key);
         rec.lone_scans += 1;
         // Durable before the scan: a stop during it must be counted.
-        self.db.put(std::slice::from_ref(&rec)).map_err(io::Error::other)?;
+        self.db.put(std::slice::from_ref(&rec))?;
         in_flight.insert(rec.key.clone());
         iso.current = Some(rec.key.clone());
         Ok(Some(vec![rec]))

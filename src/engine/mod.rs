@@ -331,7 +331,7 @@ impl<'e> Engine<'e> {
         let batch = &self.pipeline.batch;
         let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
         // Deferred claims taken again: marked as in this run's hands (see `isolation.rs`).
-        let mut out = self.db.take_due(now, batch.max_messages, &in_flight, self.run).map_err(io::Error::other)?;
+        let mut out = self.db.take_due(now, batch.max_messages, &in_flight, self.run)?;
         in_flight.extend(out.iter().map(|r| r.key.clone()));
         drop(in_flight);
         let mut bytes: u64 = out
@@ -353,7 +353,7 @@ impl<'e> Engine<'e> {
         if ready.is_empty() {
             return Ok(out);
         }
-        let first = self.db.reserve_seq(ready.len() as u64).map_err(io::Error::other)?;
+        let first = self.db.reserve_seq(ready.len() as u64)?;
         let records: Vec<ClaimRecord> = ready
             .iter()
             .enumerate()
@@ -372,7 +372,7 @@ impl<'e> Engine<'e> {
                 deferred_because: None,
             })
             .collect();
-        self.db.put(&records).map_err(io::Error::other)?;
+        self.db.put(&records)?;
         self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).extend(records.iter().map(|r| r.key.clone()));
         for ((r, _lock), rec) in ready.iter().zip(&records) {
             let (wh, wd) = self.dirs.files(&rec.key);

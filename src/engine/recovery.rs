@@ -40,7 +40,7 @@ impl Engine<'_> {
     pub fn recover(&mut self) -> io::Result<Vec<String>> {
         let mut notes = Vec::new();
         // The records first: a temporary -H is the evidence of a rename that did not happen.
-        for rec in self.db.all().map_err(io::Error::other)? {
+        for rec in self.db.all()? {
             if let Some(note) = self.recover_one(rec)? {
                 notes.push(note);
             }
@@ -48,18 +48,13 @@ impl Engine<'_> {
         // Claims the last run took to scan and did not finish were in flight when it stopped: each
         // is scanned alone before anything else, and marked as this run's so that they are again
         // if this run stops before it gets to them. Deferrals waiting are not among them.
-        let (prev, run) = self.db.next_run().map_err(io::Error::other)?;
+        let (prev, run) = self.db.next_run()?;
         self.run = run;
-        let mut left: Vec<ClaimRecord> = self
-            .db
-            .all()
-            .map_err(io::Error::other)?
-            .into_iter()
-            .filter(|r| r.state == ClaimState::Claimed && r.scan_run == Some(prev))
-            .collect();
+        let mut left: Vec<ClaimRecord> =
+            self.db.all()?.into_iter().filter(|r| r.state == ClaimState::Claimed && r.scan_run == Some(prev)).collect();
         if !left.is_empty() {
             left.iter_mut().for_each(|r| r.scan_run = Some(run));
-            self.db.put(&left).map_err(io::Error::other)?;
+            self.db.put(&left)?;
             notes.push(format!("{} claims left by a stopped daemon are scanned one at a time", left.len()));
             self.isolate(left.into_iter().map(|r| r.key));
         }
@@ -106,9 +101,9 @@ impl Engine<'_> {
             // the transaction that would have done it.
             rec.state = ClaimState::Committed;
             let expires = self.clock.now_secs() + self.retention_secs;
-            self.db.commit_with_dedupe(std::slice::from_ref(&rec), expires).map_err(io::Error::other)?;
+            self.db.commit_with_dedupe(std::slice::from_ref(&rec), expires)?;
             remove_pair(&wh, &wd)?;
-            self.db.remove(&[&rec.key]).map_err(io::Error::other)?;
+            self.db.remove(&[&rec.key])?;
             return Ok(Some(format!(
                 "{}: re-queue as {} had completed; cleaned up",
                 rec.key,
@@ -136,14 +131,14 @@ impl Engine<'_> {
         target_files: Option<&(PathBuf, PathBuf, PathBuf)>,
     ) -> io::Result<()> {
         rec.state = ClaimState::Claimed;
-        self.db.put(std::slice::from_ref(rec)).map_err(io::Error::other)?;
+        self.db.put(std::slice::from_ref(rec))?;
         if let Some((_, td, temp)) = target_files {
             remove_if_present(td)?;
             remove_if_present(temp)?;
             crate::requeue::sync_dir(td.parent().unwrap_or(td))?;
         }
         rec.target_id = None;
-        self.db.put(std::slice::from_ref(rec)).map_err(io::Error::other)
+        Ok(self.db.put(std::slice::from_ref(rec))?)
     }
 
     /// A claim without a re-queue in progress: put its pair back together in the work directory.
@@ -159,11 +154,11 @@ impl Engine<'_> {
                     .map(|a| a.iter().filter_map(|r| r.as_str()).map(|r| r.as_bytes().to_vec()).collect())
                     .unwrap_or_default();
                 let expires = self.clock.now_secs() + self.retention_secs;
-                self.db.finish(&[&rec.key], &[(rec.original_id.clone(), held)], expires).map_err(io::Error::other)?;
+                self.db.finish(&[&rec.key], &[(rec.original_id.clone(), held)], expires)?;
                 return Ok(Some(format!("{}: quarantined before the stop; its recipients are held there", rec.key)));
             }
             if self.dirs.rejected.join(&rec.key).is_dir() {
-                self.db.remove(&[&rec.key]).map_err(io::Error::other)?;
+                self.db.remove(&[&rec.key])?;
                 return Ok(Some(format!("{}: moved aside before the stop", rec.key)));
             }
         }
@@ -183,7 +178,7 @@ impl Engine<'_> {
             return Ok(Some(format!("{}: interrupted quarantine undone; will be processed again", rec.key)));
         }
         if !wh.exists() && !wd.exists() {
-            self.db.remove(&[&rec.key]).map_err(io::Error::other)?;
+            self.db.remove(&[&rec.key])?;
             return Ok(Some(format!("{}: claimed copy is gone from both places; forgotten", rec.key)));
         }
         Ok(None)
