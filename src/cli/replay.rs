@@ -27,7 +27,6 @@ use crate::intake::queuefile::QueuefileDir;
 use crate::outside::{AnswerBook, Answers, Clock, Outside};
 use crate::pipeline::{self, PipelineConfig};
 use crate::requeue::TargetSpool;
-use crate::spool::{IdFormat, IdMinter};
 use crate::state::{open_env, StateDb};
 
 pub const MISSING_ANSWERS: i32 = 3;
@@ -162,14 +161,8 @@ fn run_engine(
     let intake = QueuefileDir::exim_spool(&incoming, Duration::from_secs(900));
     // Our ARC seal comes with the pipeline, as in `watch`; its signatures and `t=` (the fixed
     // clock) are deterministic.
-    let engine = EngineBuilder::new(cfg, db, dirs, intake, target)
-        .stages(stages)
-        .clock(
-            clock,
-            [IdFormat::Old16, IdFormat::New23]
-                .map(|f| IdMinter::new(f).with_pid(REPLAY_PID).with_clock(clock.id_clock())),
-        )
-        .build()?;
+    let engine =
+        EngineBuilder::new(cfg, db, dirs, intake, target).stages(stages).clock(clock).minter_pid(REPLAY_PID).build()?;
     let mut handled = Vec::new();
     // Deferred messages are due again only later, and a fixed clock never gets there: the loop
     // ends when nothing new is claimed.

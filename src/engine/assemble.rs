@@ -28,7 +28,7 @@ pub struct EngineBuilder<'e> {
     stages: Option<Vec<Box<dyn Stage>>>,
     sealer: Option<Option<Sealer>>,
     clock: Clock,
-    minters: Option<[IdMinter; 2]>,
+    minter_pid: Option<u64>,
     kicks: Option<KickQueue>,
     verdicts: Option<(VerdictDb, u64)>,
 }
@@ -52,7 +52,7 @@ impl<'e> EngineBuilder<'e> {
             stages: None,
             sealer: None,
             clock: Clock::System,
-            minters: None,
+            minter_pid: None,
             kicks: None,
             verdicts: None,
         }
@@ -72,10 +72,18 @@ impl<'e> EngineBuilder<'e> {
         self
     }
 
-    /// Another clock than the system's (a replay's fixed one), with minters that read it.
-    pub fn clock(mut self, clock: Clock, minters: [IdMinter; 2]) -> Self {
+    /// Another clock than the system's (a replay's fixed one). Everything in the engine that
+    /// reads the time reads this one: claims, deferrals, retention, recovery, the ARC seal's
+    /// `t=`, the stages' timings, and the minting of new message ids.
+    pub fn clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
-        self.minters = Some(minters);
+        self
+    }
+
+    /// Mint new message ids with this process id in them instead of our own (a replay's fixed
+    /// one, so that its ids are the same on every run).
+    pub fn minter_pid(mut self, pid: u64) -> Self {
+        self.minter_pid = Some(pid);
         self
     }
 
@@ -114,7 +122,13 @@ impl<'e> EngineBuilder<'e> {
             intake: self.intake,
             target: self.target,
             transform: Transform { marker, ..Transform::default() },
-            minters: Mutex::new(self.minters.unwrap_or_else(|| [IdFormat::Old16, IdFormat::New23].map(IdMinter::new))),
+            minters: Mutex::new([IdFormat::Old16, IdFormat::New23].map(|f| {
+                let minter = IdMinter::new(f).with_clock(self.clock.id_clock());
+                match self.minter_pid {
+                    Some(pid) => minter.with_pid(pid),
+                    None => minter,
+                }
+            })),
             kicks: self.kicks,
             retention_secs,
             verdicts: self.verdicts,
