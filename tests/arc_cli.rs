@@ -1,17 +1,12 @@
 //! `spoolsift arc-verify`: exact output for raw messages and spool pairs, exit codes.
 
-#[path = "arc/common.rs"]
-mod common;
+mod support;
 
 use std::path::Path;
-use std::process::{Command, Output};
 
-use common::*;
 use spoolsift::stages::arc::ArcStatus;
-
-fn spoolsift(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_spoolsift")).args(args).output().unwrap()
-}
+use support::arc::*;
+use support::spoolsift;
 
 #[test]
 fn raw_messages_and_spool_pairs() {

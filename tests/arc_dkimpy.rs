@@ -2,11 +2,10 @@
 //! verifier and by dkimpy, and must get the same verdict; where dkimpy departs from RFC 8617 the
 //! test says so and asserts the RFC's answer. Our seals must pass dkimpy's verifier.
 
-#[path = "arc/common.rs"]
-mod common;
+mod support;
 
-use common::*;
 use spoolsift::stages::arc::ArcStatus;
+use support::arc::*;
 
 /// Three hops, each its own ADMD, each vouching with dkimpy's own validation (cv=auto).
 fn hops(w: &mut World, n: usize) -> Vec<u8> {

@@ -2,20 +2,19 @@
 //! is found, a name that does not exist, and a server that never answers, each giving the verdict
 //! (or deferral) the configuration asks for.
 
-#[path = "arc/common.rs"]
-mod common;
+mod support;
 
 use std::net::UdpSocket;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
 use spoolsift::dns::{DnsError, DnsTxt, ResolverSettings, TxtLookup};
 use spoolsift::pipeline::{build, PipelineConfig};
 use spoolsift::spool::MessageView;
 use spoolsift::stages::arc::ArcStatus;
 use spoolsift::stages::{StageError, Verdict};
+use support::arc::*;
 
 /// A dnsmasq serving `records` (name, value) on 127.0.0.1:port; stopped by its PID on drop.
 struct Dnsmasq {

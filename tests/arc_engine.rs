@@ -2,19 +2,19 @@
 //! Authentication-Results with `arc=pass`, and with sealing on, the re-queued `-H` carries our new
 //! set on top, which dkimpy and our verifier both accept.
 
-#[path = "arc/common.rs"]
-mod common;
+mod support;
 
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
 use spoolsift::engine::{EngineBuilder, WorkDirs};
 use spoolsift::intake::queuefile::QueuefileDir;
 use spoolsift::pipeline::PipelineConfig;
 use spoolsift::requeue::TargetSpool;
 use spoolsift::spool::{DataFile, MessageView, SpoolHeader};
 use spoolsift::state::{open_env, StateDb};
+use support::arc::*;
+use support::spoolsift;
 
 /// Run the engine once over `qf` with `pipeline`, re-queueing into `spool/input`.
 fn run_engine(root: &Path, pipeline: &str) -> Vec<String> {
@@ -141,10 +141,6 @@ fn verify_only_reports_without_sealing() {
         "mx.test.example; arc=fail (i=1 AMS body hash mismatch) smtp.remote-ip=192.0.2.10"
     );
     assert_eq!(value_of(&header, "ARC-Seal").len(), 1, "no new seal without [stages.arc.seal]");
-}
-
-fn spoolsift(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_spoolsift")).args(args).output().unwrap()
 }
 
 /// The key lookups of a capture are recorded and a replay answers from them: the replay's arc

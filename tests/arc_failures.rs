@@ -2,14 +2,13 @@
 //! chain our sealer signs at test time and then breaks in exactly one way. The reason says which
 //! check caught it, so a check that stopped working cannot hide behind a later one.
 
-#[path = "arc/common.rs"]
-mod common;
+mod support;
 
-use common::*;
 use spoolsift::dns::{DnsError, TxtLookup};
 use spoolsift::spool::message::CrlfReader;
 use spoolsift::stages::arc::verify::{self, split_message};
 use spoolsift::stages::arc::ArcStatus;
+use support::arc::*;
 
 const D: &[&str] = &["seal.example"];
 

@@ -23,6 +23,7 @@ mod support;
 
 use support::clamd::Clamd;
 use support::free_port;
+use support::made::stored_zip;
 
 /// What clamd reports for our `.ndb` signature over the test string.
 const SIG: &str = "Spoolsift.Test.Eicar.UNOFFICIAL";
@@ -82,54 +83,6 @@ const CLEAN: &[u8] = b"Hello Bob.\nNothing to see here.\n";
 
 fn eicar_body() -> Vec<u8> {
     [b"Test file follows:\n\n".as_slice(), &eicar::signature(), b"\n\nBye.\n"].concat()
-}
-
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
-        }
-    }
-    !crc
-}
-
-/// A zip archive with one stored (uncompressed) file.
-fn stored_zip(name: &str, data: &[u8]) -> Vec<u8> {
-    let (crc, len, nlen) = (crc32(data), data.len() as u32, name.len() as u16);
-    let mut z = Vec::new();
-    // Local file header: signature, version 1.0, flags, method 0 (stored), time, date.
-    z.extend(0x0403_4b50u32.to_le_bytes());
-    z.extend([10, 0, 0, 0, 0, 0, 0, 0, 0x21, 0]);
-    z.extend(crc.to_le_bytes());
-    z.extend(len.to_le_bytes());
-    z.extend(len.to_le_bytes());
-    z.extend(nlen.to_le_bytes());
-    z.extend(0u16.to_le_bytes());
-    z.extend(name.as_bytes());
-    z.extend(data);
-    let central = z.len() as u32;
-    // Central directory entry: made by / needed 1.0, flags, method, time, date.
-    z.extend(0x0201_4b50u32.to_le_bytes());
-    z.extend([10, 0, 10, 0, 0, 0, 0, 0, 0, 0, 0x21, 0]);
-    z.extend(crc.to_le_bytes());
-    z.extend(len.to_le_bytes());
-    z.extend(len.to_le_bytes());
-    z.extend(nlen.to_le_bytes());
-    // Extra and comment length, disk number, internal and external attributes.
-    z.extend([0u8; 10]);
-    // Offset of the local header.
-    z.extend(0u32.to_le_bytes());
-    z.extend(name.as_bytes());
-    let central_len = z.len() as u32 - central;
-    // End of central directory: one entry on disk 0.
-    z.extend(0x0605_4b50u32.to_le_bytes());
-    z.extend([0, 0, 0, 0, 1, 0, 1, 0]);
-    z.extend(central_len.to_le_bytes());
-    z.extend(central.to_le_bytes());
-    z.extend(0u16.to_le_bytes());
-    z
 }
 
 fn zip_mail() -> Vec<u8> {

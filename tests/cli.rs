@@ -1,10 +1,8 @@
 //! The `spoolsift` command as a user runs it: output, exit codes and error messages.
 
+mod support;
 use std::process::{Command, Output};
-
-fn spoolsift(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_spoolsift")).args(args).output().unwrap()
-}
+use support::spoolsift;
 
 fn stdout(o: &Output) -> String {
     String::from_utf8(o.stdout.clone()).unwrap()

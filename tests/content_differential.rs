@@ -15,20 +15,10 @@ use std::path::{Path, PathBuf};
 
 use spoolsift::spool::{MessageView, SpoolHeader};
 use spoolsift::stages::content::{ContentConfig, ContentScanner, Sha256Blocklist};
+use support::made::{eicar, sha256_hex};
 
 /// Payloads the generator attaches; the blocklist below lists some of them.
 const FILES: &[&[u8]] = &[b"MZ\x90\0 not really a program", b"%PDF-1.4 a report", b"plain words\r\nover lines\n", b""];
-
-fn eicar() -> Vec<u8> {
-    let mut s = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}".to_vec();
-    s.extend(b"SURIVITNA-DRADNATS-RACIE$".iter().rev());
-    s.extend(b"-TEST-FILE!$H+H*");
-    s
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, bytes).as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// The default scanner, and one that hashes parts and limits their size, so that every kind of
 /// finding shows up in some message.

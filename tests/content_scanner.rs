@@ -11,23 +11,12 @@ use proptest::prelude::*;
 use spoolsift::spool::{MessageView, SpoolHeader};
 use spoolsift::stages::content::{ContentConfig, ContentScanner, Sha256Blocklist};
 use spoolsift::stages::{Stage, StageResult, Verdict};
+use support::made::{eicar, sha256_hex, stored_zip};
 
 const DATA: &str = "tests/data/content";
 
-/// The EICAR test file, assembled (the middle piece is stored reversed).
-fn eicar() -> Vec<u8> {
-    let mut s = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}".to_vec();
-    s.extend(b"SURIVITNA-DRADNATS-RACIE$".iter().rev());
-    s.extend(b"-TEST-FILE!$H+H*");
-    s
-}
-
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, bytes).as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[test]
@@ -265,42 +254,6 @@ fn nesting_is_followed_to_the_configured_depth_and_no_further() {
     assert_eq!(r.verdict, Verdict::Clean);
     let section = ["1"; 11].join(".");
     assert_eq!(r.details, details(&[("parts", "1"), ("note", &format!("message nesting over 10 at {section}"))]));
-}
-
-/// A zip archive holding `name` uncompressed (method 0), as an old-style archiver writes it.
-fn stored_zip(name: &str, data: &[u8]) -> Vec<u8> {
-    let crc = data.iter().fold(!0u32, |mut c, &b| {
-        c ^= u32::from(b);
-        for _ in 0..8 {
-            c = if c & 1 == 1 { (c >> 1) ^ 0xedb8_8320 } else { c >> 1 };
-        }
-        c
-    }) ^ !0;
-    let (n, len) = (name.len() as u16, data.len() as u32);
-    let mut z = Vec::new();
-    let fixed = |z: &mut Vec<u8>, sig: u32, central: bool| {
-        z.extend(sig.to_le_bytes());
-        if central {
-            z.extend(10u16.to_le_bytes());
-        }
-        z.extend([10u16, 0, 0, 0, 0].iter().flat_map(|v| v.to_le_bytes()));
-        z.extend([crc, len, len].iter().flat_map(|v| v.to_le_bytes()));
-        z.extend([n, 0].iter().flat_map(|v| v.to_le_bytes()));
-    };
-    fixed(&mut z, 0x0403_4b50, false);
-    z.extend(name.as_bytes());
-    z.extend(data);
-    let cd_at = z.len() as u32;
-    fixed(&mut z, 0x0201_4b50, true);
-    z.extend([0u16, 0, 0].iter().flat_map(|v| v.to_le_bytes()));
-    z.extend([0u32, 0].iter().flat_map(|v| v.to_le_bytes()));
-    z.extend(name.as_bytes());
-    let cd_len = z.len() as u32 - cd_at;
-    z.extend(0x0605_4b50u32.to_le_bytes());
-    z.extend([0u16, 0, 1, 1].iter().flat_map(|v| v.to_le_bytes()));
-    z.extend([cd_len, cd_at].iter().flat_map(|v| v.to_le_bytes()));
-    z.extend(0u16.to_le_bytes());
-    z
 }
 
 #[test]

@@ -2,16 +2,11 @@
 //! are blocked with their own rule before any parser builds their tree, and the test string is
 //! still found in them.
 
+mod support;
 use spoolsift::spool::{MessageView, SpoolHeader};
 use spoolsift::stages::content::{ContentConfig, ContentScanner};
 use spoolsift::stages::{Stage, StageResult, Verdict};
-
-fn eicar() -> Vec<u8> {
-    let mut s = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}".to_vec();
-    s.extend(b"SURIVITNA-DRADNATS-RACIE$".iter().rev());
-    s.extend(b"-TEST-FILE!$H+H*");
-    s
-}
+use support::made::eicar;
 
 fn header(fields: &[String]) -> SpoolHeader {
     let mut h = String::from(

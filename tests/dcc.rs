@@ -1,19 +1,18 @@
-//! The `dcc` stage against a dccifd double (tests/dcc/double.rs) on a UNIX socket and on TCP:
+//! The `dcc` stage against a dccifd double (tests/support/dccifd.rs) on a UNIX socket and on TCP:
 //! the exact request bytes for spool copies with and without connection data, every reply letter,
 //! folded headers, short per-recipient vectors, stalls, drops and refused connections.
 
-#[path = "dcc/double.rs"]
-mod double;
+mod support;
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, TcpListener};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use double::{Double, Reply, HALF_CLOSE_WAIT};
 use spoolsift::spool::{MessageView, SpoolHeader};
 use spoolsift::stages::dcc::{parse_host_address, DccConfig, DccConfigError, DccStage};
 use spoolsift::stages::{Stage, StageError, StageResult, Verdict};
+use support::dccifd::{Double, Reply, HALF_CLOSE_WAIT};
 
 const REMOTE: &str = "--helo_name client.example.net\n--host_address [192.0.2.10]:40000\n\
                       --host_name client.example.net\n-received_protocol esmtp\n";

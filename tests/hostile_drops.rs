@@ -8,6 +8,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use support::made::eicar_text;
 use support::{list, poll, standalone_pipeline, start_daemon, Daemon};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -212,21 +213,13 @@ fn a_data_file_others_can_write_is_copied_before_the_scan() {
     assert_eq!(before, format!("{foreign}-D\nbody\n").into_bytes());
 }
 
-/// The EICAR test file, assembled at run time (the middle piece reversed).
-fn eicar() -> String {
-    let mut s = String::from("X5O!P%@AP[4\\PZX54(P^)7CC)7}");
-    s.extend("SURIVITNA-DRADNATS-RACIE$".chars().rev());
-    s.push_str("-TEST-FILE!$H+H*");
-    s
-}
-
 #[test]
 fn spoolsifts_own_directories_and_files_have_their_modes_whatever_the_umask() {
     use std::os::unix::fs::MetadataExt;
     let w = World::new();
     let pipeline = standalone_pipeline(&w.root, "modes", "");
     let infected = "1zzzzz-00000000001-0004";
-    std::fs::write(w.path(infected, 'D'), format!("{infected}-D\n{}\n", eicar())).unwrap();
+    std::fs::write(w.path(infected, 'D'), format!("{infected}-D\n{}\n", eicar_text())).unwrap();
     w.regular(infected, 'H');
     let bad = "1zzzzz-00000000002-0004";
     std::fs::write(w.path(bad, 'D'), format!("{bad}-D\nbody\n")).unwrap();

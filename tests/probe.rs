@@ -2,8 +2,6 @@
 //! a real clamd, passes every check with no dccifd; each check is then made to fail by what it is
 //! there to catch, and says so on its own line.
 
-#[path = "arc/common.rs"]
-mod arc_common;
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -111,7 +109,7 @@ fn the_default_pipeline_passes_on_a_host_with_exim_and_clamd_and_each_check_can_
 
 #[test]
 fn the_sealing_key_must_be_the_published_one() {
-    let mut w = arc_common::World::new();
+    let mut w = support::arc::World::new();
     let ours = w.rsa_key("seal.example", "mx", 2048);
     let text = |key: &PathBuf| {
         format!(
@@ -130,7 +128,7 @@ fn the_sealing_key_must_be_the_published_one() {
         )
     );
     // Another key than the one published there.
-    let other = arc_common::Key::rsa(w.path(), "other", 2048);
+    let other = support::arc::Key::rsa(w.path(), "other", 2048);
     let (code, lines) = probe(w.path(), &text(&other.pkcs8));
     assert_eq!(code, Some(1));
     assert_eq!(

@@ -5,17 +5,10 @@
 
 mod support;
 
-use std::process::Command;
-
 use spoolsift::spool::SpoolHeader;
+use support::made::eicar_text;
+use support::spoolsift;
 use support::{list, standalone_pipeline, Standalone};
-
-fn eicar() -> String {
-    let mut s = String::from("X5O!P%@AP[4\\PZX54(P^)7CC)7}");
-    s.extend("SURIVITNA-DRADNATS-RACIE$".chars().rev());
-    s.push_str("-TEST-FILE!$H+H*");
-    s
-}
 
 const ID: &str = "1zzzzz-00000000001-0007";
 const RCPTS: [&str; 3] = ["bob@example.org", "carol@example.org", "dave@example.org"];
@@ -40,12 +33,8 @@ fn drop_copy(w: &Standalone, done: usize) {
         h.push_str(&format!("{r}\n"));
     }
     h.push_str(&format!("\n{:03}  {subject}\n", subject.len() + 1));
-    std::fs::write(w.qf.join(format!("{ID}-D")), format!("{ID}-D\n{}\n", eicar())).unwrap();
+    std::fs::write(w.qf.join(format!("{ID}-D")), format!("{ID}-D\n{}\n", eicar_text())).unwrap();
     std::fs::write(w.qf.join(format!("{ID}-H")), h).unwrap();
-}
-
-fn spoolsift(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_spoolsift")).args(args).output().unwrap()
 }
 
 #[test]

@@ -4,10 +4,6 @@
 //! bytes, `--expect` against an unchanged and a changed pipeline, and a capture with one recorded
 //! answer removed.
 
-// Only part of the double is used here.
-#[allow(dead_code)]
-#[path = "dcc/double.rs"]
-mod double;
 mod support;
 
 use std::collections::BTreeMap;
@@ -15,9 +11,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use double::{Double, Reply};
 use spoolsift::stages::content::eicar;
 use support::clamd::Clamd;
+use support::dccifd::{Double, Reply};
 
 const EICAR_ID: &str = "1xXOQD-0004A8-22";
 /// A clean fixture whose re-queued headers the tests look at.

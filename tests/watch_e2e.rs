@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
+use support::made::eicar_text;
 use support::smtp::{self, Envelope};
 use support::{poll, start_daemon, Exim, EximOptions};
 
@@ -33,10 +34,6 @@ struct Sent {
     notify_success: usize,
 }
 
-fn eicar() -> String {
-    String::from_utf8(spoolsift::stages::content::eicar::signature()).unwrap()
-}
-
 fn traffic(n: usize) -> Vec<(Sent, Envelope<'static>, Vec<u8>)> {
     let mut out = Vec::new();
     for i in 0..n {
@@ -50,7 +47,7 @@ fn traffic(n: usize) -> Vec<(Sent, Envelope<'static>, Vec<u8>)> {
             1 => {
                 let b = format!(
                     "--b1\nContent-Type: text/plain\n\nSee attachment.\n--b1\nContent-Type: application/octet-stream; name=\"t.com\"\nContent-Transfer-Encoding: base64\n\n{}\n--b1--\n",
-                    support::base64(eicar().as_bytes(), None)
+                    support::base64(eicar_text().as_bytes(), None)
                 );
                 ("multipart/mixed; boundary=\"b1\"", b.into_bytes())
             }

@@ -158,11 +158,8 @@ pub fn require_free_space(dir: &Path, min: u64) -> std::io::Result<()> {
 
 /// Open (creating) the LMDB environment in `dir`. heed refuses a second open of the same
 /// environment in one process; another process is kept out by the daemon's lock file.
-pub fn open_env(dir: &Path) -> Result<Env, StateError> {
-    open_env_in(dir).doing("opening the LMDB environment")
-}
-
-fn open_env_in(dir: &Path) -> heed::Result<Env> {
+/// Its errors are reported by the callers, which name the directory.
+pub fn open_env(dir: &Path) -> heed::Result<Env> {
     crate::private_files::create_dir(dir)?;
     require_free_space(dir, MIN_FREE_BYTES)?;
     // SAFETY: heed's requirement is that the environment is not opened twice in one process,

@@ -1,11 +1,15 @@
-//! Test support: real Exim instances on loopback (started by `scripts/exim-test.sh`), a small SMTP
-//! client, and polling with a deadline (never a sleep standing in for synchronisation).
+//! Test support, shared by every integration test (`mod support;`): real Exim instances on loopback
+//! (started by `scripts/exim-test.sh`), clamd, the dccifd double, the ARC world of keys and
+//! dkimpy, inputs made at test time, a small SMTP client, and polling with a deadline (never a sleep standing in for synchronisation).
 
 #![allow(dead_code)]
 
+pub mod arc;
 pub mod clamd;
+pub mod dccifd;
 pub mod debian_exim;
 pub mod fixtures;
+pub mod made;
 pub mod smtp;
 pub mod units;
 
@@ -16,6 +20,11 @@ use std::time::{Duration, Instant};
 
 /// Which Exim build: `bookworm` (4.96, 16-character ids) or `trixie` (4.98, 23-character ids).
 pub const SERIES: [&str; 2] = ["bookworm", "trixie"];
+
+/// Run the spoolsift binary under test with `args`.
+pub fn spoolsift(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_spoolsift")).args(args).output().unwrap()
+}
 
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

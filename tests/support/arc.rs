@@ -1,6 +1,5 @@
 //! Shared by the ARC tests: keys made at test time with openssl, a records file both sides read,
-//! dkimpy through tests/arc/dkimpy_arc.py, our verifier and sealer on raw messages.
-#![allow(dead_code)]
+//! dkimpy through tests/support/dkimpy_arc.py, our verifier and sealer on raw messages.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -119,7 +118,7 @@ impl World {
 
     fn dkimpy(&self, args: &[&str], input: &[u8]) -> Vec<u8> {
         let mut child = Command::new(PYTHON)
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/arc/dkimpy_arc.py"))
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/dkimpy_arc.py"))
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
