@@ -1,6 +1,6 @@
 //! `spoolsift kick`: the delivery helper. Runs `exim -Mc` on the messages the daemon re-queued
 //! (the requests in `<work>/kick/`), outside the daemon's sandbox, and leaves what Exim said for
-//! the daemon to check (see `requeue/kick.rs` for why this is a process of its own).
+//! the daemon to check (see `src/requeue/kick/mod.rs` for why this is a process of its own).
 //!
 //! Also here: the daemon's side, [`Reports`], which reads those reports, looks at Exim's spool
 //! and logs and counts what became of each message.

@@ -302,7 +302,7 @@ pub struct Engine<'e> {
     pub(super) in_flight: Mutex<HashSet<String>>,
     /// Signalled when a batch's keys leave `in_flight`.
     pub(super) in_flight_done: std::sync::Condvar,
-    /// Claims a stopped daemon left, scanned one at a time (`isolation.rs`).
+    /// Claims a stopped daemon left, scanned one at a time (`src/engine/isolation.rs`).
     pub(super) isolation: Mutex<isolation::Isolation>,
     /// This daemon run's number in the journal (set by `recover`), marked on the claims it scans.
     pub(super) run: u64,
@@ -330,7 +330,7 @@ impl<'e> Engine<'e> {
         let now = self.clock.now_secs();
         let batch = &self.pipeline.batch;
         let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        // Deferred claims taken again: marked as in this run's hands (see `isolation.rs`).
+        // Deferred claims taken again: marked as in this run's hands (see `src/engine/isolation.rs`).
         let mut out = self.db.take_due(now, batch.max_messages, &in_flight, self.run)?;
         in_flight.extend(out.iter().map(|r| r.key.clone()));
         drop(in_flight);

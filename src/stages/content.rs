@@ -15,7 +15,7 @@
 //! Decoding base64 is most of the work, and mail-parser does it slowly, so the structure comes
 //! from a parse that leaves bodies encoded and we decode them ourselves, falling
 //! back to mail-parser's full parse wherever the two could differ: the results are the same
-//! (`content/own.rs` says how).
+//! (`src/stages/content/own.rs` says how).
 //!
 //! Results. The verdict is `Infected` if the test file was found anywhere, else the first
 //! `Blocked` rule in part order, else `Clean`. Each finding adds `part` (an IMAP section number:

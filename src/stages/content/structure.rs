@@ -88,7 +88,7 @@ const ITEMS_PER_FIELD: usize = 100;
 
 /// Count `data`'s structure, stopping at the first limit crossed. The content scanner parses a
 /// message twice over (mail-parser's full parse, and a structure parse that ignores
-/// Content-Transfer-Encoding, `own.rs`), so both framings are counted: an encoded nested message
+/// Content-Transfer-Encoding, `src/stages/content/own.rs`), so both framings are counted: an encoded nested message
 /// is a message decoded for the one and in place for the other.
 ///
 /// The counts returned are the larger of the two framings'.
@@ -164,7 +164,7 @@ impl Counter<'_> {
     }
 
     /// One message's bytes, at nesting `base`, with `encoded` levels of encoded nested messages
-    /// still to follow. Mirrors mail-parser's parse loop (`parsers/message.rs`), without storing.
+    /// still to follow. Mirrors mail-parser 0.11's message parse loop, without storing.
     fn message(&mut self, data: &[u8], base: usize, encoded: usize) -> Result<(), Breach> {
         let mut pos = 0;
         let mut state = Level { boundary: None, message: true, digest: false };
