@@ -88,8 +88,8 @@ const ITEMS_PER_FIELD: usize = 100;
 
 /// Count `data`'s structure, stopping at the first limit crossed. The content scanner parses a
 /// message twice over (mail-parser's full parse, and a structure parse that ignores
-/// Content-Transfer-Encoding, `src/stages/content/own.rs`), so both framings are counted: an encoded nested message
-/// is a message decoded for the one and in place for the other.
+/// Content-Transfer-Encoding, `src/stages/content/own.rs`), so both framings are counted: an
+/// encoded nested message is a message decoded for the one and in place for the other.
 ///
 /// The counts returned are the larger of the two framings'.
 pub fn census(data: &[u8], limits: &StructureLimits) -> Result<Counts, Breach> {
