@@ -11,6 +11,10 @@ use crate::stages::content::ContentScanner;
 use crate::stages::dcc::DccStage;
 use crate::stages::Stage;
 
+/// The stages a pipeline may name, each built by its arm in [`stages_with`]: adding a stage is
+/// its file under `src/stages/`, its `pub mod` there, its name here and its arm below.
+pub const STAGES: [&str; 4] = ["arc", "clamav", "content", "dcc"];
+
 /// Build the enabled stages, in name order (they run in parallel; the order only shows in
 /// reports). An unknown stage name is an error, not ignored: a typo must not turn a check off.
 pub fn stages(cfg: &PipelineConfig) -> Result<Vec<Box<dyn Stage>>, ConfigError> {
@@ -41,7 +45,7 @@ pub fn stages_with(cfg: &PipelineConfig, outside: &Outside) -> Result<Vec<Box<dy
                 arc_sealer(cfg)?;
                 Box::new(arc_stage(&config, outside).map_err(fail)?)
             }
-            // PipelineConfig::parse refuses names outside config::STAGES.
+            // PipelineConfig::parse refuses names outside STAGES.
             other => unreachable!("stage {other} passed PipelineConfig::parse"),
         };
         out.push(stage);

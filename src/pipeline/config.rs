@@ -275,10 +275,10 @@ impl PipelineConfig {
         }
         cfg.check_layout(false)?;
         for (name, table) in &cfg.stages {
-            if !STAGES.contains(&name.as_str()) {
+            if !super::build::STAGES.contains(&name.as_str()) {
                 return Err(cfg.error_at(
                     &["stages", name],
-                    format!("unknown stage [stages.{name}]; the stages are {}", STAGES.join(", ")),
+                    format!("unknown stage [stages.{name}]; the stages are {}", super::build::STAGES.join(", ")),
                 ));
             }
             // A typo'd boolean must not turn a check on or off: only `true` and `false` are read.
@@ -366,9 +366,6 @@ impl PipelineConfig {
             .map_err(|e| fail(e.span().map(|s| line_at(&self.text, s.start)), e.message()))
     }
 }
-
-/// The stages a pipeline may name (one file each under `src/stages/`).
-pub const STAGES: [&str; 4] = ["arc", "clamav", "content", "dcc"];
 
 /// Where `word` first stands in `text` as a whole word (not inside a longer name).
 fn word_at(text: &str, word: &str) -> Option<usize> {
