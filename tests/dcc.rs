@@ -9,8 +9,9 @@ use std::net::{IpAddr, TcpListener};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
+use spoolsift::spool::options::host_address_ip as parse_host_address;
 use spoolsift::spool::{MessageView, SpoolHeader};
-use spoolsift::stages::dcc::{parse_host_address, DccConfig, DccConfigError, DccStage};
+use spoolsift::stages::dcc::{DccConfig, DccConfigError, DccStage};
 use spoolsift::stages::{Stage, StageError, StageResult, Verdict};
 use support::dccifd::{Double, Reply, HALF_CLOSE_WAIT};
 

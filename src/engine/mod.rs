@@ -47,8 +47,10 @@ use serde_json::json;
 use crate::intake::queuefile::QueuefileDir;
 use crate::outside::Clock;
 use crate::pipeline::config::PipelineConfig;
-use crate::pipeline::policy::{Action, Decision};
-use crate::pipeline::run::{run_stages_timed, StageOutcome};
+use crate::pipeline::decide::{self, RecipientGroup};
+use crate::pipeline::policy::Action;
+use crate::pipeline::rules::MessageFacts;
+use crate::pipeline::run::{run_stages_where, StageOutcome};
 use crate::requeue::{self, KickQueue, TargetSpool, Transform};
 use crate::sinks::quarantine::QuarantineStore;
 use crate::spool::{DataFile, IdMinter, MessageId, MessageView, OptionLine, SpoolError, SpoolHeader};
@@ -161,6 +163,8 @@ pub struct Handled {
     pub quarantine_key: Option<String>,
     /// When a deferred message is tried again (Unix seconds).
     pub next_try: Option<u64>,
+    /// The rules that decided a setting for it (`FILE:LINE`).
+    pub rules: Vec<String>,
 }
 
 /// What one stage said of a message, as the log line and the metrics need it.
@@ -223,6 +227,9 @@ impl Handled {
         }
         if !self.reasons.is_empty() {
             line.push_str(&format!(" reasons=[{}]", self.reasons.join("; ")));
+        }
+        if !self.rules.is_empty() {
+            line.push_str(&format!(" rules=[{}]", self.rules.join(" ")));
         }
         line
     }
@@ -474,11 +481,7 @@ impl<'e> Engine<'e> {
             sender: text(&header.sender),
             recipients: owed.iter().map(|r| text(r)).collect(),
             size: Some(header.message_size(data.body_len())),
-            client: header
-                .options
-                .value("host_address")
-                .and_then(crate::stages::dcc::parse_host_address)
-                .map(|ip| ip.to_string()),
+            client: header.client_ip().map(|ip| ip.to_string()),
             helo: header.options.value("helo_name").map(|h| crate::spool::headers::sanitize(&text(h), 80)),
             subject: header
                 .headers
@@ -491,20 +494,27 @@ impl<'e> Engine<'e> {
             handled.action = Outcome::NothingOwed;
             return Ok(Plan::NothingOwed { handled });
         }
+        let settings = decide::settings_for(&self.pipeline, || MessageFacts::of(&header), &owed);
         let view = MessageView::new(&header, &data);
-        let outcomes = run_stages_timed(&self.stages, &view, self.clock);
+        let outcomes = run_stages_where(&self.stages, |s| decide::stage_wanted(&settings, s), &view, self.clock);
         progressed();
-        let mut decision = self.pipeline.policy.decide(&outcomes);
-        if decision.action == Action::Defer && now.saturating_sub(rec.claimed_at) >= self.pipeline.defer.max_age_secs {
-            decision.action = Action::Hold;
-            decision.reasons.push("deferred longer than defer.max_age_secs".into());
-        }
+        let groups = decide::groups(&self.pipeline, &owed, settings, &outcomes, handled.size.unwrap_or(0));
+        // Recipients who came to different things are given one outcome for now, the most
+        // severe (never less checked than any of them asked for).
+        let mut group = decide::merged(groups).expect("owed is not empty");
+        decide::hold_if_deferred_too_long(
+            &mut group.decision,
+            now.saturating_sub(rec.claimed_at),
+            self.pipeline.defer.max_age_secs,
+        );
+        let decision = group.decision.clone();
         handled.action = Outcome::Acted(decision.action);
         handled.reasons = decision.reasons.clone();
         handled.stages = outcomes.iter().map(StageLine::of).collect();
+        handled.rules = group.rules.iter().map(ToString::to_string).collect();
         Ok(match decision.action {
             Action::Deliver | Action::Hold => {
-                let header = self.annotate(header, &data, &outcomes, &decision, &pending, &owed)?;
+                let header = self.annotate(header, &data, &outcomes, &group, &pending)?;
                 Plan::Requeue { header: Box::new(header), owed, handled }
             }
             Action::Quarantine => {
@@ -523,20 +533,26 @@ impl<'e> Engine<'e> {
         })
     }
 
-    /// The header to re-queue: the re-queue transform, our headers, recipients already handed on
-    /// marked done (so Exim skips them), and frozen when holding.
+    /// The header to re-queue for `copy`'s recipients: the re-queue transform, our headers,
+    /// every other pending recipient marked done (so Exim skips them), and frozen when holding.
     fn annotate(
         &self,
         mut h: SpoolHeader,
         body: &DataFile,
         outcomes: &[StageOutcome],
-        decision: &Decision,
+        copy: &RecipientGroup,
         pending: &[Vec<u8>],
-        owed: &[Vec<u8>],
     ) -> Result<SpoolHeader, SpoolError> {
+        let decision = &copy.decision;
         self.transform.apply(&mut h);
-        self.pipeline
-            .headers
+        let headers = match &copy.subject_tag {
+            Some(tag) => std::borrow::Cow::Owned(crate::pipeline::annotate::InjectConfig {
+                spam_subject_tag: tag.clone(),
+                ..self.pipeline.headers.clone()
+            }),
+            None => std::borrow::Cow::Borrowed(&self.pipeline.headers),
+        };
+        headers
             .apply(&mut h, &self.pipeline.authserv_id, outcomes, decision)
             .map_err(|e| SpoolError::whole_file(crate::spool::Reason::Io(e.to_string())))?;
         if let Some(sealer) = &self.sealer {
@@ -559,7 +575,7 @@ impl<'e> Engine<'e> {
                 tracing::error!("{}: ARC {why}", h.id);
             }
         }
-        for r in pending.iter().filter(|r| !owed.contains(r)) {
+        for r in pending.iter().filter(|r| !copy.recipients.contains(r)) {
             h.non_recipients.insert(r);
         }
         if decision.action == Action::Hold {

@@ -10,6 +10,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
 use super::policy::Policy;
+use super::rules::{RuleError, RuleSet};
 use crate::pipeline::annotate::InjectConfig;
 
 /// The pipeline compiled into the binary: what runs when no `--pipeline` is given.
@@ -50,6 +51,20 @@ pub struct PipelineConfig {
     pub defer: DeferConfig,
     #[serde(default)]
     pub quarantine: QuarantineConfig,
+    /// `[rules]`: where the rules are (see `src/pipeline/rules.rs`).
+    #[serde(default)]
+    pub rules: RulesConfig,
+    /// The rules read from `rules`, in order: the files' first, then the inline lines.
+    #[serde(skip)]
+    pub ruleset: RuleSet,
+}
+
+/// `[rules]`: rule files (relative to this pipeline file), and rules written inline.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    pub files: Vec<PathBuf>,
+    pub lines: Vec<String>,
 }
 
 /// `[quarantine]`: how long entries are kept.
@@ -289,7 +304,33 @@ impl PipelineConfig {
                 ));
             }
         }
+        cfg.ruleset = cfg.read_rules()?;
         Ok(cfg)
+    }
+
+    /// The rules `[rules]` names, checked against this pipeline's stages and policy. Read when
+    /// the pipeline is (at start, on SIGHUP, by `check-config`): a bad line is an error then.
+    fn read_rules(&self) -> Result<RuleSet, ConfigError> {
+        let dir = self.source.parent().unwrap_or(Path::new("."));
+        let enabled: Vec<&str> =
+            self.stages.iter().filter(|(_, t)| PipelineConfig::stage_enabled(t)).map(|(n, _)| n.as_str()).collect();
+        let fail = |e: RuleError| ConfigError::new(&e.origin.file, Some(e.origin.line), e.reason);
+        let mut set = RuleSet::default();
+        for f in &self.rules.files {
+            let path = dir.join(f);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| self.error_at(&["rules", "files"], format!("rule file {}: {e}", path.display())))?;
+            let list_dir = path.parent().unwrap_or(dir).to_path_buf();
+            set.parse_into(&text, &path, 1, &list_dir, &enabled, &self.policy).map_err(fail)?;
+        }
+        let line = key_line(&self.text, &["rules", "lines"]).unwrap_or(1);
+        for l in &self.rules.lines {
+            if l.contains('\n') {
+                return Err(self.error_at(&["rules", "lines"], "one rule per string in [rules] lines"));
+            }
+            set.parse_into(l, &self.source, line, dir, &enabled, &self.policy).map_err(fail)?;
+        }
+        Ok(set)
     }
 
     /// What is legal but probably not meant: each a sentence for the admin.

@@ -5,10 +5,12 @@
 pub mod annotate;
 pub mod build;
 pub mod config;
+pub mod decide;
 pub mod layout;
 pub mod policy;
+pub mod rules;
 pub mod run;
 
 pub use config::{ConfigError, PipelineConfig};
 pub use policy::{Action, Decision, Policy};
-pub use run::{run_stages, run_stages_timed, StageOutcome};
+pub use run::{run_stages, run_stages_timed, run_stages_where, StageOutcome};

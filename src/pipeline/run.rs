@@ -54,17 +54,29 @@ pub fn run_stages(stages: &[Box<dyn Stage>], view: &MessageView<'_>) -> Vec<Stag
 
 /// [`run_stages`], timing the stages on `clock` (a fixed clock records no durations).
 pub fn run_stages_timed(stages: &[Box<dyn Stage>], view: &MessageView<'_>, clock: Clock) -> Vec<StageOutcome> {
+    run_stages_where(stages, |_| true, view, clock)
+}
+
+/// [`run_stages_timed`] for the stages `wanted` names (rules may turn a stage off for every
+/// recipient of a message: it is then not run at all).
+pub fn run_stages_where(
+    stages: &[Box<dyn Stage>],
+    wanted: impl Fn(&str) -> bool,
+    view: &MessageView<'_>,
+    clock: Clock,
+) -> Vec<StageOutcome> {
+    let stages: Vec<&dyn Stage> = stages.iter().map(|s| s.as_ref()).filter(|s| wanted(s.name())).collect();
     let Some((first, rest)) = stages.split_first() else { return Vec::new() };
     if rest.is_empty() {
-        return vec![run_one(first.as_ref(), view, clock)];
+        return vec![run_one(*first, view, clock)];
     }
     let results = workers::Waiting::new(rest.len());
     for (i, st) in rest.iter().enumerate() {
         let done = results.slot(i);
-        workers::run(move || done.put(run_one(st.as_ref(), view, clock)));
+        workers::run(move || done.put(run_one(*st, view, clock)));
     }
     let mut out = Vec::with_capacity(stages.len());
-    out.push(run_one(first.as_ref(), view, clock));
+    out.push(run_one(*first, view, clock));
     out.extend(results.wait_all().into_iter().map(|o| o.expect("run_one catches panics")));
     out
 }

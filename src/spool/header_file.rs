@@ -175,6 +175,11 @@ pub(crate) fn check_known_value(name: &[u8], value: Option<&[u8]>) -> Result<(),
 }
 
 impl SpoolHeader {
+    /// The sending host's IP address, from `-host_address` (none for local submissions).
+    pub fn client_ip(&self) -> Option<std::net::IpAddr> {
+        self.options.value("host_address").and_then(super::options::host_address_ip)
+    }
+
     /// Read a `-H` file. Its name must be `<id>-H`, and its first line must say so.
     pub fn read(path: &Path) -> Result<SpoolHeader, SpoolError> {
         let name = path.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default();

@@ -286,3 +286,17 @@ impl SpoolOptions {
         self.0.insert(at, opt);
     }
 }
+
+/// The IP of Exim's `-host_address`: `[ip]:port`, or the older `ip.port`, or a bare IP.
+pub fn host_address_ip(value: &[u8]) -> Option<std::net::IpAddr> {
+    let s = std::str::from_utf8(value).ok()?.trim();
+    if let Some(rest) = s.strip_prefix('[') {
+        return rest.split_once(']')?.0.parse().ok();
+    }
+    if let Ok(ip) = s.parse() {
+        return Some(ip);
+    }
+    let (ip, port) = s.rsplit_once('.')?;
+    port.parse::<u16>().ok()?;
+    ip.parse().ok()
+}

@@ -30,7 +30,6 @@ use serde::Deserialize;
 pub use seal::{NewSet, SealConfig, Sealer};
 pub use verify::{ArcResult, ArcStatus, DnsTrouble};
 
-use super::dcc::parse_host_address;
 use super::{Stage, StageError, StageResult, Verdict};
 use crate::dns::TxtLookup;
 use crate::outside::Clock;
@@ -162,7 +161,7 @@ impl Stage for ArcStage {
         if defer {
             return Err(StageError::Temporary(r.reason));
         }
-        let remote_ip = message.header.options.value("host_address").and_then(parse_host_address);
+        let remote_ip = message.header.client_ip();
         let verdict = match r.result {
             ArcStatus::Pass => Verdict::AuthPass,
             ArcStatus::Fail => Verdict::AuthFail,

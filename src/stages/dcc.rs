@@ -436,7 +436,7 @@ fn client_line(header: &SpoolHeader) -> Vec<u8> {
     if let Some(ip) = over {
         return ip.to_string().into_bytes();
     }
-    let Some(ip) = header.options.value("host_address").and_then(parse_host_address) else {
+    let Some(ip) = header.client_ip() else {
         return Vec::new();
     };
     let mut out = ip.to_string().into_bytes();
@@ -445,20 +445,6 @@ fn client_line(header: &SpoolHeader) -> Vec<u8> {
         push_clean(&mut out, name);
     }
     out
-}
-
-/// The IP of Exim's `-host_address`: `[ip]:port`, or the older `ip.port`, or a bare IP.
-pub fn parse_host_address(value: &[u8]) -> Option<IpAddr> {
-    let s = std::str::from_utf8(value).ok()?.trim();
-    if let Some(rest) = s.strip_prefix('[') {
-        return rest.split_once(']')?.0.parse().ok();
-    }
-    if let Ok(ip) = s.parse() {
-        return Some(ip);
-    }
-    let (ip, port) = s.rsplit_once('.')?;
-    port.parse::<u16>().ok()?;
-    ip.parse().ok()
 }
 
 /// Write everything before the deadline (each write gets the time that is left).
