@@ -8,13 +8,13 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use spoolsift::engine::{EngineBuilder, Handled, Outcome, WorkDirs};
+use spoolsift::engine::{Engine, EngineBuilder, Handled, Outcome, WorkDirs};
 use spoolsift::intake::queuefile::QueuefileDir;
 use spoolsift::pipeline::{Action, PipelineConfig};
 use spoolsift::requeue::TargetSpool;
 use spoolsift::spool::{MessageView, OptionLine, SpoolHeader};
 use spoolsift::stages::{Stage, StageError, StageResult, Verdict};
-use spoolsift::state::{open_env, StateDb};
+use spoolsift::state::{open_env, ClaimRecord, StateDb};
 
 /// Spam when the body says "SPAM-MARKER". It stands in for the pipeline's `content` stage, so
 /// that rules may name it.
@@ -48,33 +48,57 @@ fn pipeline(dir: &Path, rules: &[&str]) -> PipelineConfig {
 /// Run one message (the spec example with `body`, and `edit` applied to its `-H`) through an
 /// engine for `cfg`; what became of it, and the `-H` files queued.
 fn run(root: &Path, cfg: PipelineConfig, body: &str, edit: impl FnOnce(&mut SpoolHeader)) -> (Handled, Vec<PathBuf>) {
+    let (mut handled, queued) = run_all(root, cfg, body, edit);
+    assert_eq!(handled.len(), 1, "{handled:?}");
+    (handled.remove(0), queued)
+}
+
+/// [`run`], for a message that may become more than one copy.
+fn run_all(
+    root: &Path,
+    cfg: PipelineConfig,
+    body: &str,
+    edit: impl FnOnce(&mut SpoolHeader),
+) -> (Vec<Handled>, Vec<PathBuf>) {
+    drop_message(root, body, edit);
+    let handled = with_engine(root, cfg, |engine| {
+        let batch = engine.claim_batch().unwrap();
+        engine.process(batch).unwrap()
+    });
+    (handled, queued(root))
+}
+
+/// Drop the spec example with `body` into the queuefile directory.
+fn drop_message(root: &Path, body: &str, edit: impl FnOnce(&mut SpoolHeader)) {
     let qf = root.join("qf");
-    let spool = root.join("spool");
     std::fs::create_dir_all(&qf).unwrap();
-    std::fs::create_dir_all(spool.join("input")).unwrap();
+    std::fs::create_dir_all(root.join("spool/input")).unwrap();
     let mut h = SpoolHeader::read(Path::new("tests/data/spec-example/1xXORz-0000000058C-2p8L-H")).unwrap();
     h.options.set(OptionLine::with_value("body_linecount", body.matches('\n').count().to_string().as_bytes()));
     edit(&mut h);
     std::fs::write(qf.join(format!("{ID}-D")), format!("{ID}-D\n{body}")).unwrap();
     std::fs::write(qf.join(format!("{ID}-H")), h.to_bytes()).unwrap();
+}
+
+/// Run `f` with an engine for `cfg` over `root`'s directories (the journal stays on disk between
+/// calls, as across a stop).
+fn with_engine<T>(root: &Path, cfg: PipelineConfig, f: impl FnOnce(&mut Engine<'_>) -> T) -> T {
     let dirs = WorkDirs::new(&root.join("work"));
     dirs.create().unwrap();
     let env = open_env(&dirs.state).unwrap();
-    let target = TargetSpool::new(&spool, None).unwrap();
-    let intake = QueuefileDir::new(&qf, Some(&target.input), Duration::from_secs(900));
-    let engine = EngineBuilder::new(cfg, StateDb::new(&env).unwrap(), dirs, intake, target)
+    let target = TargetSpool::new(&root.join("spool"), None).unwrap();
+    let intake = QueuefileDir::new(&root.join("qf"), Some(&target.input), Duration::from_secs(900));
+    let mut engine = EngineBuilder::new(cfg, StateDb::new(&env).unwrap(), dirs, intake, target)
         .stages(vec![Box::new(SpamStage)])
         .build()
         .unwrap();
-    let batch = engine.claim_batch().unwrap();
-    let mut handled = engine.process(batch).unwrap();
-    assert_eq!(handled.len(), 1);
-    let queued = support::list(&spool.join("input"))
-        .into_iter()
-        .filter(|n| n.ends_with("-H"))
-        .map(|n| spool.join("input").join(n))
-        .collect();
-    (handled.remove(0), queued)
+    f(&mut engine)
+}
+
+/// The `-H` files in the target spool.
+fn queued(root: &Path) -> Vec<PathBuf> {
+    let input = root.join("spool/input");
+    support::list(&input).into_iter().filter(|n| n.ends_with("-H")).map(|n| input.join(n)).collect()
 }
 
 const SPAM: &str = "Buy now. SPAM-MARKER\n";
@@ -135,4 +159,145 @@ fn a_stage_turned_off_by_rule_is_not_counted() {
     let [with, without] = with_and_without(&["from=sender.example => stage.content=off"], SPAM, |_| {});
     assert_eq!(with.0, Outcome::Acted(Action::Deliver));
     assert_eq!(without.0, Outcome::Acted(Action::Quarantine));
+}
+
+#[test]
+fn recipients_who_want_different_things_get_a_copy_each() {
+    let root = tempfile::tempdir().unwrap();
+    let cfg = pipeline(root.path(), &["to=bob@dest.example => policy.spam=deliver subject_tag=\"[SPAM]\""]);
+    let work = root.path().join("work");
+    let (handled, queued) = run_all(root.path(), cfg, SPAM, |_| {});
+    assert_eq!(handled.len(), 2, "{handled:?}");
+    // Settled copies first, re-queued ones after their commit.
+    let (second, first) = (&handled[0], &handled[1]);
+    assert_eq!(first.action, Outcome::Acted(Action::Deliver));
+    assert_eq!(second.action, Outcome::Acted(Action::Quarantine));
+    assert_eq!(second.recipients, ["carol@dest.example"]);
+    assert_eq!(second.reasons, ["content: spam"]);
+    assert_eq!(first.recipients, ["bob@dest.example"]);
+    assert_ne!(first.target_id.as_deref(), Some(ID), "a copy of a split never keeps the original id");
+    assert_eq!(queued.len(), 1);
+    let h = SpoolHeader::read(&queued[0]).unwrap();
+    let pending: Vec<&[u8]> = h.pending_recipients().map(|(_, r)| r.address()).collect();
+    assert_eq!(pending, [b"bob@dest.example".as_slice()]);
+    let subject = h.headers.get(b"subject").next().unwrap().value();
+    assert_eq!(String::from_utf8_lossy(&subject).trim_end(), "[SPAM] Test message with a folded subject");
+    // Carol's copy is in the quarantine, holding her alone.
+    let entries = support::list(&work.join("quarantine"));
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert!(entries[0].ends_with(&format!(".{ID}+2")), "{entries:?}");
+    let entry = work.join("quarantine").join(&entries[0]);
+    let verdict: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(entry.join("verdict.json")).unwrap()).unwrap();
+    assert_eq!(verdict["recipients"], serde_json::json!(["carol@dest.example"]));
+    let held = SpoolHeader::read(&entry.join(format!("{ID}-H"))).unwrap();
+    let pending: Vec<&[u8]> = held.pending_recipients().map(|(_, r)| r.address()).collect();
+    assert_eq!(pending, [b"carol@dest.example".as_slice()]);
+    assert!(support::list(&work.join("work")).is_empty(), "nothing left in work/");
+}
+
+const SPLIT_RULE: &str = "to=bob@dest.example => policy.spam=deliver subject_tag=\"[SPAM]\"";
+
+/// After a split, wherever it stopped: Bob's tagged copy queued once, Carol held once in the
+/// quarantine, and nothing left in the work directory.
+fn assert_split_outcome(root: &Path) {
+    let queued = queued(root);
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    let h = SpoolHeader::read(&queued[0]).unwrap();
+    let pending: Vec<&[u8]> = h.pending_recipients().map(|(_, r)| r.address()).collect();
+    assert_eq!(pending, [b"bob@dest.example".as_slice()]);
+    let entries = support::list(&root.join("work/quarantine"));
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let verdict: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(root.join("work/quarantine").join(&entries[0]).join("verdict.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(verdict["recipients"], serde_json::json!(["carol@dest.example"]));
+    assert!(support::list(&root.join("work/work")).is_empty(), "{:?}", support::list(&root.join("work/work")));
+    assert!(support::list(&root.join("work/rejected")).is_empty());
+}
+
+/// The parts' pairs written, the journal not yet told: the claim is whole, the parts' files go,
+/// and the message is split again.
+#[test]
+fn a_split_stopped_before_its_journal_write_is_done_again() {
+    let root = tempfile::tempdir().unwrap();
+    let cfg = pipeline(root.path(), &[SPLIT_RULE]);
+    drop_message(root.path(), SPAM, |_| {});
+    let key = with_engine(root.path(), cfg.clone(), |engine| {
+        let batch = engine.claim_batch().unwrap();
+        assert_eq!(batch.len(), 1);
+        let key = batch[0].key.clone();
+        let (h, d) = engine.dirs.files(&key);
+        for n in [1, 2] {
+            let (ph, pd) = engine.dirs.files(&format!("{key}+{n}"));
+            std::fs::copy(&h, ph).unwrap();
+            std::fs::hard_link(&d, pd).unwrap();
+        }
+        key
+    });
+    let handled = with_engine(root.path(), cfg, |engine| {
+        let notes = engine.recover().unwrap();
+        for n in [1, 2] {
+            for s in ['D', 'H'] {
+                let note = format!("{key}+{n}-{s}: left by a split that stopped; removed (a record holds the message)");
+                assert!(notes.contains(&note), "{notes:?}");
+            }
+        }
+        let mut all = Vec::new();
+        loop {
+            let batch = engine.claim_batch().unwrap();
+            if batch.is_empty() {
+                break all;
+            }
+            all.extend(engine.process(batch).unwrap());
+        }
+    });
+    assert_eq!(handled.len(), 2, "{handled:?}");
+    assert_split_outcome(root.path());
+}
+
+/// The journal says the parts own the message, the claim's own pair is still there: it goes,
+/// and each part is handled as a claim of its own.
+#[test]
+fn a_split_stopped_after_its_journal_write_is_finished_by_its_parts() {
+    let root = tempfile::tempdir().unwrap();
+    let cfg = pipeline(root.path(), &[SPLIT_RULE]);
+    drop_message(root.path(), SPAM, |_| {});
+    let key = with_engine(root.path(), cfg.clone(), |engine| {
+        let batch = engine.claim_batch().unwrap();
+        let rec = batch[0].clone();
+        let (h, d) = engine.dirs.files(&rec.key);
+        let read = SpoolHeader::parse(&std::fs::read(&h).unwrap(), None).unwrap();
+        let mut parts = Vec::new();
+        for (n, other) in [(1, "carol@dest.example"), (2, "bob@dest.example")] {
+            let part = format!("{}+{n}", rec.key);
+            let (ph, pd) = engine.dirs.files(&part);
+            let mut mine = read.clone();
+            mine.non_recipients.insert(other.as_bytes());
+            std::fs::write(ph, mine.to_bytes()).unwrap();
+            std::fs::hard_link(&d, pd).unwrap();
+            parts.push(ClaimRecord { key: part, scan_run: None, split_from: Some(rec.key.clone()), ..rec.clone() });
+        }
+        engine.db.replace(&[&rec.key], &parts).unwrap();
+        rec.key
+    });
+    let handled = with_engine(root.path(), cfg, |engine| {
+        let notes = engine.recover().unwrap();
+        for s in ['D', 'H'] {
+            let note = format!("{key}-{s}: left by a split that stopped; removed (a record holds the message)");
+            assert!(notes.contains(&note), "{notes:?}");
+        }
+        let batch = engine.claim_batch().unwrap();
+        assert_eq!(batch.len(), 2, "the two parts, nothing from the intake");
+        engine.process(batch).unwrap()
+    });
+    assert_eq!(
+        handled.iter().map(|h| (h.action, h.recipients.clone())).collect::<Vec<_>>(),
+        [
+            (Outcome::Acted(Action::Quarantine), vec!["carol@dest.example".to_string()]),
+            (Outcome::Acted(Action::Deliver), vec!["bob@dest.example".to_string()]),
+        ]
+    );
+    assert_split_outcome(root.path());
 }

@@ -181,6 +181,7 @@ impl Engine<'_> {
                 handled.quarantine_key = Some(rec.key.clone());
                 b.finish(rec.key, handled);
             }
+            Plan::Split { read, parts } => return self.settle_split(b, spool, rec, &read, parts, now),
             Plan::Defer { mut handled } => {
                 rec.attempts += 1;
                 rec.deferred_because = Some(handled.reasons.join("; "));
@@ -201,7 +202,13 @@ impl Engine<'_> {
                 }
                 handled.recipients = owed.iter().map(|r| text(r)).collect();
                 let id = header.id.clone();
-                match spool.decide(&id, &self.transform.marker)? {
+                // A copy of a split never keeps the original id: the others could not tell their
+                // sibling's re-queue from their own (`IdDecision::AlreadyRequeued`).
+                let choice = match rec.split_from {
+                    Some(_) => IdDecision::MintId,
+                    None => spool.decide(&id, &self.transform.marker)?,
+                };
+                match choice {
                     IdDecision::Busy => {
                         rec.not_before = now + 1;
                         rec.scan_finished();
@@ -231,6 +238,69 @@ impl Engine<'_> {
                     }
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Settle a message whose recipients came to different outcomes: each part becomes a claim
+    /// of its own, with its own work pair (the `-D` a second name of the claimed one, the `-H` as
+    /// read with every other part's recipients marked done), and is then settled as any claim.
+    ///
+    /// The part pairs are written and synced first, then one journal transaction replaces the
+    /// claim with its parts: stopped before it, the claim is whole and scanned again (the part
+    /// files, unrecorded, are removed at the next start); after it, each part is a claim that
+    /// recovery completes or rolls back on its own, and the dedupe store keeps a recipient from
+    /// being handed on twice whatever a part is scanned again to.
+    fn settle_split(
+        &self,
+        b: &mut Settled,
+        spool: &mut SpoolLook<'_>,
+        rec: ClaimRecord,
+        read: &SpoolHeader,
+        parts: Vec<Plan>,
+        now: u64,
+    ) -> io::Result<()> {
+        let (hp, dp) = self.dirs.files(&rec.key);
+        let pending: Vec<Vec<u8>> = read.pending_recipients().map(|(_, r)| r.address().to_vec()).collect();
+        let mut records = Vec::with_capacity(parts.len());
+        for (n, part) in parts.iter().enumerate() {
+            let key = format!("{}+{}", rec.key, n + 1);
+            let (ph, pd) = self.dirs.files(&key);
+            for p in [&ph, &pd] {
+                remove_if_present(p)?;
+            }
+            std::fs::hard_link(&dp, &pd)?;
+            let mine = part.recipients();
+            let mut header = read.clone();
+            for r in pending.iter().filter(|r| !mine.contains(r)) {
+                header.non_recipients.insert(r);
+            }
+            write_work_header(&ph, &header, &hp)?;
+            records.push(ClaimRecord {
+                key,
+                state: ClaimState::Claimed,
+                not_before: 0,
+                target_id: None,
+                handing_on: Vec::new(),
+                lone_scans: 0,
+                scan_run: None,
+                held: false,
+                deferred_because: None,
+                split_from: Some(rec.key.clone()),
+                ..rec.clone()
+            });
+        }
+        requeue::sync_dir(&self.dirs.work)?;
+        self.db.replace(&[&rec.key], &records)?;
+        remove_pair(&hp, &dp)?;
+        tracing::info!(
+            "{}: its recipients came to {} different outcomes: one copy each ({})",
+            rec.original_id,
+            records.len(),
+            records.iter().map(|r| r.key.as_str()).collect::<Vec<_>>().join(" ")
+        );
+        for (part, plan) in records.into_iter().zip(parts) {
+            self.settle(b, spool, part, plan, now)?;
         }
         Ok(())
     }
@@ -386,9 +456,15 @@ impl Engine<'_> {
 /// Replace a work `-H` with `header`, durably: a temporary file with the old one's owner (so
 /// that, read again after a stop, it is still Exim's), then a rename over it.
 fn rewrite_work_header(path: &Path, header: &crate::spool::SpoolHeader) -> io::Result<()> {
+    write_work_header(path, header, path)
+}
+
+/// Write `header` as the work `-H` at `path`, with the owner of the `-H` at `like`: a temporary
+/// file, then a rename (over any file there), then a sync of the directory.
+fn write_work_header(path: &Path, header: &crate::spool::SpoolHeader, like: &Path) -> io::Result<()> {
     use std::os::unix::fs::MetadataExt;
     let bytes = header.to_checked_bytes().map_err(io::Error::other)?;
-    let old = std::fs::symlink_metadata(path)?;
+    let old = std::fs::symlink_metadata(like)?;
     let tmp = path.with_file_name(format!("{}.new.tmp", path.file_name().unwrap_or_default().to_string_lossy()));
     crate::private_files::write_file(&tmp, &bytes, crate::private_files::FILE_MODE)?;
     std::os::unix::fs::chown(&tmp, Some(old.uid()), Some(old.gid()))?;
@@ -396,6 +472,13 @@ fn rewrite_work_header(path: &Path, header: &crate::spool::SpoolHeader) -> io::R
     match path.parent() {
         Some(dir) => requeue::sync_dir(dir),
         None => Ok(()),
+    }
+}
+
+fn remove_if_present(p: &Path) -> io::Result<()> {
+    match std::fs::remove_file(p) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
     }
 }
 

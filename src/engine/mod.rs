@@ -235,6 +235,16 @@ impl Handled {
     }
 }
 
+impl Plan {
+    /// The recipients this plan hands on, holds or drops.
+    pub(super) fn recipients(&self) -> &[Vec<u8>] {
+        match self {
+            Plan::Requeue { owed, .. } | Plan::Quarantine { owed, .. } => owed,
+            _ => &[],
+        }
+    }
+}
+
 /// The evaluation of one claimed copy.
 pub(super) enum Plan {
     /// Re-queue this header (already transformed and annotated); `hold` freezes it.
@@ -263,6 +273,13 @@ pub(super) enum Plan {
     /// The pair cannot be read: moved aside with the reason, never deleted.
     Rejected {
         error: String,
+    },
+    /// Its recipients came to different outcomes: one copy each, each a claim of its own from
+    /// the commit on (`commit.rs`, `settle_split`). `read` is the header as read; every part's
+    /// recipients are its own and no two parts share one.
+    Split {
+        read: Box<SpoolHeader>,
+        parts: Vec<Plan>,
     },
 }
 
@@ -377,6 +394,7 @@ impl<'e> Engine<'e> {
                 scan_run: Some(self.run),
                 held: false,
                 deferred_because: None,
+                split_from: None,
             })
             .collect();
         self.db.put(&records)?;
@@ -498,23 +516,50 @@ impl<'e> Engine<'e> {
         let view = MessageView::new(&header, &data);
         let outcomes = run_stages_where(&self.stages, |s| decide::stage_wanted(&settings, s), &view, self.clock);
         progressed();
-        let groups = decide::groups(&self.pipeline, &owed, settings, &outcomes, handled.size.unwrap_or(0));
-        // Recipients who came to different things are given one outcome for now, the most
-        // severe (never less checked than any of them asked for).
-        let mut group = decide::merged(groups).expect("owed is not empty");
-        decide::hold_if_deferred_too_long(
-            &mut group.decision,
-            now.saturating_sub(rec.claimed_at),
-            self.pipeline.defer.max_age_secs,
-        );
-        let decision = group.decision.clone();
+        let mut groups = decide::groups(&self.pipeline, &owed, settings, &outcomes, handled.size.unwrap_or(0));
+        // A deferral is about the scan, not about a recipient: the message is tried again whole
+        // (with the most severe outcome, so never less checked than any recipient asked for).
+        if groups.iter().any(|g| g.decision.action == Action::Defer) {
+            groups = decide::merged(groups).into_iter().collect();
+        }
+        handled.stages = outcomes.iter().map(StageLine::of).collect();
+        let deferred_for = now.saturating_sub(rec.claimed_at);
+        let max_age = self.pipeline.defer.max_age_secs;
+        if let [group] = groups.as_mut_slice() {
+            decide::hold_if_deferred_too_long(&mut group.decision, deferred_for, max_age);
+            return self.plan_copy(rec, header, &data, &outcomes, group, &pending, handled, now);
+        }
+        let mut parts = Vec::with_capacity(groups.len());
+        for mut group in groups {
+            decide::hold_if_deferred_too_long(&mut group.decision, deferred_for, max_age);
+            let copy = header.clone();
+            parts.push(self.plan_copy(rec, copy, &data, &outcomes, &group, &pending, handled.clone(), now)?);
+        }
+        Ok(Plan::Split { read: Box::new(header), parts })
+    }
+
+    /// The plan for one group of recipients: the whole message's, or one copy of a split.
+    #[allow(clippy::too_many_arguments)]
+    fn plan_copy(
+        &self,
+        rec: &ClaimRecord,
+        header: SpoolHeader,
+        data: &DataFile,
+        outcomes: &[StageOutcome],
+        group: &RecipientGroup,
+        pending: &[Vec<u8>],
+        mut handled: Handled,
+        now: u64,
+    ) -> Result<Plan, SpoolError> {
+        let decision = &group.decision;
         handled.action = Outcome::Acted(decision.action);
         handled.reasons = decision.reasons.clone();
-        handled.stages = outcomes.iter().map(StageLine::of).collect();
         handled.rules = group.rules.iter().map(ToString::to_string).collect();
+        handled.recipients = group.recipients.iter().map(|r| text(r)).collect();
+        let owed = group.recipients.clone();
         Ok(match decision.action {
             Action::Deliver | Action::Hold => {
-                let header = self.annotate(header, &data, &outcomes, &group, &pending)?;
+                let header = self.annotate(header, data, outcomes, group, pending)?;
                 Plan::Requeue { header: Box::new(header), owed, handled }
             }
             Action::Quarantine => {

@@ -58,6 +58,7 @@ impl Engine<'_> {
             notes.push(format!("{} claims left by a stopped daemon are scanned one at a time", left.len()));
             self.isolate(left.into_iter().map(|r| r.key));
         }
+        notes.extend(self.remove_split_leftovers()?);
         let temps = remove_temp_files(&self.target.input)?;
         if temps > 0 {
             notes.push(format!("removed {temps} temporary files of an interrupted re-queue"));
@@ -119,6 +120,32 @@ impl Engine<'_> {
         Ok(Some(format!("{}: interrupted re-queue rolled back; will be processed again", rec.key)))
     }
 
+    /// A split stopped around its journal transaction leaves files without a record: before it,
+    /// the parts' pairs (the claim is whole and will be scanned again); after it, the claim's own
+    /// pair (its parts own the message now). Either is a second name or copy of a message some
+    /// record holds, and goes. Files without a record that belong to no split are left alone.
+    fn remove_split_leftovers(&self) -> io::Result<Vec<String>> {
+        let keys: std::collections::BTreeSet<String> = self.db.all()?.into_iter().map(|r| r.key).collect();
+        let mut notes = Vec::new();
+        let Ok(rd) = std::fs::read_dir(&self.dirs.work) else { return Ok(notes) };
+        for e in rd {
+            let name = e?.file_name().to_string_lossy().into_owned();
+            let Some(key) = name.strip_suffix("-H").or_else(|| name.strip_suffix("-D")) else { continue };
+            if keys.contains(key) {
+                continue;
+            }
+            let leftover = match key.split_once('+') {
+                Some((whole, _)) => keys.contains(whole),
+                None => keys.range(format!("{key}+")..).next().is_some_and(|k| k.starts_with(&format!("{key}+"))),
+            };
+            if leftover {
+                remove_if_present(&self.dirs.work.join(&name))?;
+                notes.push(format!("{name}: left by a split that stopped; removed (a record holds the message)"));
+            }
+        }
+        Ok(notes)
+    }
+
     /// Undo an uncommitted re-queue: the journal first says the claim is to be done again, still
     /// naming the target; then the target's files go; then the target is forgotten. Stopped
     /// anywhere, the next start finds either the state it started from, or a claim whose target
@@ -162,8 +189,9 @@ impl Engine<'_> {
                 return Ok(Some(format!("{}: moved aside before the stop", rec.key)));
             }
         }
-        // The claim may have stopped between its two renames.
-        for (work, suffix) in [(wd, 'D'), (wh, 'H')] {
+        // The claim may have stopped between its two renames. (A part of a split was never in
+        // the intake: a pair there under its id is another copy.)
+        for (work, suffix) in [(wd, 'D'), (wh, 'H')].into_iter().filter(|_| rec.split_from.is_none()) {
             for dir in self.intake.dirs_for(&id) {
                 let intake = dir.join(format!("{id}-{suffix}"));
                 if !work.exists() && intake.exists() {

@@ -63,6 +63,11 @@ pub struct ClaimRecord {
     /// Why it was last deferred (the policy's reasons), for `spoolsift queue`.
     #[serde(default)]
     pub deferred_because: Option<String>,
+    /// A copy for some of the recipients of the claim with this key, whose recipients came to
+    /// different outcomes (see `engine/commit.rs`, `settle_split`); its key is that key, `+`,
+    /// and its number.
+    #[serde(default)]
+    pub split_from: Option<String>,
 }
 
 impl ClaimRecord {
@@ -267,6 +272,25 @@ impl<'e> StateDb<'e> {
         run().doing("forgetting finished claims")
     }
 
+    /// Replace the records `old` with `new` in one transaction (a claim split into copies).
+    pub fn replace(&self, old: &[&str], new: &[ClaimRecord]) -> Result<(), StateError> {
+        let run = || -> heed::Result<()> {
+            let mut w = self.env.write_txn()?;
+            for k in old {
+                self.journal.delete(&mut w, k)?;
+            }
+            for r in new {
+                self.journal.put(&mut w, &r.key, r)?;
+            }
+            w.commit()
+        };
+        run().map_err(|source| StateError {
+            doing: "splitting a claim into copies",
+            key: old.first().map(|k| k.to_string()),
+            source,
+        })
+    }
+
     /// Delete finished records.
     pub fn remove(&self, keys: &[&str]) -> Result<(), StateError> {
         let run = || -> heed::Result<()> {
@@ -399,6 +423,7 @@ mod tests {
             scan_run: None,
             held: false,
             deferred_because: None,
+            split_from: None,
         }
     }
 
