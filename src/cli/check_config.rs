@@ -30,7 +30,12 @@ pub fn run(args: &Args) -> i32 {
                     (Some(_), Some(_)) => "watch",
                     _ => "scan/replay only",
                 };
-                crate::outln!("ok: {} ({}): stages [{}], {mode}", f.display(), cfg.name, names.join(", "));
+                let rules = match cfg.ruleset.rules.len() {
+                    0 => String::new(),
+                    1 => ", 1 rule".to_string(),
+                    n => format!(", {n} rules"),
+                };
+                crate::outln!("ok: {} ({}): stages [{}]{rules}, {mode}", f.display(), cfg.name, names.join(", "));
                 cfg.warnings().iter().for_each(|w| crate::errln!("warning: {w}"));
                 if args.probe {
                     let sealer = match pipeline::build::arc_sealer(&cfg) {

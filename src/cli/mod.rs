@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 pub mod arc_verify;
 pub mod capture;
 pub mod check_config;
+pub mod explain;
 pub mod inspect;
 pub mod kick;
 pub mod probe;
@@ -39,6 +40,9 @@ enum Command {
     Replay(replay::Args),
     /// Validate pipeline definitions.
     CheckConfig(check_config::Args),
+    /// For each recipient of a message: the rules that matched, what they set, and the action
+    /// that results. Changes nothing.
+    Explain(explain::Args),
     /// List, show, release or delete quarantined messages.
     Quarantine(quarantine::Args),
     /// Every message in spoolsift's own hands (waiting, in flight, deferred, held, rejected,
@@ -78,6 +82,7 @@ pub fn run() -> i32 {
         Command::Capture(a) => capture::run(&a),
         Command::Replay(a) => replay::run(&a),
         Command::CheckConfig(a) => check_config::run(&a),
+        Command::Explain(a) => explain::run(&a),
         Command::Quarantine(a) => quarantine::run(&a),
         Command::Kick(a) => kick::run(&a),
         Command::Queue(a) => queue::run(&a),
