@@ -47,6 +47,7 @@ authserv_id = "mx.test.example"
 [defer]
 initial_secs = 0
 max_interval_secs = 0
+processing_attempts = 3
 "#;
 
 struct World {
@@ -740,7 +741,7 @@ fn a_slow_batch_holds_the_intake_back() {
 }
 
 #[test]
-fn a_message_that_stops_the_daemon_is_isolated_and_moved_aside_and_the_others_go_through() {
+fn a_message_that_stops_the_daemon_is_isolated_and_quarantined_and_the_others_go_through() {
     let mut w = World::new();
     let poison = w.drop_copy(None, &[], "poison\n");
     let innocent: Vec<MessageId> = (0..2).map(|i| w.drop_copy(None, &[], &format!("innocent {i}\n"))).collect();
@@ -758,7 +759,8 @@ fn a_message_that_stops_the_daemon_is_isolated_and_moved_aside_and_the_others_go
                 if batch.is_empty() {
                     return (notes, lines, false);
                 }
-                if batch.len() == 1 && batch[0].original_id == poison.as_str() && batch[0].lone_scans <= 3 {
+                // Scanning it kills the daemon; quarantining it unscanned does not.
+                if batch.len() == 1 && batch[0].original_id == poison.as_str() && batch[0].crashed_scans < 3 {
                     return (notes, lines, true);
                 }
                 lines.extend(e.process(batch).unwrap().iter().map(|h| h.log_line()));
@@ -770,28 +772,34 @@ fn a_message_that_stops_the_daemon_is_isolated_and_moved_aside_and_the_others_go
         }
     }
     // Start 1: the three have no lone scans yet, so they go in key order and the poison, first,
-    // kills it. Start 2: the innocents (fewer lone scans) go first, alone, and are delivered;
-    // then the poison kills it again. Start 3: only the poison, which kills it. Start 4: the
-    // poison is moved aside unscanned.
-    assert_eq!(starts.len(), 4, "{starts:#?}");
+    // kills it (its first crashed scan, and the others'). Start 2: the innocents (fewer lone
+    // scans) go first, alone, and are delivered; then the poison kills it again (its second).
+    // Start 3: its third crash counted, the poison is quarantined unscanned.
+    assert_eq!(starts.len(), 3, "{starts:#?}");
     let isolating = |n: usize| vec![format!("{n} claims left by a stopped daemon are scanned one at a time")];
     assert_eq!((&starts[0].0, starts[0].1.len(), starts[0].2), (&isolating(3), 0, true));
     assert_eq!((&starts[1].0, starts[1].1.len(), starts[1].2), (&isolating(3), 2, true));
     for (line, id) in starts[1].1.iter().zip(&innocent) {
         assert!(line.starts_with(&format!("{id} ")) && line.contains("action=deliver"), "{line}");
     }
-    assert_eq!((&starts[2].0, starts[2].1.len(), starts[2].2), (&isolating(1), 0, true));
-    assert_eq!((&starts[3].0, starts[3].2), (&isolating(1), false));
-    assert_eq!(starts[3].1.len(), 1);
+    assert_eq!((&starts[2].0, starts[2].2), (&isolating(1), false));
+    assert_eq!(starts[2].1.len(), 1);
     assert!(
-        starts[3].1[0].starts_with(&format!("{poison} ")) && starts[3].1[0].contains("action=rejected"),
+        starts[2].1[0].starts_with(&format!("{poison} ")) && starts[2].1[0].contains("action=quarantine"),
         "{:?}",
-        starts[3]
+        starts[2]
     );
-    let rejected = w.root.path().join("work/rejected");
-    let entry = list(&rejected).pop().unwrap();
-    let reason = std::fs::read_to_string(rejected.join(&entry).join("reason")).unwrap();
-    assert_eq!(reason, "the daemon stopped during each of 3 scans of this message alone; moved aside unscanned\n");
+    let quarantine = w.root.path().join("work/quarantine");
+    let entry = list(&quarantine).pop().unwrap();
+    let verdict: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(quarantine.join(&entry).join("verdict.json")).unwrap()).unwrap();
+    assert_eq!(
+        verdict["reasons"],
+        serde_json::json!([
+            "processing attempts exceeded: 3 scans of this message crashed (a stage panicked, or the daemon stopped during it)"
+        ])
+    );
+    assert!(list(&w.root.path().join("work/rejected")).is_empty());
     let mut queued: Vec<MessageId> = w.queued().into_iter().map(|h| h.id).collect();
     queued.sort();
     assert_eq!(queued, innocent);
@@ -931,4 +939,69 @@ fn a_copy_arriving_after_a_finished_quarantine_is_not_taken_into_it() {
     let lines = w.with_engine(run_until_idle);
     assert!(lines.len() == 1 && lines[0].contains("action=nothing-owed"), "{lines:?}");
     assert_eq!(QuarantineStore::new(&w.root.path().join("work/quarantine")).list().unwrap().len(), 1);
+}
+
+/// A message on which a stage panics every time is deferred and tried again, each panic counted
+/// against it; at `processing_attempts` (3 here) it is quarantined with that reason, while the
+/// other messages are delivered on their first try.
+#[test]
+fn a_message_that_crashes_a_stage_every_time_is_quarantined_after_its_attempts() {
+    struct PanicsOnPoison;
+    impl Stage for PanicsOnPoison {
+        fn name(&self) -> &str {
+            "fragile"
+        }
+        fn check(&self, m: &MessageView<'_>) -> Result<StageResult, StageError> {
+            if m.to_vec().unwrap().windows(6).any(|w| w == b"POISON") {
+                panic!("a bug met on this message");
+            }
+            Ok(StageResult::clean())
+        }
+    }
+    let mut w = World::new();
+    let poison = w.drop_copy(None, &[], "POISON\n");
+    let others: Vec<MessageId> = (0..3).map(|i| w.drop_copy(None, &[], &format!("fine {i}\n"))).collect();
+    let passes = w.with_engine(|e| {
+        e.stages = vec![Box::new(PanicsOnPoison)];
+        let mut passes = Vec::new();
+        loop {
+            let batch = e.claim_batch().unwrap();
+            if batch.is_empty() {
+                break passes;
+            }
+            let mut lines: Vec<(String, String)> = e
+                .process(batch)
+                .unwrap()
+                .iter()
+                .map(|h| (h.original_id.clone(), h.action.name().to_string()))
+                .collect();
+            lines.sort();
+            passes.push(lines);
+        }
+    });
+    let mut first: Vec<(String, String)> = others.iter().map(|id| (id.to_string(), "deliver".to_string())).collect();
+    first.push((poison.to_string(), "defer".to_string()));
+    first.sort();
+    assert_eq!(
+        passes,
+        [
+            first,
+            vec![(poison.to_string(), "defer".to_string())],
+            vec![(poison.to_string(), "defer".to_string())],
+            vec![(poison.to_string(), "quarantine".to_string())],
+        ]
+    );
+    let quarantine = w.root.path().join("work/quarantine");
+    let entry = list(&quarantine).pop().unwrap();
+    let verdict: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(quarantine.join(&entry).join("verdict.json")).unwrap()).unwrap();
+    assert_eq!(
+        verdict["reasons"],
+        serde_json::json!([
+            "processing attempts exceeded: 3 scans of this message crashed (a stage panicked, or the daemon stopped during it)"
+        ])
+    );
+    let mut queued: Vec<MessageId> = w.queued().into_iter().map(|h| h.id).collect();
+    queued.sort();
+    assert_eq!(queued, others);
 }

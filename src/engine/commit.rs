@@ -183,6 +183,9 @@ impl Engine<'_> {
             }
             Plan::Split { read, parts } => return self.settle_split(b, spool, rec, &read, parts, now),
             Plan::Defer { mut handled } => {
+                if handled.stages.iter().any(|s| s.panicked) {
+                    rec.crashed_scans += 1;
+                }
                 rec.attempts += 1;
                 rec.deferred_because = Some(handled.reasons.join("; "));
                 rec.not_before = now + self.pipeline.defer.backoff(rec.attempts);

@@ -2,9 +2,10 @@
 //! on some message), the claims it left are scanned one at a time before anything else, each
 //! counting its lone scans in the journal before the scan starts. A message that stops the daemon
 //! again is then the only one in its batch, so the messages claimed with it go through at the next
-//! start instead of being taken down with it every time; and one whose lone scans reach
-//! [`MAX_LONE_SCANS`] without finishing is moved aside unscanned, with that reason, instead of
-//! stopping the daemon for ever.
+//! start instead of being taken down with it every time. Each such stop counts against the
+//! messages that were in flight (`crashed_scans`, by recovery), and one that reaches `[defer]
+//! processing_attempts` is quarantined unscanned with that reason instead of stopping the daemon
+//! for ever.
 
 use std::collections::BTreeSet;
 use std::io;
@@ -12,9 +13,6 @@ use std::time::Duration;
 
 use super::Engine;
 use crate::state::{ClaimRecord, ClaimState};
-
-/// Lone scans a claim may have been in when the daemon stopped; the next is refused.
-pub const MAX_LONE_SCANS: u32 = 3;
 
 /// How long a claim for the next lone scan waits for the current one to finish.
 const LONE_WAIT: Duration = Duration::from_millis(500);

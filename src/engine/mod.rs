@@ -174,6 +174,8 @@ pub struct StageLine {
     pub class: VerdictClass,
     /// The stage could not answer now: its service counts as down.
     pub temporary_failure: bool,
+    /// The stage panicked: the scan counts as crashed.
+    pub panicked: bool,
     /// The verdict or the failure in words.
     pub text: String,
     pub elapsed: Duration,
@@ -189,6 +191,7 @@ impl StageLine {
             stage: o.stage.clone(),
             class,
             temporary_failure: matches!(o.result, Err(StageError::Temporary(_))),
+            panicked: matches!(o.result, Err(StageError::Panicked(_))),
             text,
             elapsed: o.elapsed,
         }
@@ -395,6 +398,7 @@ impl<'e> Engine<'e> {
                 held: false,
                 deferred_because: None,
                 split_from: None,
+                crashed_scans: 0,
             })
             .collect();
         self.db.put(&records)?;
@@ -462,11 +466,13 @@ impl<'e> Engine<'e> {
 
     fn try_evaluate(&self, rec: &ClaimRecord) -> Result<Plan, SpoolError> {
         let (hp, dp) = self.dirs.files(&rec.key);
-        if rec.lone_scans > isolation::MAX_LONE_SCANS {
+        let attempts = self.pipeline.defer.processing_attempts;
+        // Even quarantining it crashed: whatever stops the daemon is in reading it.
+        if rec.crashed_scans > attempts {
             return Ok(Plan::Rejected {
                 error: format!(
-                    "the daemon stopped during each of {} scans of this message alone; moved aside unscanned",
-                    isolation::MAX_LONE_SCANS
+                    "{} scans of this message crashed, and so did quarantining it; moved aside unscanned",
+                    rec.crashed_scans
                 ),
             });
         }
@@ -511,6 +517,25 @@ impl<'e> Engine<'e> {
         if owed.is_empty() {
             handled.action = Outcome::NothingOwed;
             return Ok(Plan::NothingOwed { handled });
+        }
+        if rec.crashed_scans >= attempts {
+            // MailScanner's "processing attempts": one message must not stop the mail flow.
+            let reason = format!(
+                "processing attempts exceeded: {} scans of this message crashed (a stage panicked, or the \
+                 daemon stopped during it)",
+                rec.crashed_scans
+            );
+            handled.action = Outcome::Acted(Action::Quarantine);
+            handled.reasons = vec![reason.clone()];
+            let verdict = json!({
+                "id": rec.original_id,
+                "sender": handled.sender,
+                "recipients": handled.recipients,
+                "reasons": [reason],
+                "stages": [],
+                "quarantined_at": crate::outside::clock::rfc3339(now),
+            });
+            return Ok(Plan::Quarantine { header: Box::new(header), owed, handled, verdict });
         }
         let settings = decide::settings_for(&self.pipeline, || MessageFacts::of(&header), &owed);
         let view = MessageView::new(&header, &data);

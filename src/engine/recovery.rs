@@ -53,7 +53,10 @@ impl Engine<'_> {
         let mut left: Vec<ClaimRecord> =
             self.db.all()?.into_iter().filter(|r| r.state == ClaimState::Claimed && r.scan_run == Some(prev)).collect();
         if !left.is_empty() {
-            left.iter_mut().for_each(|r| r.scan_run = Some(run));
+            left.iter_mut().for_each(|r| {
+                r.scan_run = Some(run);
+                r.crashed_scans += 1;
+            });
             self.db.put(&left)?;
             notes.push(format!("{} claims left by a stopped daemon are scanned one at a time", left.len()));
             self.isolate(left.into_iter().map(|r| r.key));

@@ -200,11 +200,15 @@ pub struct DeferConfig {
     pub max_interval_secs: u64,
     /// After this age a still-deferred message is held instead (frozen in Exim's queue).
     pub max_age_secs: u64,
+    /// Scans of one message that may crash (a stage panics, or the daemon stops during it)
+    /// before it is quarantined with "processing attempts exceeded" (MailScanner's "Processing
+    /// Attempts"), so that one message cannot stop the mail flow.
+    pub processing_attempts: u32,
 }
 
 impl Default for DeferConfig {
     fn default() -> Self {
-        DeferConfig { initial_secs: 60, max_interval_secs: 3600, max_age_secs: 2 * 86400 }
+        DeferConfig { initial_secs: 60, max_interval_secs: 3600, max_age_secs: 2 * 86400, processing_attempts: 6 }
     }
 }
 

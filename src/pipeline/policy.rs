@@ -118,7 +118,9 @@ impl Policy {
         for o in outcomes {
             let (a, why) = match &o.result {
                 Ok(r) => (self.for_verdict(&r.verdict), r.verdict.to_string()),
-                Err(e @ StageError::Temporary(_)) => (self.temporary_failure, e.to_string()),
+                Err(e @ (StageError::Temporary(_) | StageError::Panicked(_))) => {
+                    (self.temporary_failure, e.to_string())
+                }
                 Err(e @ StageError::Permanent(_)) => (self.permanent_failure, e.to_string()),
             };
             if a != Action::Deliver {

@@ -38,7 +38,7 @@ fn run_one(stage: &dyn Stage, view: &MessageView<'_>, clock: Clock) -> StageOutc
     // A panicking stage is a bug in that stage; the message must still not be delivered as if
     // checked, so it becomes a temporary failure and the policy defers it.
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stage.check(view)))
-        .unwrap_or_else(|_| Err(StageError::Temporary(format!("stage {} panicked", stage.name()))));
+        .unwrap_or_else(|_| Err(StageError::Panicked(stage.name().to_string())));
     StageOutcome { stage: stage.name().to_string(), result, elapsed: clock.elapsed(start) }
 }
 
@@ -276,7 +276,7 @@ mod tests {
         let got: Vec<(&str, &Result<StageResult, StageError>)> =
             outcomes.iter().map(|o| (o.stage.as_str(), &o.result)).collect();
         let clean = Ok(StageResult::new(Verdict::Clean));
-        let panicked = Err(StageError::Temporary("stage b panicked".into()));
+        let panicked = Err(StageError::Panicked("b".into()));
         assert_eq!(got, vec![("a", &clean), ("b", &panicked), ("c", &clean)]);
     }
 }

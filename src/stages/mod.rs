@@ -129,6 +129,11 @@ pub enum StageError {
     /// stream): the policy decides.
     #[error("permanent failure: {0}")]
     Permanent(String),
+    /// The stage panicked on this message: a bug, met again on every scan of it, so each one
+    /// counts against the message's processing attempts (`[defer] processing_attempts`); the
+    /// policy treats it as a temporary failure meanwhile. Only the scan runner makes this.
+    #[error("temporary failure: stage {0} panicked")]
+    Panicked(String),
 }
 
 /// A replay lacks the answer a stage needs: it cannot tell, so the message is not decided.

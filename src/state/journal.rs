@@ -57,6 +57,11 @@ pub struct ClaimRecord {
     /// when that run stopped.
     #[serde(default)]
     pub scan_run: Option<u64>,
+    /// Scans of this claim that crashed: the daemon stopped during them (counted by the recovery
+    /// that finds the claim left in flight) or a stage panicked on it. At `[defer]
+    /// processing_attempts` the message is quarantined instead of scanned again.
+    #[serde(default)]
+    pub crashed_scans: u32,
     /// Held by an admin (`spoolsift queue hold`): not retried until released.
     #[serde(default)]
     pub held: bool,
@@ -424,6 +429,7 @@ mod tests {
             held: false,
             deferred_because: None,
             split_from: None,
+            crashed_scans: 0,
         }
     }
 
