@@ -31,6 +31,9 @@ spam = "quarantine"
 [rules]
 lines = ['to=bob@test.example => policy.spam=deliver subject_tag="[SPAM]"']
 
+[notify]
+postmaster = "dave@test.example"
+
 [intake]
 queuefile_directory = {qf:?}
 work_directory = {work:?}
@@ -148,6 +151,33 @@ fn run(n: usize, kills: usize) {
     }
     daemon.kill().unwrap();
     daemon.wait().unwrap();
+    // The postmaster is told of each quarantined copy, with its key; the sender (a spammer, most
+    // likely forged) is told nothing. A stop between a quarantine and its notice loses the
+    // notice, never sends two.
+    let keys: BTreeMap<String, String> = std::fs::read_dir(work.join("quarantine"))
+        .unwrap()
+        .map(|e| {
+            let dir = e.unwrap().path();
+            let key = dir.file_name().unwrap().to_string_lossy().into_owned();
+            let v: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(dir.join("verdict.json")).unwrap()).unwrap();
+            (v["id"].as_str().unwrap().to_string(), key)
+        })
+        .collect();
+    let notices = exim.delivered("dave");
+    assert!(notices.len() <= n && (kills > 0 || notices.len() == n), "{} notices for {n} messages", notices.len());
+    let mut told = std::collections::BTreeSet::new();
+    for f in &notices {
+        let text = String::from_utf8_lossy(f);
+        let field = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)).unwrap_or("").to_string();
+        assert_eq!(field("Auto-Submitted: "), "auto-replied", "{text}");
+        assert_eq!(field("Return-path: "), "<>", "{text}");
+        let id = field("Message id: ");
+        assert_eq!(field("Quarantine key: "), keys[&id], "{text}");
+        assert!(field("Subject: ").starts_with("Message quarantined: split-"), "{text}");
+        assert!(told.insert(id), "two notices of one message: {text}");
+    }
+    assert!(exim.delivered("alice").is_empty(), "no notice to the sender");
     let log_text = std::fs::read_to_string(&log).unwrap();
     assert!(log_text.contains("came to 2 different outcomes: one copy each"), "{log_text}");
     exim.assert_clean_logs();

@@ -125,7 +125,8 @@ fn explain(cfg: &PipelineConfig, stages: &[Box<dyn crate::stages::Stage>], h: &P
             out.push(format!("    reasons: {}", d.decision.reasons.join("; ")));
         }
     }
-    let groups = decide::group(decisions);
+    let tell = crate::sinks::notify::Tell { recipients: cfg.notify.recipients, sender: cfg.notify.sender };
+    let groups = decide::group(decisions, tell);
     let copies: Vec<String> = groups
         .iter()
         .map(|g| {

@@ -22,6 +22,7 @@ use std::path::Path;
 use super::{text, verdict_of, Engine, Handled, Outcome, Plan, ScannedBatch};
 use crate::pipeline::Action;
 use crate::requeue::{self, BodyPlan, IdDecision, SpoolLook};
+use crate::sinks::notify;
 use crate::spool::{DataFile, MessageId, SpoolHeader};
 use crate::state::verdicts::VerdictEntry;
 use crate::state::{ClaimRecord, ClaimState};
@@ -115,6 +116,10 @@ impl Engine<'_> {
         self.record_verdicts(handled.iter().filter(|h| h.target_id.is_none()), now);
         let keys: Vec<&str> = done.iter().map(String::as_str).collect();
         self.db.finish(&keys, &quarantined, now + self.retention_secs)?;
+        // Their outcomes are durable now (see `sinks::notify` for why after, not before).
+        for h in &mut handled {
+            kick.extend(self.send_notices(h, now));
+        }
         if let Some(k) = &self.kicks {
             if let Err(e) = k.request(&kick) {
                 // Nothing is lost: the messages stay queued for Exim's next queue run.
@@ -401,6 +406,56 @@ impl Engine<'_> {
         let records: Vec<ClaimRecord> = published.iter().map(|c| c.rec.clone()).collect();
         self.db.commit_with_dedupe(&records, now + self.retention_secs)?;
         Ok(published)
+    }
+
+    /// The notices `[notify]` and the rules ask for of a quarantined or held message, written
+    /// into Exim's spool; their ids, to be kicked with the batch's. A notice that cannot be
+    /// written is logged and not retried (its message is safe either way).
+    fn send_notices(&self, h: &mut Handled, now: u64) -> Vec<MessageId> {
+        let cfg = &self.pipeline.notify;
+        let action = match h.action {
+            Outcome::Acted(Action::Quarantine) => "quarantined",
+            Outcome::Acted(Action::Hold) => "held",
+            _ => return Vec::new(),
+        };
+        if !cfg.is_on() {
+            return Vec::new();
+        }
+        let about = notify::About {
+            id: h.original_id.clone(),
+            sender: h.sender.clone(),
+            recipients: h.recipients.clone(),
+            subject: h.subject.clone().unwrap_or_default(),
+            action,
+            reasons: h.reasons.clone(),
+            key: h.quarantine_key.clone(),
+        };
+        let from =
+            if cfg.from.is_empty() { format!("MAILER-DAEMON@{}", self.pipeline.authserv_id) } else { cfg.from.clone() };
+        let mut sent = Vec::new();
+        for n in cfg.notices(&about, h.tell) {
+            if !self.notifier.allow(&n.to, now, cfg.per_address_per_hour) {
+                tracing::warn!(
+                    "{}: no notice to {}: {} sent this hour already",
+                    h.original_id,
+                    n.to,
+                    cfg.per_address_per_hour
+                );
+                continue;
+            }
+            // In the format of the message's own id: the one this Exim reads.
+            let new23 =
+                MessageId::parse(h.original_id.as_bytes()).is_ok_and(|i| i.format() == crate::spool::IdFormat::New23);
+            let id = self.minters.lock().unwrap_or_else(|p| p.into_inner())[usize::from(new23)].mint();
+            match notify::write(&self.target, &self.transform, id, &n, &from, &self.pipeline.authserv_id, now) {
+                Ok(c) => {
+                    h.notices.push(format!("{}:{}", c.id, n.to));
+                    sent.push(c.id);
+                }
+                Err(e) => tracing::error!("{}: notice to {}: {e}", h.original_id, n.to),
+            }
+        }
+        sent
     }
 
     /// Record verdicts for Exim's lookup. A deferral is not a verdict yet, and a copy that owed

@@ -165,6 +165,10 @@ pub struct Handled {
     pub next_try: Option<u64>,
     /// The rules that decided a setting for it (`FILE:LINE`).
     pub rules: Vec<String>,
+    /// Who is sent a notice of it, if it was quarantined or held.
+    pub tell: crate::pipeline::decide::Tell,
+    /// The notices sent of it (their ids).
+    pub notices: Vec<String>,
 }
 
 /// What one stage said of a message, as the log line and the metrics need it.
@@ -233,6 +237,9 @@ impl Handled {
         }
         if !self.rules.is_empty() {
             line.push_str(&format!(" rules=[{}]", self.rules.join(" ")));
+        }
+        if !self.notices.is_empty() {
+            line.push_str(&format!(" notices=[{}]", self.notices.join(" ")));
         }
         line
     }
@@ -334,6 +341,8 @@ pub struct Engine<'e> {
     /// This daemon run's number in the journal (set by `recover`), marked on the claims it scans.
     pub(super) run: u64,
     pub(super) scan_pool: Mutex<Option<Arc<rayon::ThreadPool>>>,
+    /// Notices sent, per address and hour (`[notify]`).
+    pub(super) notifier: crate::sinks::notify::Notifier,
 }
 
 pub(super) fn text(b: &[u8]) -> String {
@@ -527,6 +536,10 @@ impl<'e> Engine<'e> {
             );
             handled.action = Outcome::Acted(Action::Quarantine);
             handled.reasons = vec![reason.clone()];
+            handled.tell = crate::pipeline::decide::Tell {
+                recipients: self.pipeline.notify.recipients,
+                sender: self.pipeline.notify.sender,
+            };
             let verdict = json!({
                 "id": rec.original_id,
                 "sender": handled.sender,
@@ -581,6 +594,7 @@ impl<'e> Engine<'e> {
         handled.reasons = decision.reasons.clone();
         handled.rules = group.rules.iter().map(ToString::to_string).collect();
         handled.recipients = group.recipients.iter().map(|r| text(r)).collect();
+        handled.tell = group.tell;
         let owed = group.recipients.clone();
         Ok(match decision.action {
             Action::Deliver | Action::Hold => {

@@ -47,10 +47,10 @@ impl Clock {
     }
 }
 
-/// `secs` since the epoch as an RFC 3339 UTC time, `2026-12-02T14:12:27Z`. Written here (days to
-/// a civil date, the proleptic Gregorian calendar) rather than pulling a date crate in for one
-/// format.
-pub fn rfc3339(secs: u64) -> String {
+/// `secs` since the epoch as a UTC civil date and time: (year, month, day, hour, minute, second,
+/// weekday with Sunday 0). Written here (days to a civil date, the proleptic Gregorian calendar)
+/// rather than pulling a date crate in for two formats.
+fn civil(secs: u64) -> (i64, i64, i64, u64, u64, u64, u64) {
     let (days, rem) = (secs / 86400, secs % 86400);
     // Days since 0000-03-01, so that a leap day ends its year.
     let z = days as i64 + 719_468;
@@ -62,7 +62,22 @@ pub fn rfc3339(secs: u64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    // 1970-01-01 was a Thursday.
+    (year, month, day, rem / 3600, rem % 3600 / 60, rem % 60, (days + 4) % 7)
+}
+
+/// `secs` since the epoch as an RFC 3339 UTC time, `2026-12-02T14:12:27Z`.
+pub fn rfc3339(secs: u64) -> String {
+    let (year, month, day, h, m, s, _) = civil(secs);
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}Z")
+}
+
+/// `secs` since the epoch as an RFC 5322 date, `Wed, 02 Dec 2026 14:12:27 +0000`.
+pub fn rfc5322(secs: u64) -> String {
+    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let (year, month, day, h, m, s, wd) = civil(secs);
+    format!("{}, {day:02} {} {year:04} {h:02}:{m:02}:{s:02} +0000", DAYS[wd as usize], MONTHS[(month - 1) as usize])
 }
 
 #[cfg(test)]
@@ -76,6 +91,9 @@ mod tests {
         assert_eq!(rfc3339(1_795_895_471), "2026-11-28T19:51:11Z");
         assert_eq!(rfc3339(4_107_542_399), "2100-02-28T23:59:59Z");
         assert_eq!(rfc3339(4_107_542_400), "2100-03-01T00:00:00Z");
+        assert_eq!(rfc5322(0), "Thu, 01 Jan 1970 00:00:00 +0000");
+        assert_eq!(rfc5322(1_795_895_471), "Sat, 28 Nov 2026 19:51:11 +0000");
+        assert_eq!(rfc5322(951_782_400), "Tue, 29 Feb 2000 00:00:00 +0000");
     }
 
     #[test]

@@ -51,6 +51,9 @@ pub struct PipelineConfig {
     pub defer: DeferConfig,
     #[serde(default)]
     pub quarantine: QuarantineConfig,
+    /// `[notify]`: notices of quarantined and held messages (see `src/sinks/notify.rs`).
+    #[serde(default)]
+    pub notify: NotifyConfig,
     /// `[rules]`: where the rules are (see `src/pipeline/rules.rs`).
     #[serde(default)]
     pub rules: RulesConfig,
@@ -65,6 +68,44 @@ pub struct PipelineConfig {
 pub struct RulesConfig {
     pub files: Vec<PathBuf>,
     pub lines: Vec<String>,
+}
+
+/// `[notify]`: who is sent a notice of a quarantined or held message (`src/sinks/notify.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// The postmaster's address: a notice for every quarantined message, with its key. Empty: none.
+    pub postmaster: String,
+    /// Tell each recipient of a quarantined or held message (rules: `notify.recipients=on|off`).
+    pub recipients: bool,
+    /// Tell the envelope sender (rules: `notify.sender=on|off`). Off: backscatter.
+    pub sender: bool,
+    /// The notices' `From:`; by default `MAILER-DAEMON@` our authserv-id.
+    pub from: String,
+    /// Notices to one address in an hour, at most; the rest are not sent (and logged).
+    pub per_address_per_hour: u32,
+    /// Subject and body; `{id}`, `{sender}`, `{recipients}`, `{subject}`, `{action}`,
+    /// `{reasons}`, `{key}` are replaced.
+    pub subject: String,
+    pub template: String,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            postmaster: String::new(),
+            recipients: false,
+            sender: false,
+            from: String::new(),
+            per_address_per_hour: 10,
+            subject: "Message {action}: {subject}".into(),
+            template: "A message was not delivered as it was sent: it was {action}.\n\n\
+                       Message id: {id}\nFrom: {sender}\nTo: {recipients}\nSubject: {subject}\n\
+                       Why: {reasons}\nQuarantine key: {key}\n\n\
+                       Ask your postmaster if you need it.\n"
+                .into(),
+        }
+    }
 }
 
 /// `[quarantine]`: how long entries are kept.

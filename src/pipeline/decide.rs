@@ -10,6 +10,13 @@ use super::policy::{Action, Decision};
 use super::rules::{MessageFacts, Origin, RecipientSettings};
 use super::run::StageOutcome;
 
+/// Whom to tell, as the rules left it for these recipients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Tell {
+    pub recipients: bool,
+    pub sender: bool,
+}
+
 /// The recipients who get the same outcome, and what it is.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecipientGroup {
@@ -19,6 +26,8 @@ pub struct RecipientGroup {
     pub subject_tag: Option<String>,
     /// The rules that decided a setting for these recipients, once each.
     pub rules: Vec<Origin>,
+    /// Who is sent a notice if this copy is quarantined or held.
+    pub tell: Tell,
 }
 
 /// One recipient's settings and decision (what `spoolsift explain` prints).
@@ -57,11 +66,18 @@ pub fn groups(
     outcomes: &[StageOutcome],
     size: u64,
 ) -> Vec<RecipientGroup> {
+    let tell = Tell { recipients: cfg.notify.recipients, sender: cfg.notify.sender };
     if settings.is_empty() {
         let decision = cfg.policy.decide(outcomes);
-        return vec![RecipientGroup { recipients: owed.to_vec(), decision, subject_tag: None, rules: Vec::new() }];
+        return vec![RecipientGroup {
+            recipients: owed.to_vec(),
+            decision,
+            subject_tag: None,
+            rules: Vec::new(),
+            tell,
+        }];
     }
-    group(per_recipient(owed, settings, outcomes, size))
+    group(per_recipient(owed, settings, outcomes, size), tell)
 }
 
 /// Decide each recipient: its policy over the outcomes of the stages it has on, and its size
@@ -91,14 +107,18 @@ pub fn per_recipient(
         .collect()
 }
 
-/// Recipients grouped by what they come to (the action, its reasons and the subject tag), in
-/// the order their first recipient is owed.
-pub fn group(decisions: Vec<RecipientDecision>) -> Vec<RecipientGroup> {
+/// Recipients grouped by what they come to (the action, its reasons, the subject tag and who is
+/// told), in the order their first recipient is owed; `tell` is `[notify]`'s default.
+pub fn group(decisions: Vec<RecipientDecision>, default: Tell) -> Vec<RecipientGroup> {
     let mut groups: Vec<RecipientGroup> = Vec::new();
     for d in decisions {
         let rules = d.settings.deciding_rules();
         let tag = d.settings.subject_tag;
-        match groups.iter_mut().find(|g| g.decision == d.decision && g.subject_tag == tag) {
+        let tell = Tell {
+            recipients: d.settings.notify_recipients.unwrap_or(default.recipients),
+            sender: d.settings.notify_sender.unwrap_or(default.sender),
+        };
+        match groups.iter_mut().find(|g| g.decision == d.decision && g.subject_tag == tag && g.tell == tell) {
             Some(g) => {
                 g.recipients.push(d.recipient);
                 for r in rules {
@@ -112,6 +132,7 @@ pub fn group(decisions: Vec<RecipientDecision>) -> Vec<RecipientGroup> {
                 decision: d.decision,
                 subject_tag: tag,
                 rules,
+                tell,
             }),
         }
     }
@@ -126,6 +147,8 @@ pub fn merged(groups: Vec<RecipientGroup>) -> Option<RecipientGroup> {
         if b.decision.action > a.decision.action {
             a.subject_tag = b.subject_tag;
         }
+        a.tell.recipients |= b.tell.recipients;
+        a.tell.sender |= b.tell.sender;
         a.decision.action = a.decision.action.max(b.decision.action);
         for r in b.decision.reasons {
             if !a.decision.reasons.contains(&r) {

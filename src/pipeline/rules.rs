@@ -26,7 +26,8 @@
 //!
 //! Settings: `stage.NAME=on|off`; `policy.KEY=ACTION` for any key of `[policy]` but
 //! `allow_discard`; `subject_tag="TEXT"` (the spam subject tag); `max_message_bytes=N` (a larger
-//! message is blocked for that recipient, and `policy.blocked` applies).
+//! message is blocked for that recipient, and `policy.blocked` applies); `notify.sender=on|off`
+//! and `notify.recipients=on|off` (notices of a quarantined or held message, `[notify]`).
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -111,10 +112,22 @@ impl PolicyKey {
 /// What a rule sets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Setting {
-    Stage { name: String, on: bool },
-    Policy { key: PolicyKey, action: Action },
+    Stage {
+        name: String,
+        on: bool,
+    },
+    Policy {
+        key: PolicyKey,
+        action: Action,
+    },
     SubjectTag(String),
     MaxMessageBytes(u64),
+    /// Whether the sender (`notify.sender`) or the recipients (`notify.recipients`) of a
+    /// quarantined or held message are sent a notice (`[notify]`).
+    Notify {
+        sender: bool,
+        on: bool,
+    },
 }
 
 impl Setting {
@@ -126,6 +139,8 @@ impl Setting {
             Setting::Policy { key, .. } => format!("policy.{}", key.name()),
             Setting::SubjectTag(_) => "subject_tag".into(),
             Setting::MaxMessageBytes(_) => "max_message_bytes".into(),
+            Setting::Notify { sender: true, .. } => "notify.sender".into(),
+            Setting::Notify { sender: false, .. } => "notify.recipients".into(),
         }
     }
 }
@@ -137,6 +152,7 @@ impl fmt::Display for Setting {
             Setting::Policy { key, action } => write!(f, "policy.{}={}", key.name(), action.name()),
             Setting::SubjectTag(t) => write!(f, "subject_tag={t:?}"),
             Setting::MaxMessageBytes(n) => write!(f, "max_message_bytes={n}"),
+            Setting::Notify { on, .. } => write!(f, "{}={}", self.name(), if *on { "on" } else { "off" }),
         }
     }
 }
@@ -289,6 +305,9 @@ pub struct RecipientSettings {
     /// `None`: the pipeline's `[headers] spam_subject_tag`.
     pub subject_tag: Option<String>,
     pub max_message_bytes: Option<u64>,
+    /// `None`: as `[notify]` says.
+    pub notify_sender: Option<bool>,
+    pub notify_recipients: Option<bool>,
     /// Every rule that matched, in order.
     pub matched: Vec<Origin>,
     /// Each setting a rule decided, and the rule that did.
@@ -321,6 +340,8 @@ impl RuleSet {
             stages_off: BTreeSet::new(),
             subject_tag: None,
             max_message_bytes: None,
+            notify_sender: None,
+            notify_recipients: None,
             matched: Vec::new(),
             decided: Vec::new(),
         };
@@ -340,6 +361,8 @@ impl RuleSet {
                     Setting::Policy { key, action } => *key.slot(&mut out.policy) = *action,
                     Setting::SubjectTag(t) => out.subject_tag = Some(t.clone()),
                     Setting::MaxMessageBytes(n) => out.max_message_bytes = Some(*n),
+                    Setting::Notify { sender: true, on } => out.notify_sender = Some(*on),
+                    Setting::Notify { sender: false, on } => out.notify_recipients = Some(*on),
                 }
                 out.decided.push((s.clone(), rule.origin.clone()));
             }
@@ -536,6 +559,10 @@ fn setting(word: &str, stages: &[&str], policy: &Policy) -> Result<Setting, Stri
         return Ok(Setting::Policy { key, action });
     }
     match key {
+        "notify.sender" | "notify.recipients" => Ok(Setting::Notify {
+            sender: key == "notify.sender",
+            on: yes_no(value).ok_or_else(|| format!("{key}={value}: on or off"))?,
+        }),
         "subject_tag" => Ok(Setting::SubjectTag(value.to_string())),
         "max_message_bytes" => value
             .parse()
@@ -544,7 +571,8 @@ fn setting(word: &str, stages: &[&str], policy: &Policy) -> Result<Setting, Stri
             .map(Setting::MaxMessageBytes)
             .ok_or_else(|| format!("max_message_bytes={value}: a number of bytes above 0")),
         _ => Err(format!(
-            "unknown setting {key:?}; the settings are stage.NAME, policy.KEY, subject_tag, max_message_bytes"
+            "unknown setting {key:?}; the settings are stage.NAME, policy.KEY, subject_tag, max_message_bytes, \
+             notify.sender, notify.recipients"
         )),
     }
 }
