@@ -207,7 +207,7 @@ mod tests {
         let n = cfg.notices(&about(), Tell::default());
         assert_eq!(n.len(), 1);
         assert_eq!(n[0].to, "postmaster@dest.example");
-        assert_eq!(n[0].subject, "Message quarantined: Offer\\u{7}");
+        assert_eq!(n[0].subject, "Message quarantined: Offer", "control characters go from a header");
         assert_eq!(
             n[0].body,
             "A message was not delivered as it was sent: it was quarantined.\n\nMessage id: 1xXORz-0000000058C-2p8L\n\
