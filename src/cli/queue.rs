@@ -192,7 +192,9 @@ fn items(cfg: &PipelineConfig, db: Option<&StateDb<'_>>) -> Result<Vec<Item>, St
             let since = mtime_secs(&path).unwrap_or(now);
             if path.is_dir() {
                 let reason = std::fs::read_to_string(path.join("reason")).ok().map(|r| r.trim().to_string());
-                let id = name.split_once('.').map_or(name.as_str(), |(_, id)| id).to_string();
+                // `<seq>.<id>`, or `<seq>.<id>+<n>` for a copy of a split message.
+                let id = name.split_once('.').map_or(name.as_str(), |(_, id)| id);
+                let id = id.split_once('+').map_or(id, |(id, _)| id).to_string();
                 out.push(Item {
                     kind: "rejected",
                     header: Some(path.join(format!("{id}-H"))),
