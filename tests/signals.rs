@@ -152,3 +152,33 @@ fn sigterm_commits_what_was_claimed_and_exits_cleanly() {
         assert!(!waiting(id), "{id}");
     }
 }
+
+/// The rule files are read again with the pipeline: a rule that held a sender's mail is gone
+/// after SIGHUP, and a rule file with a bad line keeps the running rules.
+#[test]
+fn sighup_reads_the_rule_files_again() {
+    let w = World::new();
+    let rules = w.root.join("local.rules");
+    std::fs::write(&rules, "from=signals@example.org => policy.clean=hold\n").unwrap();
+    let pipeline = standalone_pipeline(&w.root, "signals-test", "[rules]\nfiles = [\"local.rules\"]");
+    let mut daemon = Daemon(start_daemon(&pipeline, &w.log));
+    let frozen = |h: &SpoolHeader| h.options.get("frozen").is_some();
+
+    let first = w.drop_message(1);
+    assert!(frozen(&w.wait_requeued(&first)), "held by the rule");
+
+    std::fs::write(&rules, "# nothing held\n").unwrap();
+    signal(&daemon, libc::SIGHUP);
+    w.wait_log(" INFO  reloaded the pipeline signals-test: stages [content]");
+    let second = w.drop_message(2);
+    assert!(!frozen(&w.wait_requeued(&second)), "the rule is gone");
+
+    std::fs::write(&rules, "from=signals@example.org => policy.clean=hold\nto=x => nonsense\n").unwrap();
+    signal(&daemon, libc::SIGHUP);
+    w.wait_log(&format!(" ERROR reload failed, keeping the running pipeline: {}:2:", rules.display()));
+    let third = w.drop_message(3);
+    assert!(!frozen(&w.wait_requeued(&third)), "the running rules are kept");
+
+    signal(&daemon, libc::SIGTERM);
+    assert!(w.wait_exit(&mut daemon).success());
+}
