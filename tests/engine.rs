@@ -740,6 +740,15 @@ fn a_slow_batch_holds_the_intake_back() {
     assert!(most_claimed <= 4, "claimed and not committed at once: {most_claimed}");
 }
 
+/// The reasons in the `verdict.json` of the last quarantine entry (by key).
+fn last_quarantine_reasons(w: &World) -> serde_json::Value {
+    let quarantine = w.root.path().join("work/quarantine");
+    let entry = list(&quarantine).pop().unwrap();
+    let verdict: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(quarantine.join(&entry).join("verdict.json")).unwrap()).unwrap();
+    verdict["reasons"].clone()
+}
+
 #[test]
 fn a_message_that_stops_the_daemon_is_isolated_and_quarantined_and_the_others_go_through() {
     let mut w = World::new();
@@ -789,12 +798,8 @@ fn a_message_that_stops_the_daemon_is_isolated_and_quarantined_and_the_others_go
         "{:?}",
         starts[2]
     );
-    let quarantine = w.root.path().join("work/quarantine");
-    let entry = list(&quarantine).pop().unwrap();
-    let verdict: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(quarantine.join(&entry).join("verdict.json")).unwrap()).unwrap();
     assert_eq!(
-        verdict["reasons"],
+        last_quarantine_reasons(&w),
         serde_json::json!([
             "processing attempts exceeded: 3 scans of this message crashed (a stage panicked, or the daemon stopped during it)"
         ])
@@ -991,12 +996,8 @@ fn a_message_that_crashes_a_stage_every_time_is_quarantined_after_its_attempts()
             vec![(poison.to_string(), "quarantine".to_string())],
         ]
     );
-    let quarantine = w.root.path().join("work/quarantine");
-    let entry = list(&quarantine).pop().unwrap();
-    let verdict: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(quarantine.join(&entry).join("verdict.json")).unwrap()).unwrap();
     assert_eq!(
-        verdict["reasons"],
+        last_quarantine_reasons(&w),
         serde_json::json!([
             "processing attempts exceeded: 3 scans of this message crashed (a stage panicked, or the daemon stopped during it)"
         ])

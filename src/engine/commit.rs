@@ -533,7 +533,8 @@ fn write_work_header(path: &Path, header: &crate::spool::SpoolHeader, like: &Pat
     }
 }
 
-fn remove_if_present(p: &Path) -> io::Result<()> {
+/// Remove a file if it is there.
+pub(super) fn remove_if_present(p: &Path) -> io::Result<()> {
     match std::fs::remove_file(p) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
@@ -542,11 +543,6 @@ fn remove_if_present(p: &Path) -> io::Result<()> {
 
 /// Remove a work pair (`-H` first, so a half-removed pair is never taken for a message).
 pub fn remove_pair(h: &Path, d: &Path) -> io::Result<()> {
-    for p in [h, d] {
-        match std::fs::remove_file(p) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
-    }
-    Ok(())
+    remove_if_present(h)?;
+    remove_if_present(d)
 }

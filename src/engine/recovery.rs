@@ -4,16 +4,10 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use super::commit::remove_if_present;
 use super::{remove_pair, Engine};
 use crate::requeue::commit::is_temp_name;
 use crate::state::{ClaimRecord, ClaimState};
-
-fn remove_if_present(p: &Path) -> io::Result<()> {
-    match std::fs::remove_file(p) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
-}
 
 fn remove_temp_files(dir: &Path) -> io::Result<usize> {
     let mut n = 0;
