@@ -811,6 +811,39 @@ fn a_message_that_stops_the_daemon_is_isolated_and_quarantined_and_the_others_go
     assert!(w.with_engine(|e| e.db.all().unwrap()).is_empty(), "the journal is empty");
 }
 
+/// A daemon killed over and over before it gets to the lone scans (as by an admin's or a
+/// supervisor's repeated kills right after each start) counts only the stop that found the
+/// claims being scanned: the claims waiting for their lone scan are not quarantined for stops
+/// during which nothing looked at them, and a stop during one lone scan counts against that
+/// claim alone.
+#[test]
+fn stops_before_a_lone_scan_starts_do_not_count_against_the_claims_waiting_for_it() {
+    let mut w = World::new();
+    let ids: Vec<MessageId> = (0..3).map(|i| w.drop_copy(None, &[], &format!("waiting {i}\n"))).collect();
+    assert_eq!(w.with_engine(|e| e.claim_batch().unwrap()).len(), 3);
+    // More stops than processing_attempts (3), each right after recovery.
+    for _ in 0..5 {
+        w.with_engine(|e| e.recover().unwrap());
+    }
+    let crashed =
+        |w: &World| w.with_engine(|e| e.db.all().unwrap()).iter().map(|r| r.crashed_scans).collect::<Vec<_>>();
+    assert_eq!(crashed(&w), [1, 1, 1]);
+    // A stop during the first lone scan: that claim's second crashed scan, the others' none.
+    w.with_engine(|e| {
+        e.recover().unwrap();
+        let lone = e.claim_batch().unwrap();
+        assert_eq!(lone.iter().map(|r| r.original_id.as_str()).collect::<Vec<_>>(), [ids[0].as_str()]);
+    });
+    w.with_engine(|e| e.recover().unwrap());
+    assert_eq!(crashed(&w), [2, 1, 1]);
+    let lines = w.with_engine(run_until_idle);
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(lines.iter().all(|l| l.contains("action=deliver")), "{lines:?}");
+    let mut queued: Vec<MessageId> = w.queued().into_iter().map(|h| h.id).collect();
+    queued.sort();
+    assert_eq!(queued, ids);
+}
+
 #[test]
 fn deferred_claims_are_not_isolated_by_restarts() {
     let mut w = World::new();

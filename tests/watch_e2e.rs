@@ -271,6 +271,19 @@ fn run_traffic_in(n: usize, kills: usize, mode: &'static str, series: &'static s
             extra.iter().all(|(k, v)| expected.contains_key(*k) && **v < 2),
             "duplicate or unexpected delivery: {extra:?}"
         );
+        // A clean message quarantined (by the processing attempts guard, say) never arrives: say
+        // so now, with its reasons, rather than at the deadline.
+        let infected = messages.iter().filter(|(s, _, _)| s.infected).count();
+        let entries = support::list(&work.join("quarantine"));
+        if entries.len() > infected {
+            let reasons: std::collections::BTreeSet<String> = entries
+                .iter()
+                .filter_map(|e| std::fs::read(work.join("quarantine").join(e).join("verdict.json")).ok())
+                .filter_map(|v| serde_json::from_slice::<serde_json::Value>(&v).ok())
+                .map(|v| v["reasons"].to_string())
+                .collect();
+            panic!("{} quarantine entries for {infected} infected messages: {reasons:?}", entries.len());
+        }
         assert!(
             Instant::now() < deadline,
             "traffic did not settle; missing: {:?}",

@@ -292,6 +292,7 @@ impl Engine<'_> {
                 handing_on: Vec::new(),
                 lone_scans: 0,
                 scan_run: None,
+                awaiting_lone_scan: false,
                 held: false,
                 deferred_because: None,
                 split_from: Some(rec.key.clone()),

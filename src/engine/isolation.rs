@@ -3,9 +3,9 @@
 //! counting its lone scans in the journal before the scan starts. A message that stops the daemon
 //! again is then the only one in its batch, so the messages claimed with it go through at the next
 //! start instead of being taken down with it every time. Each such stop counts against the
-//! messages that were in flight (`crashed_scans`, by recovery), and one that reaches `[defer]
-//! processing_attempts` is quarantined unscanned with that reason instead of stopping the daemon
-//! for ever.
+//! messages whose scans had started (`crashed_scans`, by recovery; not those still waiting for
+//! their lone scan), and one that reaches `[defer] processing_attempts` is quarantined unscanned
+//! with that reason instead of stopping the daemon for ever.
 
 use std::collections::BTreeSet;
 use std::io;
@@ -66,6 +66,7 @@ impl Engine<'_> {
         };
         iso.pending.remove(&rec.key);
         rec.lone_scans += 1;
+        rec.awaiting_lone_scan = false;
         // Durable before the scan: a stop during it must be counted.
         self.db.put(std::slice::from_ref(&rec))?;
         in_flight.insert(rec.key.clone());

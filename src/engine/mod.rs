@@ -408,6 +408,7 @@ impl<'e> Engine<'e> {
                 deferred_because: None,
                 split_from: None,
                 crashed_scans: 0,
+                awaiting_lone_scan: false,
             })
             .collect();
         self.db.put(&records)?;

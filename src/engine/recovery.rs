@@ -41,7 +41,9 @@ impl Engine<'_> {
         }
         // Claims the last run took to scan and did not finish were in flight when it stopped: each
         // is scanned alone before anything else, and marked as this run's so that they are again
-        // if this run stops before it gets to them. Deferrals waiting are not among them.
+        // if this run stops before it gets to them. Deferrals waiting are not among them. Only a
+        // claim whose scan had started counts the stop as a crashed scan: one still waiting for
+        // its lone scan was not being looked at.
         let (prev, run) = self.db.next_run()?;
         self.run = run;
         let mut left: Vec<ClaimRecord> =
@@ -49,7 +51,10 @@ impl Engine<'_> {
         if !left.is_empty() {
             left.iter_mut().for_each(|r| {
                 r.scan_run = Some(run);
-                r.crashed_scans += 1;
+                if !r.awaiting_lone_scan {
+                    r.crashed_scans += 1;
+                }
+                r.awaiting_lone_scan = true;
             });
             self.db.put(&left)?;
             notes.push(format!("{} claims left by a stopped daemon are scanned one at a time", left.len()));

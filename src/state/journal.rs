@@ -62,6 +62,12 @@ pub struct ClaimRecord {
     /// processing_attempts` the message is quarantined instead of scanned again.
     #[serde(default)]
     pub crashed_scans: u32,
+    /// Left in flight by a stopped daemon and waiting for its lone scan, which has not started: a
+    /// stop before it starts is not this message's doing, so recovery does not count it in
+    /// `crashed_scans` (a daemon killed over and over while it works through the lone scans
+    /// would otherwise quarantine every message waiting for one).
+    #[serde(default)]
+    pub awaiting_lone_scan: bool,
     /// Held by an admin (`spoolsift queue hold`): not retried until released.
     #[serde(default)]
     pub held: bool,
@@ -81,6 +87,7 @@ impl ClaimRecord {
     pub fn scan_finished(&mut self) {
         self.scan_run = None;
         self.lone_scans = 0;
+        self.awaiting_lone_scan = false;
     }
 }
 
@@ -430,6 +437,7 @@ mod tests {
             deferred_because: None,
             split_from: None,
             crashed_scans: 0,
+            awaiting_lone_scan: false,
         }
     }
 
