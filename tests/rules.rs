@@ -12,7 +12,7 @@ use spoolsift::engine::{Engine, EngineBuilder, Handled, Outcome, WorkDirs};
 use spoolsift::intake::queuefile::QueuefileDir;
 use spoolsift::pipeline::{Action, PipelineConfig};
 use spoolsift::requeue::TargetSpool;
-use spoolsift::spool::{MessageView, OptionLine, SpoolHeader};
+use spoolsift::spool::{MessageView, OptionLine, Position, SpoolHeader};
 use spoolsift::stages::{Stage, StageError, StageResult, Verdict};
 use spoolsift::state::{open_env, ClaimRecord, StateDb};
 
@@ -83,15 +83,26 @@ fn drop_message(root: &Path, body: &str, edit: impl FnOnce(&mut SpoolHeader)) {
 /// Run `f` with an engine for `cfg` over `root`'s directories (the journal stays on disk between
 /// calls, as across a stop).
 fn with_engine<T>(root: &Path, cfg: PipelineConfig, f: impl FnOnce(&mut Engine<'_>) -> T) -> T {
+    with_stages(root, cfg, Some(vec![Box::new(SpamStage)]), f)
+}
+
+/// [`with_engine`] with `stages`, or with the pipeline's own (the built-in content scanner).
+fn with_stages<T>(
+    root: &Path,
+    cfg: PipelineConfig,
+    stages: Option<Vec<Box<dyn Stage>>>,
+    f: impl FnOnce(&mut Engine<'_>) -> T,
+) -> T {
     let dirs = WorkDirs::new(&root.join("work"));
     dirs.create().unwrap();
     let env = open_env(&dirs.state).unwrap();
     let target = TargetSpool::new(&root.join("spool"), None).unwrap();
     let intake = QueuefileDir::new(&root.join("qf"), Some(&target.input), Duration::from_secs(900));
-    let mut engine = EngineBuilder::new(cfg, StateDb::new(&env).unwrap(), dirs, intake, target)
-        .stages(vec![Box::new(SpamStage)])
-        .build()
-        .unwrap();
+    let mut builder = EngineBuilder::new(cfg, StateDb::new(&env).unwrap(), dirs, intake, target);
+    if let Some(stages) = stages {
+        builder = builder.stages(stages);
+    }
+    let mut engine = builder.build().unwrap();
     f(&mut engine)
 }
 
@@ -159,6 +170,119 @@ fn a_stage_turned_off_by_rule_is_not_counted() {
     let [with, without] = with_and_without(&["from=sender.example => stage.content=off"], SPAM, |_| {});
     assert_eq!(with.0, Outcome::Acted(Action::Deliver));
     assert_eq!(without.0, Outcome::Acted(Action::Quarantine));
+}
+
+/// A body with one attachment named `name`, for the built-in content scanner.
+fn with_attachment(name: &str) -> String {
+    format!(
+        "--b\nContent-Type: text/plain\n\nSee the attachment.\n--b\nContent-Type: application/octet-stream\n\
+         Content-Disposition: attachment; filename=\"{name}\"\nContent-Transfer-Encoding: base64\n\nAAAA\n--b--\n"
+    )
+}
+
+/// Make the spec example's `-H` say its body is `multipart/mixed` with boundary `b`.
+fn multipart(h: &mut SpoolHeader) {
+    h.headers.add(b"MIME-Version", b"1.0", Position::Bottom).unwrap();
+    h.headers.add(b"Content-Type", b"multipart/mixed; boundary=\"b\"", Position::Bottom).unwrap();
+}
+
+/// The spec example as a multipart message (its `-H` says so) with `body`, through the pipeline's
+/// own content scanner: per recipient, the action of the copy it is in, and that copy's reasons.
+fn content_outcomes(rules: &[&str], body: &str) -> Vec<(String, Outcome, Vec<String>)> {
+    let root = tempfile::tempdir().unwrap();
+    let cfg = pipeline(root.path(), rules);
+    drop_message(root.path(), body, multipart);
+    let handled = with_stages(root.path(), cfg, None, |engine| {
+        let batch = engine.claim_batch().unwrap();
+        engine.process(batch).unwrap()
+    });
+    let mut out: Vec<(String, Outcome, Vec<String>)> = handled
+        .iter()
+        .flat_map(|h| h.recipients.iter().map(|r| (r.clone(), h.action, h.reasons.clone())))
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[test]
+fn a_recipients_own_content_lists_change_what_is_blocked_for_it_alone() {
+    let quarantined = |rule: &str| (Outcome::Acted(Action::Quarantine), vec![format!("content: blocked ({rule})")]);
+    let delivered = (Outcome::Acted(Action::Deliver), Vec::<String>::new());
+    let as_pairs = |v: Vec<(String, Outcome, Vec<String>)>| -> Vec<(String, (Outcome, Vec<String>))> {
+        v.into_iter().map(|(r, a, why)| (r, (a, why))).collect()
+    };
+    let exe = with_attachment("tool.exe");
+    // Bob takes executables; carol gets the pipeline's list.
+    let allow = ["to=bob@dest.example => content.allow_extensions=.EXE,scr"];
+    assert_eq!(
+        as_pairs(content_outcomes(&allow, &exe)),
+        [
+            ("bob@dest.example".to_string(), delivered.clone()),
+            ("carol@dest.example".to_string(), quarantined("filename:extension:exe")),
+        ]
+    );
+    assert_eq!(
+        as_pairs(content_outcomes(&[], &exe)),
+        [
+            ("bob@dest.example".to_string(), quarantined("filename:extension:exe")),
+            ("carol@dest.example".to_string(), quarantined("filename:extension:exe")),
+        ]
+    );
+    // Carol's domain refuses macro documents, which the pipeline's list lets through.
+    let docm = with_attachment("report.docm");
+    let block = ["to=carol@dest.example => content.block_extensions=docm,xlsm"];
+    assert_eq!(
+        as_pairs(content_outcomes(&block, &docm)),
+        [
+            ("bob@dest.example".to_string(), delivered.clone()),
+            ("carol@dest.example".to_string(), quarantined("filename:extension:docm")),
+        ]
+    );
+    assert_eq!(
+        as_pairs(content_outcomes(&[], &docm)),
+        [("bob@dest.example".to_string(), delivered.clone()), ("carol@dest.example".to_string(), delivered.clone())]
+    );
+    // By declared type, from a list file: both recipients have the same changes, so one copy.
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("types.list"), "# no archives\napplication/zip\n").unwrap();
+    let zip = with_attachment("notes.zip").replace("application/octet-stream", "application/zip");
+    let cfg = pipeline(root.path(), &["to=dest.example => content.block_types=<types.list"]);
+    drop_message(root.path(), &zip, multipart);
+    let handled = with_stages(root.path(), cfg, None, |e| {
+        let batch = e.claim_batch().unwrap();
+        e.process(batch).unwrap()
+    });
+    assert_eq!(handled.len(), 1, "{handled:?}");
+    assert_eq!(handled[0].action, Outcome::Acted(Action::Quarantine));
+    assert_eq!(handled[0].reasons, ["content: blocked (mime:application/zip)"]);
+}
+
+#[test]
+fn content_list_settings_are_checked_when_read() {
+    let root = tempfile::tempdir().unwrap();
+    for (rule, why) in [
+        ("all => content.block_extensions=pdf.exe", "\"pdf.exe\": an extension is one word without dots (exe, docm)"),
+        ("all => content.allow_types=zip", "\"zip\": a content type is type/subtype (application/zip)"),
+        (
+            "all => content.blocked=exe",
+            "content.blocked: the content lists a rule may change are block_extensions, allow_extensions, \
+             block_types, allow_types",
+        ),
+    ] {
+        let lines = format!("{rule:?}");
+        let text =
+            format!("name = \"t\"\nauthserv_id = \"mx.test.example\"\n[stages.content]\n[rules]\nlines = [{lines}]\n");
+        let path = root.path().join("t.toml");
+        std::fs::write(&path, text).unwrap();
+        let err = PipelineConfig::load(&path).unwrap_err().to_string();
+        assert!(err.ends_with(&format!("t.toml:5: {why}")), "{rule}: {err}");
+    }
+    // Without the content stage there is no list to change.
+    let text = "name = \"t\"\nauthserv_id = \"mx.test.example\"\n[stages.clamav]\n[rules]\nlines = [\"all => content.allow_extensions=exe\"]\n";
+    let path = root.path().join("t.toml");
+    std::fs::write(&path, text).unwrap();
+    let err = PipelineConfig::load(&path).unwrap_err().to_string();
+    assert!(err.ends_with("content.allow_extensions: the content stage is not enabled in this pipeline"), "{err}");
 }
 
 #[test]

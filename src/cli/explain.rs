@@ -98,12 +98,13 @@ fn explain(cfg: &PipelineConfig, stages: &[Box<dyn crate::stages::Stage>], h: &P
     let facts = MessageFacts::of(&header);
     let settings: Vec<_> = owed.iter().map(|r| cfg.ruleset.for_recipient(&cfg.policy, &facts, r)).collect();
     let view = MessageView::new(&header, &data);
-    let outcomes = pipeline::run_stages_where(stages, |s| decide::stage_wanted(&settings, s), &view, Clock::System);
+    let outcomes = decide::run_for(stages, &settings, &view, Clock::System);
     let size = header.message_size(data.body_len());
     let decisions = decide::per_recipient(&owed, settings, &outcomes, size);
     let client = header.client_ip().map(|ip| format!(" [{ip}]")).unwrap_or_else(|| " (local)".into());
     let mut out = vec![format!("{} <{}>{client} S={size} ({})", header.id, text(&header.sender), h.display())];
     let words: Vec<String> = outcomes
+        .all
         .iter()
         .map(|o| match &o.result {
             Ok(r) => format!("{}={}", o.stage, r.verdict),

@@ -47,10 +47,10 @@ use serde_json::json;
 use crate::intake::queuefile::QueuefileDir;
 use crate::outside::Clock;
 use crate::pipeline::config::PipelineConfig;
-use crate::pipeline::decide::{self, RecipientGroup};
+use crate::pipeline::decide::{self, Outcomes, RecipientGroup};
 use crate::pipeline::policy::Action;
 use crate::pipeline::rules::MessageFacts;
-use crate::pipeline::run::{run_stages_where, StageOutcome};
+use crate::pipeline::run::StageOutcome;
 use crate::requeue::{self, KickQueue, TargetSpool, Transform};
 use crate::sinks::quarantine::QuarantineStore;
 use crate::spool::{DataFile, IdMinter, MessageId, MessageView, OptionLine, SpoolError, SpoolHeader};
@@ -553,7 +553,7 @@ impl<'e> Engine<'e> {
         }
         let settings = decide::settings_for(&self.pipeline, || MessageFacts::of(&header), &owed);
         let view = MessageView::new(&header, &data);
-        let outcomes = run_stages_where(&self.stages, |s| decide::stage_wanted(&settings, s), &view, self.clock);
+        let outcomes = decide::run_for(&self.stages, &settings, &view, self.clock);
         progressed();
         let mut groups = decide::groups(&self.pipeline, &owed, settings, &outcomes, handled.size.unwrap_or(0));
         // A deferral is about the scan, not about a recipient: the message is tried again whole
@@ -561,7 +561,7 @@ impl<'e> Engine<'e> {
         if groups.iter().any(|g| g.decision.action == Action::Defer) {
             groups = decide::merged(groups).into_iter().collect();
         }
-        handled.stages = outcomes.iter().map(StageLine::of).collect();
+        handled.stages = outcomes.all.iter().map(StageLine::of).collect();
         let deferred_for = now.saturating_sub(rec.claimed_at);
         let max_age = self.pipeline.defer.max_age_secs;
         if let [group] = groups.as_mut_slice() {
@@ -584,12 +584,21 @@ impl<'e> Engine<'e> {
         rec: &ClaimRecord,
         header: SpoolHeader,
         data: &DataFile,
-        outcomes: &[StageOutcome],
+        outcomes: &Outcomes,
         group: &RecipientGroup,
         pending: &[Vec<u8>],
         mut handled: Handled,
         now: u64,
     ) -> Result<Plan, SpoolError> {
+        let own;
+        let outcomes: &[StageOutcome] = if group.lists.is_empty() {
+            &outcomes.all
+        } else {
+            // Checked with these recipients' own lists: their copy says what those found.
+            own = outcomes.for_lists(&group.lists);
+            handled.stages = own.iter().map(StageLine::of).collect();
+            &own
+        };
         let decision = &group.decision;
         handled.action = Outcome::Acted(decision.action);
         handled.reasons = decision.reasons.clone();

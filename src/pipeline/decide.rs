@@ -3,12 +3,17 @@
 //!
 //! Without rules every recipient gets the pipeline's policy, so there is one group. With rules,
 //! each recipient gets its own settings (`rules.rs`): its policy, the stages that count for it,
-//! its subject tag, its size limit.
+//! its subject tag, its size limit, its changes to the content scanner's lists.
+
+use std::collections::BTreeSet;
 
 use super::config::PipelineConfig;
 use super::policy::{Action, Decision};
 use super::rules::{MessageFacts, Origin, RecipientSettings};
-use super::run::StageOutcome;
+use super::run::{run_stages_where, run_with_list_changes, StageOutcome};
+use crate::outside::Clock;
+use crate::spool::MessageView;
+use crate::stages::{ListChanges, Stage};
 
 /// Whom to tell, as the rules left it for these recipients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -28,6 +33,9 @@ pub struct RecipientGroup {
     pub rules: Vec<Origin>,
     /// Who is sent a notice if this copy is quarantined or held.
     pub tell: Tell,
+    /// The changes to the stages' lists its outcomes were checked with (its first recipient's;
+    /// recipients whose changes made a difference came to different decisions).
+    pub lists: ListChanges,
 }
 
 /// One recipient's settings and decision (what `spoolsift explain` prints).
@@ -36,6 +44,47 @@ pub struct RecipientDecision {
     pub recipient: Vec<u8>,
     pub settings: RecipientSettings,
     pub decision: Decision,
+}
+
+/// A message's stage outcomes, and those of the stages checked again for recipients whose rules
+/// change the stages' lists ([`list_changes`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outcomes {
+    pub all: Vec<StageOutcome>,
+    pub with_lists: Vec<(ListChanges, Vec<StageOutcome>)>,
+}
+
+impl Outcomes {
+    /// Outcomes without list changes for any recipient.
+    pub fn plain(all: Vec<StageOutcome>) -> Outcomes {
+        Outcomes { all, with_lists: Vec::new() }
+    }
+
+    /// What counts for a recipient with `changes`: the outcomes, with those of the stages checked
+    /// again with its changes in their place.
+    pub fn for_lists(&self, changes: &ListChanges) -> Vec<StageOutcome> {
+        let again = self.with_lists.iter().find(|(c, _)| c == changes).map(|(_, o)| o.as_slice()).unwrap_or(&[]);
+        self.all.iter().map(|o| again.iter().find(|a| a.stage == o.stage).unwrap_or(o)).cloned().collect()
+    }
+}
+
+/// The distinct changes the recipients' rules make to the stages' lists, each once.
+pub fn list_changes(settings: &[RecipientSettings]) -> Vec<ListChanges> {
+    let set: BTreeSet<&ListChanges> = settings.iter().map(|s| &s.content_lists).filter(|c| !c.is_empty()).collect();
+    set.into_iter().cloned().collect()
+}
+
+/// Run the stages some recipient has on, and those with lists again for each distinct change
+/// the recipients' rules make to them.
+pub fn run_for(
+    stages: &[Box<dyn Stage>],
+    settings: &[RecipientSettings],
+    view: &MessageView<'_>,
+    clock: Clock,
+) -> Outcomes {
+    let all = run_stages_where(stages, |s| stage_wanted(settings, s), view, clock);
+    let with_lists = run_with_list_changes(stages, |s| stage_wanted(settings, s), list_changes(settings), view, clock);
+    Outcomes { all, with_lists }
 }
 
 /// The stages worth running for `owed`: every stage some recipient has on.
@@ -63,39 +112,47 @@ pub fn groups(
     cfg: &PipelineConfig,
     owed: &[Vec<u8>],
     settings: Vec<RecipientSettings>,
-    outcomes: &[StageOutcome],
+    outcomes: &Outcomes,
     size: u64,
 ) -> Vec<RecipientGroup> {
     let tell = Tell { recipients: cfg.notify.recipients, sender: cfg.notify.sender };
     if settings.is_empty() {
-        let decision = cfg.policy.decide(outcomes);
+        let decision = cfg.policy.decide(&outcomes.all);
         return vec![RecipientGroup {
             recipients: owed.to_vec(),
             decision,
             subject_tag: None,
             rules: Vec::new(),
             tell,
+            lists: ListChanges::default(),
         }];
     }
     group(per_recipient(owed, settings, outcomes, size), tell)
 }
 
-/// Decide each recipient: its policy over the outcomes of the stages it has on, and its size
-/// limit against the message's `size`.
+/// Decide each recipient: its policy over the outcomes of the stages it has on (checked with its
+/// own lists where it has them), and its size limit against the message's `size`.
 pub fn per_recipient(
     owed: &[Vec<u8>],
     settings: Vec<RecipientSettings>,
-    outcomes: &[StageOutcome],
+    outcomes: &Outcomes,
     size: u64,
 ) -> Vec<RecipientDecision> {
     owed.iter()
         .zip(settings)
         .map(|(r, settings)| {
+            let own;
+            let mine: &[StageOutcome] = if settings.content_lists.is_empty() {
+                &outcomes.all
+            } else {
+                own = outcomes.for_lists(&settings.content_lists);
+                &own
+            };
             let mut decision = if settings.stages_off.is_empty() {
-                settings.policy.decide(outcomes)
+                settings.policy.decide(mine)
             } else {
                 let counted: Vec<StageOutcome> =
-                    outcomes.iter().filter(|o| !settings.stages_off.contains(&o.stage)).cloned().collect();
+                    mine.iter().filter(|o| !settings.stages_off.contains(&o.stage)).cloned().collect();
                 settings.policy.decide(&counted)
             };
             if let Some(limit) = settings.max_message_bytes.filter(|&l| size > l) {
@@ -133,6 +190,7 @@ pub fn group(decisions: Vec<RecipientDecision>, default: Tell) -> Vec<RecipientG
                 subject_tag: tag,
                 rules,
                 tell,
+                lists: d.settings.content_lists,
             }),
         }
     }

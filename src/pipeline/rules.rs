@@ -27,7 +27,15 @@
 //! Settings: `stage.NAME=on|off`; `policy.KEY=ACTION` for any key of `[policy]` but
 //! `allow_discard`; `subject_tag="TEXT"` (the spam subject tag); `max_message_bytes=N` (a larger
 //! message is blocked for that recipient, and `policy.blocked` applies); `notify.sender=on|off`
-//! and `notify.recipients=on|off` (notices of a quarantined or held message, `[notify]`).
+//! and `notify.recipients=on|off` (notices of a quarantined or held message, `[notify]`);
+//! `content.block_extensions=`, `content.allow_extensions=`, `content.block_types=` and
+//! `content.allow_types=` (comma-separated, or `<FILE`), which add to or take from the content
+//! scanner's lists for the recipient: the message is checked again with its lists for it.
+//!
+//! ```text
+//! to=*@design.example                   => content.allow_extensions=iso,img
+//! to=finance.example                    => content.block_extensions=docm,xlsm
+//! ```
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -38,6 +46,7 @@ use ipnet::IpNet;
 
 use super::policy::{Action, Policy};
 use crate::spool::SpoolHeader;
+use crate::stages::ListChanges;
 
 /// Where a rule was written: `FILE:LINE`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -128,6 +137,67 @@ pub enum Setting {
         sender: bool,
         on: bool,
     },
+    /// A change to the content scanner's lists for the recipient (`content.block_extensions=...`).
+    ContentList {
+        list: ContentList,
+        entries: BTreeSet<String>,
+    },
+}
+
+/// The content scanner's lists a rule may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ContentList {
+    BlockExtensions,
+    AllowExtensions,
+    BlockTypes,
+    AllowTypes,
+}
+
+impl ContentList {
+    const ALL: [ContentList; 4] =
+        [ContentList::BlockExtensions, ContentList::AllowExtensions, ContentList::BlockTypes, ContentList::AllowTypes];
+
+    /// Its name after `content.`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ContentList::BlockExtensions => "block_extensions",
+            ContentList::AllowExtensions => "allow_extensions",
+            ContentList::BlockTypes => "block_types",
+            ContentList::AllowTypes => "allow_types",
+        }
+    }
+
+    fn slot(self, c: &mut ListChanges) -> &mut BTreeSet<String> {
+        match self {
+            ContentList::BlockExtensions => &mut c.block_extensions,
+            ContentList::AllowExtensions => &mut c.allow_extensions,
+            ContentList::BlockTypes => &mut c.block_types,
+            ContentList::AllowTypes => &mut c.allow_types,
+        }
+    }
+
+    /// An entry as the scanner compares it: an extension lowercase without its dot, a type
+    /// `type/subtype` lowercase.
+    fn entry(self, word: &str) -> Result<String, String> {
+        let w = word.trim();
+        match self {
+            ContentList::BlockExtensions | ContentList::AllowExtensions => {
+                let e = w.trim_start_matches('.').to_ascii_lowercase();
+                if e.is_empty() || e.contains(['.', '/', '*']) || e.chars().any(|c| c.is_whitespace() || c.is_control())
+                {
+                    return Err(format!("{w:?}: an extension is one word without dots (exe, docm)"));
+                }
+                Ok(e)
+            }
+            ContentList::BlockTypes | ContentList::AllowTypes => {
+                let t = w.to_ascii_lowercase();
+                match t.split_once('/') {
+                    Some((a, b)) if !a.is_empty() && !b.is_empty() && !b.contains('/') && t.is_ascii() => Ok(t),
+                    _ => Err(format!("{w:?}: a content type is type/subtype (application/zip)")),
+                }
+            }
+        }
+    }
 }
 
 impl Setting {
@@ -141,6 +211,7 @@ impl Setting {
             Setting::MaxMessageBytes(_) => "max_message_bytes".into(),
             Setting::Notify { sender: true, .. } => "notify.sender".into(),
             Setting::Notify { sender: false, .. } => "notify.recipients".into(),
+            Setting::ContentList { list, .. } => format!("content.{}", list.name()),
         }
     }
 }
@@ -153,6 +224,9 @@ impl fmt::Display for Setting {
             Setting::SubjectTag(t) => write!(f, "subject_tag={t:?}"),
             Setting::MaxMessageBytes(n) => write!(f, "max_message_bytes={n}"),
             Setting::Notify { on, .. } => write!(f, "{}={}", self.name(), if *on { "on" } else { "off" }),
+            Setting::ContentList { entries, .. } => {
+                write!(f, "{}={}", self.name(), entries.iter().map(String::as_str).collect::<Vec<_>>().join(","))
+            }
         }
     }
 }
@@ -308,6 +382,8 @@ pub struct RecipientSettings {
     /// `None`: as `[notify]` says.
     pub notify_sender: Option<bool>,
     pub notify_recipients: Option<bool>,
+    /// The recipient's changes to the content scanner's lists (empty: the pipeline's lists).
+    pub content_lists: ListChanges,
     /// Every rule that matched, in order.
     pub matched: Vec<Origin>,
     /// Each setting a rule decided, and the rule that did.
@@ -342,6 +418,7 @@ impl RuleSet {
             max_message_bytes: None,
             notify_sender: None,
             notify_recipients: None,
+            content_lists: ListChanges::default(),
             matched: Vec::new(),
             decided: Vec::new(),
         };
@@ -363,6 +440,7 @@ impl RuleSet {
                     Setting::MaxMessageBytes(n) => out.max_message_bytes = Some(*n),
                     Setting::Notify { sender: true, on } => out.notify_sender = Some(*on),
                     Setting::Notify { sender: false, on } => out.notify_recipients = Some(*on),
+                    Setting::ContentList { list, entries } => *list.slot(&mut out.content_lists) = entries.clone(),
                 }
                 out.decided.push((s.clone(), rule.origin.clone()));
             }
@@ -402,7 +480,7 @@ impl RuleSet {
             }
             let conditions = conds.iter().map(|w| condition(w, dir)).collect::<Result<Vec<_>, _>>().map_err(fail)?;
             let settings =
-                sets.iter().map(|w| setting(w, stages, policy)).collect::<Result<Vec<_>, _>>().map_err(fail)?;
+                sets.iter().map(|w| setting(w, dir, stages, policy)).collect::<Result<Vec<_>, _>>().map_err(fail)?;
             self.rules.push(Rule { origin, text: body.to_string(), conditions, settings });
         }
         Ok(())
@@ -532,10 +610,24 @@ fn yes_no(v: &str) -> Option<bool> {
     }
 }
 
-fn setting(word: &str, stages: &[&str], policy: &Policy) -> Result<Setting, String> {
+fn setting(word: &str, dir: &Path, stages: &[&str], policy: &Policy) -> Result<Setting, String> {
     let Some((key, value)) = word.split_once('=') else {
         return Err(format!("{word:?}: a setting is KEY=VALUE"));
     };
+    if let Some(name) = key.strip_prefix("content.") {
+        let list = ContentList::ALL.into_iter().find(|l| l.name() == name).ok_or_else(|| {
+            let names: Vec<&str> = ContentList::ALL.iter().map(|l| l.name()).collect();
+            format!("content.{name}: the content lists a rule may change are {}", names.join(", "))
+        })?;
+        if !stages.contains(&"content") {
+            return Err(format!("{key}: the content stage is not enabled in this pipeline"));
+        }
+        // Comma-separated, or one a line in a `<FILE`.
+        let words: Vec<String> =
+            if value.starts_with('<') { patterns(value, dir)? } else { value.split(',').map(str::to_string).collect() };
+        let entries = words.iter().map(|w| list.entry(w)).collect::<Result<BTreeSet<_>, _>>()?;
+        return Ok(Setting::ContentList { list, entries });
+    }
     if let Some(name) = key.strip_prefix("stage.") {
         if !stages.contains(&name) {
             return Err(format!(
@@ -572,7 +664,7 @@ fn setting(word: &str, stages: &[&str], policy: &Policy) -> Result<Setting, Stri
             .ok_or_else(|| format!("max_message_bytes={value}: a number of bytes above 0")),
         _ => Err(format!(
             "unknown setting {key:?}; the settings are stage.NAME, policy.KEY, subject_tag, max_message_bytes, \
-             notify.sender, notify.recipients"
+             notify.sender, notify.recipients, content.LIST"
         )),
     }
 }

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::outside::Clock;
 use crate::spool::MessageView;
-use crate::stages::{Stage, StageError, StageResult};
+use crate::stages::{ListChanges, Stage, StageError, StageResult};
 
 /// One stage's answer for one message, and how long it took.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,6 +79,31 @@ pub fn run_stages_where(
     out.push(run_one(*first, view, clock));
     out.extend(results.wait_all().into_iter().map(|o| o.expect("run_one catches panics")));
     out
+}
+
+/// The stages that have lists, checked again with each of `changes` (the distinct changes the
+/// recipients' rules make to them): for each, the outcomes of those stages, in stage order. They
+/// run one after the other on this thread: only the built-in content scanner has lists, and it
+/// only computes.
+pub fn run_with_list_changes(
+    stages: &[Box<dyn Stage>],
+    wanted: impl Fn(&str) -> bool,
+    changes: Vec<ListChanges>,
+    view: &MessageView<'_>,
+    clock: Clock,
+) -> Vec<(ListChanges, Vec<StageOutcome>)> {
+    changes
+        .into_iter()
+        .map(|c| {
+            let outcomes = stages
+                .iter()
+                .filter(|s| wanted(s.name()))
+                .filter_map(|s| s.with_list_changes(&c))
+                .map(|s| run_one(s.as_ref(), view, clock))
+                .collect();
+            (c, outcomes)
+        })
+        .collect()
 }
 
 /// Threads for the stages of a message after its first: one per stage at once, as many as are

@@ -34,6 +34,7 @@ pub mod structure;
 use std::borrow::Cow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use mail_parser::{Encoding, Message, MessageParser, MessagePart, MimeHeaders, PartType};
 use serde::Deserialize;
@@ -46,7 +47,7 @@ use self::eicar::Eicar;
 use self::own::Bail;
 use self::rules::NameRules;
 use self::structure::{Breach, StructureLimits};
-use super::{Stage, StageError, StageResult, Verdict};
+use super::{ListChanges, Stage, StageError, StageResult, Verdict};
 use crate::spool::MessageView;
 
 /// Settings of the `content` stage (`[stages.content]` in a pipeline definition).
@@ -143,7 +144,8 @@ const MAX_LISTED: usize = 16;
 pub struct ContentScanner {
     config: ContentConfig,
     eicar: Eicar,
-    blocklist: Sha256Blocklist,
+    /// Shared with the copies made for recipients with their own lists.
+    blocklist: Arc<Sha256Blocklist>,
     rules: NameRules,
     /// mail-parser without transfer decoding (see [`own`]).
     structure: MessageParser,
@@ -169,12 +171,18 @@ impl ContentScanner {
             &config.blocked_content_types,
         );
         let config = ContentConfig { max_nesting: config.max_nesting.min(MAX_NESTING_CAP), ..config };
-        Ok(ContentScanner { config, eicar: Eicar::default(), blocklist, rules, structure: own::structure_parser() })
+        Ok(ContentScanner {
+            config,
+            eicar: Eicar::default(),
+            blocklist: Arc::new(blocklist),
+            rules,
+            structure: own::structure_parser(),
+        })
     }
 
     /// Use this blocklist instead of the configured file's.
     pub fn with_blocklist(mut self, blocklist: Sha256Blocklist) -> ContentScanner {
-        self.blocklist = blocklist;
+        self.blocklist = Arc::new(blocklist);
         self
     }
 
@@ -467,6 +475,16 @@ impl Stage for ContentScanner {
             return Ok(scan.into_result());
         }
         Ok(self.scan_bytes(&data, head.len(), false).into_result())
+    }
+
+    fn with_list_changes(&self, changes: &ListChanges) -> Option<Box<dyn Stage>> {
+        Some(Box::new(ContentScanner {
+            config: self.config.clone(),
+            eicar: self.eicar.clone(),
+            blocklist: Arc::clone(&self.blocklist),
+            rules: self.rules.changed(changes),
+            structure: self.structure.clone(),
+        }))
     }
 }
 

@@ -4,6 +4,7 @@
 //! [`StageResult`] or a [`StageError`]. It knows nothing of the file system or of the spool's
 //! layout, so the same stage serves the live daemon, offline scans and replays.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::spool::MessageView;
@@ -143,6 +144,27 @@ impl From<crate::outside::MissingAnswer> for StageError {
     }
 }
 
+/// One recipient's changes to a stage's lists, from the rules (`content.block_extensions=...`):
+/// what it blocks beyond the stage's own lists, and what of them it lets through. Entries are as
+/// the stage normalises them (extensions lowercase without the dot, types `type/subtype`
+/// lowercase).
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ListChanges {
+    pub block_extensions: BTreeSet<String>,
+    pub allow_extensions: BTreeSet<String>,
+    pub block_types: BTreeSet<String>,
+    pub allow_types: BTreeSet<String>,
+}
+
+impl ListChanges {
+    pub fn is_empty(&self) -> bool {
+        self.block_extensions.is_empty()
+            && self.allow_extensions.is_empty()
+            && self.block_types.is_empty()
+            && self.allow_types.is_empty()
+    }
+}
+
 /// The stage interface: small on purpose.
 pub trait Stage: Send + Sync {
     /// A short stable name used in configuration, logs and reports (`clamav`, `dcc`, `arc`...).
@@ -161,6 +183,12 @@ pub trait Stage: Send + Sync {
     /// kept as busy as the stage allows; a stage that only computes keeps the default.
     fn parallelism(&self) -> usize {
         1
+    }
+
+    /// This stage with a recipient's `changes` to its lists, for the recipients whose rules change
+    /// them (the message is checked again with it for them); `None` for a stage without lists.
+    fn with_list_changes(&self, _changes: &ListChanges) -> Option<Box<dyn Stage>> {
+        None
     }
 }
 

@@ -55,6 +55,7 @@ fn is_space(b: u8) -> bool {
 }
 
 /// A compiled matcher for the test string.
+#[derive(Clone)]
 pub struct Eicar {
     sig: Vec<u8>,
     finder: Finder<'static>,

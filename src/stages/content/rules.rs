@@ -2,6 +2,8 @@
 
 use std::collections::HashSet;
 
+use crate::stages::ListChanges;
+
 /// Extensions and types, lowercased, leading dots dropped.
 #[derive(Debug, Clone, Default)]
 pub struct NameRules {
@@ -21,6 +23,21 @@ impl NameRules {
             documents: documents.iter().map(|e| norm_ext(e)).filter(|e| !e.is_empty()).collect(),
             types: types.iter().map(|t| t.trim().to_ascii_lowercase()).filter(|t| !t.is_empty()).collect(),
         }
+    }
+
+    /// These rules with a recipient's changes: its blocked extensions and types added, its
+    /// allowed ones taken out.
+    pub fn changed(&self, changes: &ListChanges) -> NameRules {
+        let mut out = self.clone();
+        out.blocked.extend(changes.block_extensions.iter().map(|e| norm_ext(e)));
+        for e in &changes.allow_extensions {
+            out.blocked.remove(&norm_ext(e));
+        }
+        out.types.extend(changes.block_types.iter().map(|t| t.trim().to_ascii_lowercase()));
+        for t in &changes.allow_types {
+            out.types.remove(&t.trim().to_ascii_lowercase());
+        }
+        out
     }
 
     /// The rule a file name breaks (without the `filename:` prefix), if any.
@@ -81,5 +98,24 @@ mod tests {
         assert_eq!(check(""), None);
         assert!(r.blocked_type("application/x-msdownload"));
         assert!(!r.blocked_type("application/pdf"));
+    }
+
+    #[test]
+    fn a_recipients_changes_add_to_and_take_from_the_lists() {
+        let set = |v: &[&str]| v.iter().map(|x| x.to_string()).collect();
+        let changes = ListChanges {
+            block_extensions: set(&[".DOCM"]),
+            allow_extensions: set(&["exe"]),
+            block_types: set(&["Application/Zip"]),
+            allow_types: set(&["application/x-msdownload"]),
+        };
+        let r = rules().changed(&changes);
+        assert_eq!(r.check_name("invoice.pdf.exe"), None);
+        assert_eq!(r.check_name("x.scr").as_deref(), Some("extension:scr"), "the rest of the list stays");
+        assert_eq!(r.check_name("macro.docm").as_deref(), Some("extension:docm"));
+        assert!(r.blocked_type("application/zip"));
+        assert!(!r.blocked_type("application/x-msdownload"));
+        // The original is unchanged.
+        assert_eq!(rules().check_name("macro.docm"), None);
     }
 }
