@@ -196,10 +196,8 @@ fn content_outcomes(rules: &[&str], body: &str) -> Vec<(String, Outcome, Vec<Str
         let batch = engine.claim_batch().unwrap();
         engine.process(batch).unwrap()
     });
-    let mut out: Vec<(String, Outcome, Vec<String>)> = handled
-        .iter()
-        .flat_map(|h| h.recipients.iter().map(|r| (r.clone(), h.action, h.reasons.clone())))
-        .collect();
+    let mut out: Vec<(String, Outcome, Vec<String>)> =
+        handled.iter().flat_map(|h| h.recipients.iter().map(|r| (r.clone(), h.action, h.reasons.clone()))).collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
 }
@@ -255,6 +253,64 @@ fn a_recipients_own_content_lists_change_what_is_blocked_for_it_alone() {
     assert_eq!(handled.len(), 1, "{handled:?}");
     assert_eq!(handled[0].action, Outcome::Acted(Action::Quarantine));
     assert_eq!(handled[0].reasons, ["content: blocked (mime:application/zip)"]);
+}
+
+/// Header settings are per copy: a recipient whose rules change them gets a copy of its own,
+/// even of a clean message.
+#[test]
+fn a_recipients_header_settings_apply_to_its_copy_alone() {
+    let root = tempfile::tempdir().unwrap();
+    let cfg = pipeline(
+        root.path(),
+        &["to=bob@dest.example => headers.status=off headers.add=\"X-Route: sales ({action}, {verdict})\""],
+    );
+    let (handled, queued) = run_all(root.path(), cfg, "Hello.\n", |_| {});
+    assert_eq!(handled.len(), 2, "{handled:?}");
+    assert!(handled.iter().all(|h| h.action == Outcome::Acted(Action::Deliver)), "{handled:?}");
+    let mut copies: Vec<(Vec<String>, Vec<String>)> = queued
+        .iter()
+        .map(|p| {
+            let h = SpoolHeader::read(p).unwrap();
+            let rcpts =
+                h.pending_recipients().map(|(_, r)| String::from_utf8_lossy(r.address()).into_owned()).collect();
+            let ours = h
+                .headers
+                .live()
+                .map(|l| String::from_utf8_lossy(l.text()).into_owned())
+                .filter(|t| t.starts_with("X-Spoolsift") || t.starts_with("X-Route"))
+                .collect();
+            (rcpts, ours)
+        })
+        .collect();
+    copies.sort();
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        copies,
+        [
+            (vec!["bob@dest.example".to_string()], vec!["X-Route: sales (deliver, clean)\n".to_string()]),
+            (
+                vec!["carol@dest.example".to_string()],
+                vec![format!("X-Spoolsift-Status: clean (content=clean) spoolsift {version}\n")]
+            ),
+        ]
+    );
+    for (rule, why) in [
+        ("headers.add=NoColon", "headers.add=\"NoColon\": a header is \"Name: value\" (the value a template)"),
+        ("headers.status=maybe", "headers.status=maybe: on or off"),
+        (
+            "headers.subject=x",
+            "headers.subject: the header settings a rule may change are headers.status, headers.virus, \
+             headers.authentication_results, headers.add",
+        ),
+    ] {
+        let text = format!(
+            "name = \"t\"\nauthserv_id = \"mx.test.example\"\n[stages.content]\n[rules]\nlines = [\"all => {rule}\"]\n"
+        );
+        let path = root.path().join("t.toml");
+        std::fs::write(&path, text).unwrap();
+        let err = PipelineConfig::load(&path).unwrap_err().to_string();
+        assert!(err.ends_with(&format!("t.toml:5: {why}")), "{rule}: {err}");
+    }
 }
 
 #[test]

@@ -639,12 +639,10 @@ impl<'e> Engine<'e> {
     ) -> Result<SpoolHeader, SpoolError> {
         let decision = &copy.decision;
         self.transform.apply(&mut h);
-        let headers = match &copy.subject_tag {
-            Some(tag) => std::borrow::Cow::Owned(crate::pipeline::annotate::InjectConfig {
-                spam_subject_tag: tag.clone(),
-                ..self.pipeline.headers.clone()
-            }),
-            None => std::borrow::Cow::Borrowed(&self.pipeline.headers),
+        let headers = if copy.subject_tag.is_none() && copy.headers.is_empty() {
+            std::borrow::Cow::Borrowed(&self.pipeline.headers)
+        } else {
+            std::borrow::Cow::Owned(self.pipeline.headers.for_copy(copy.subject_tag.as_deref(), &copy.headers))
         };
         headers
             .apply(&mut h, &self.pipeline.authserv_id, outcomes, decision)

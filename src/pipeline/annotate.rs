@@ -31,6 +31,12 @@ pub struct InjectConfig {
     pub add: Vec<ExtraHeader>,
     /// Longest value we write; longer ones are cut (at a character boundary).
     pub max_value_bytes: usize,
+    /// A rule turned the status header off for this copy (its forgeries are still removed).
+    #[serde(skip)]
+    pub omit_status: bool,
+    /// A rule turned the virus header off for this copy.
+    #[serde(skip)]
+    pub omit_virus: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -51,6 +57,8 @@ impl Default for InjectConfig {
             spam_subject_tag: String::new(),
             add: Vec::new(),
             max_value_bytes: 900,
+            omit_status: false,
+            omit_virus: false,
         }
     }
 }
@@ -61,6 +69,25 @@ impl Default for InjectConfig {
 /// still find our name in it; RFC 8601 §5 allows removing every incoming field.
 pub fn forges_ours(value: &[u8], authserv_id: &str) -> bool {
     authres::claim(value).map_or(true, |c| c.is(authserv_id))
+}
+
+/// A recipient's changes to `[headers]`, from the rules (`headers.status=off`,
+/// `headers.add="X-Route: sales"`); `None` keeps the pipeline's setting.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderChanges {
+    /// Add the status header (a forged incoming one is still removed).
+    pub status: Option<bool>,
+    /// Add the virus header when malware was found.
+    pub virus: Option<bool>,
+    pub authentication_results: Option<bool>,
+    /// One more header, after the pipeline's own `add`.
+    pub add: Option<ExtraHeader>,
+}
+
+impl HeaderChanges {
+    pub fn is_empty(&self) -> bool {
+        *self == HeaderChanges::default()
+    }
 }
 
 /// The values a template can use.
@@ -86,6 +113,26 @@ impl Fields {
 }
 
 impl InjectConfig {
+    /// These settings for one copy: with the spam subject `tag` and the header `changes` its
+    /// recipients' rules made.
+    pub fn for_copy(&self, tag: Option<&str>, changes: &HeaderChanges) -> InjectConfig {
+        let mut out = self.clone();
+        if let Some(tag) = tag {
+            out.spam_subject_tag = tag.to_string();
+        }
+        if let Some(on) = changes.status {
+            out.omit_status = !on;
+        }
+        if let Some(on) = changes.virus {
+            out.omit_virus = !on;
+        }
+        if let Some(on) = changes.authentication_results {
+            out.authentication_results = on;
+        }
+        out.add.extend(changes.add.iter().cloned());
+        out
+    }
+
     /// Our `method=result` clauses for this message (RFC 8601), as our Authentication-Results
     /// and our ARC-Authentication-Results carry them: from the stages' answers, never from the
     /// message's own fields.
@@ -168,14 +215,14 @@ impl InjectConfig {
                 h.headers.add(name.as_bytes(), clean(value).as_bytes(), Position::Bottom)?;
             }
         }
-        if !self.status_header.is_empty() {
+        if !self.status_header.is_empty() && !self.omit_status {
             h.headers.add(
                 self.status_header.as_bytes(),
                 clean(&fields.expand(&self.status_template)).as_bytes(),
                 Position::Bottom,
             )?;
         }
-        if !self.virus_header.is_empty() && !viruses.is_empty() {
+        if !self.virus_header.is_empty() && !self.omit_virus && !viruses.is_empty() {
             h.headers.add(self.virus_header.as_bytes(), clean(&fields.virus).as_bytes(), Position::Bottom)?;
         }
         for extra in &self.add {

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeSet;
 
+use super::annotate::HeaderChanges;
 use super::config::PipelineConfig;
 use super::policy::{Action, Decision};
 use super::rules::{MessageFacts, Origin, RecipientSettings};
@@ -29,6 +30,8 @@ pub struct RecipientGroup {
     pub decision: Decision,
     /// The spam subject tag for this copy, when a rule set one.
     pub subject_tag: Option<String>,
+    /// The rules' changes to `[headers]` for this copy.
+    pub headers: HeaderChanges,
     /// The rules that decided a setting for these recipients, once each.
     pub rules: Vec<Origin>,
     /// Who is sent a notice if this copy is quarantined or held.
@@ -122,6 +125,7 @@ pub fn groups(
             recipients: owed.to_vec(),
             decision,
             subject_tag: None,
+            headers: HeaderChanges::default(),
             rules: Vec::new(),
             tell,
             lists: ListChanges::default(),
@@ -164,8 +168,8 @@ pub fn per_recipient(
         .collect()
 }
 
-/// Recipients grouped by what they come to (the action, its reasons, the subject tag and who is
-/// told), in the order their first recipient is owed; `tell` is `[notify]`'s default.
+/// Recipients grouped by what they come to (the action, its reasons, the subject tag, the header
+/// changes and who is told), in the order their first recipient is owed; `tell` is `[notify]`'s default.
 pub fn group(decisions: Vec<RecipientDecision>, default: Tell) -> Vec<RecipientGroup> {
     let mut groups: Vec<RecipientGroup> = Vec::new();
     for d in decisions {
@@ -175,7 +179,11 @@ pub fn group(decisions: Vec<RecipientDecision>, default: Tell) -> Vec<RecipientG
             recipients: d.settings.notify_recipients.unwrap_or(default.recipients),
             sender: d.settings.notify_sender.unwrap_or(default.sender),
         };
-        match groups.iter_mut().find(|g| g.decision == d.decision && g.subject_tag == tag && g.tell == tell) {
+        let headers = d.settings.headers;
+        match groups
+            .iter_mut()
+            .find(|g| g.decision == d.decision && g.subject_tag == tag && g.headers == headers && g.tell == tell)
+        {
             Some(g) => {
                 g.recipients.push(d.recipient);
                 for r in rules {
@@ -188,6 +196,7 @@ pub fn group(decisions: Vec<RecipientDecision>, default: Tell) -> Vec<RecipientG
                 recipients: vec![d.recipient],
                 decision: d.decision,
                 subject_tag: tag,
+                headers,
                 rules,
                 tell,
                 lists: d.settings.content_lists,

@@ -28,6 +28,8 @@
 //! `allow_discard`; `subject_tag="TEXT"` (the spam subject tag); `max_message_bytes=N` (a larger
 //! message is blocked for that recipient, and `policy.blocked` applies); `notify.sender=on|off`
 //! and `notify.recipients=on|off` (notices of a quarantined or held message, `[notify]`);
+//! `headers.status=on|off`, `headers.virus=on|off`, `headers.authentication_results=on|off` and
+//! `headers.add="Name: template"` (the `[headers]` of the recipient's copy);
 //! `content.block_extensions=`, `content.allow_extensions=`, `content.block_types=` and
 //! `content.allow_types=` (comma-separated, or `<FILE`), which add to or take from the content
 //! scanner's lists for the recipient: the message is checked again with its lists for it.
@@ -44,6 +46,7 @@ use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 
+use super::annotate::{ExtraHeader, HeaderChanges};
 use super::policy::{Action, Policy};
 use crate::spool::SpoolHeader;
 use crate::stages::ListChanges;
@@ -137,11 +140,66 @@ pub enum Setting {
         sender: bool,
         on: bool,
     },
+    /// A change to `[headers]` for the recipient's copy (`headers.status=off`, `headers.add=...`).
+    Headers(HeaderSetting),
     /// A change to the content scanner's lists for the recipient (`content.block_extensions=...`).
     ContentList {
         list: ContentList,
         entries: BTreeSet<String>,
     },
+}
+
+/// The `[headers]` settings a rule may change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderSetting {
+    Status(bool),
+    Virus(bool),
+    AuthenticationResults(bool),
+    Add(ExtraHeader),
+}
+
+impl HeaderSetting {
+    fn name(&self) -> &'static str {
+        match self {
+            HeaderSetting::Status(_) => "headers.status",
+            HeaderSetting::Virus(_) => "headers.virus",
+            HeaderSetting::AuthenticationResults(_) => "headers.authentication_results",
+            HeaderSetting::Add(_) => "headers.add",
+        }
+    }
+
+    fn apply(&self, c: &mut HeaderChanges) {
+        match self {
+            HeaderSetting::Status(on) => c.status = Some(*on),
+            HeaderSetting::Virus(on) => c.virus = Some(*on),
+            HeaderSetting::AuthenticationResults(on) => c.authentication_results = Some(*on),
+            HeaderSetting::Add(h) => c.add = Some(h.clone()),
+        }
+    }
+
+    fn parse(key: &str, value: &str) -> Result<HeaderSetting, String> {
+        let on = || yes_no(value).ok_or_else(|| format!("{key}={value}: on or off"));
+        Ok(match key {
+            "headers.status" => HeaderSetting::Status(on()?),
+            "headers.virus" => HeaderSetting::Virus(on()?),
+            "headers.authentication_results" => HeaderSetting::AuthenticationResults(on()?),
+            "headers.add" => {
+                let bad = || format!("headers.add={value:?}: a header is \"Name: value\" (the value a template)");
+                let (name, template) = value.split_once(':').ok_or_else(bad)?;
+                let name_ok = !name.is_empty() && name.bytes().all(|b| (33..=126).contains(&b));
+                if !name_ok || template.chars().any(char::is_control) {
+                    return Err(bad());
+                }
+                HeaderSetting::Add(ExtraHeader { name: name.to_string(), value: template.trim_start().to_string() })
+            }
+            _ => {
+                return Err(format!(
+                    "{key}: the header settings a rule may change are headers.status, headers.virus, \
+                     headers.authentication_results, headers.add"
+                ))
+            }
+        })
+    }
 }
 
 /// The content scanner's lists a rule may change.
@@ -212,6 +270,7 @@ impl Setting {
             Setting::Notify { sender: true, .. } => "notify.sender".into(),
             Setting::Notify { sender: false, .. } => "notify.recipients".into(),
             Setting::ContentList { list, .. } => format!("content.{}", list.name()),
+            Setting::Headers(h) => h.name().into(),
         }
     }
 }
@@ -224,6 +283,12 @@ impl fmt::Display for Setting {
             Setting::SubjectTag(t) => write!(f, "subject_tag={t:?}"),
             Setting::MaxMessageBytes(n) => write!(f, "max_message_bytes={n}"),
             Setting::Notify { on, .. } => write!(f, "{}={}", self.name(), if *on { "on" } else { "off" }),
+            Setting::Headers(HeaderSetting::Add(h)) => {
+                write!(f, "headers.add={:?}", format!("{}: {}", h.name, h.value))
+            }
+            Setting::Headers(
+                h @ (HeaderSetting::Status(on) | HeaderSetting::Virus(on) | HeaderSetting::AuthenticationResults(on)),
+            ) => write!(f, "{}={}", h.name(), if *on { "on" } else { "off" }),
             Setting::ContentList { entries, .. } => {
                 write!(f, "{}={}", self.name(), entries.iter().map(String::as_str).collect::<Vec<_>>().join(","))
             }
@@ -384,6 +449,8 @@ pub struct RecipientSettings {
     pub notify_recipients: Option<bool>,
     /// The recipient's changes to the content scanner's lists (empty: the pipeline's lists).
     pub content_lists: ListChanges,
+    /// The recipient's changes to `[headers]` for its copy.
+    pub headers: HeaderChanges,
     /// Every rule that matched, in order.
     pub matched: Vec<Origin>,
     /// Each setting a rule decided, and the rule that did.
@@ -419,6 +486,7 @@ impl RuleSet {
             notify_sender: None,
             notify_recipients: None,
             content_lists: ListChanges::default(),
+            headers: HeaderChanges::default(),
             matched: Vec::new(),
             decided: Vec::new(),
         };
@@ -441,6 +509,7 @@ impl RuleSet {
                     Setting::Notify { sender: true, on } => out.notify_sender = Some(*on),
                     Setting::Notify { sender: false, on } => out.notify_recipients = Some(*on),
                     Setting::ContentList { list, entries } => *list.slot(&mut out.content_lists) = entries.clone(),
+                    Setting::Headers(h) => h.apply(&mut out.headers),
                 }
                 out.decided.push((s.clone(), rule.origin.clone()));
             }
@@ -614,6 +683,9 @@ fn setting(word: &str, dir: &Path, stages: &[&str], policy: &Policy) -> Result<S
     let Some((key, value)) = word.split_once('=') else {
         return Err(format!("{word:?}: a setting is KEY=VALUE"));
     };
+    if key.starts_with("headers.") {
+        return HeaderSetting::parse(key, value).map(Setting::Headers);
+    }
     if let Some(name) = key.strip_prefix("content.") {
         let list = ContentList::ALL.into_iter().find(|l| l.name() == name).ok_or_else(|| {
             let names: Vec<&str> = ContentList::ALL.iter().map(|l| l.name()).collect();
@@ -664,7 +736,7 @@ fn setting(word: &str, dir: &Path, stages: &[&str], policy: &Policy) -> Result<S
             .ok_or_else(|| format!("max_message_bytes={value}: a number of bytes above 0")),
         _ => Err(format!(
             "unknown setting {key:?}; the settings are stage.NAME, policy.KEY, subject_tag, max_message_bytes, \
-             notify.sender, notify.recipients, content.LIST"
+             notify.sender, notify.recipients, headers.NAME, content.LIST"
         )),
     }
 }
