@@ -54,7 +54,7 @@ pub struct PipelineConfig {
     /// `[notify]`: notices of quarantined and held messages (see `src/sinks/notify.rs`).
     #[serde(default)]
     pub notify: NotifyConfig,
-    /// `[rules]`: where the rules are (see `src/pipeline/rules.rs`).
+    /// `[rules]`: where the rules are (see `src/pipeline/rules/mod.rs`).
     #[serde(default)]
     pub rules: RulesConfig,
     /// The rules read from `rules`, in order: the files' first, then the inline lines.
