@@ -580,7 +580,7 @@ fn eicar_switched_off() {
 fn config_from_toml() {
     let cfg: ContentConfig = toml::from_str("").unwrap();
     assert_eq!(cfg, ContentConfig::default());
-    assert!(cfg.blocked_extensions.iter().any(|e| e == "exe"));
+    assert!(cfg.blocked_extensions.is_empty() && !cfg.replace_builtin, "the built-in lists apply");
     assert_eq!((cfg.max_nesting, cfg.max_part_size, cfg.eicar), (10, 0, true));
     let cfg: ContentConfig =
         toml::from_str("blocked_extensions = [\".EXE\"]\nmax_part_size = 10\nsha256_blocklist = \"/x\"").unwrap();
@@ -594,6 +594,29 @@ fn config_from_toml() {
             .unwrap();
     let r = scan_with(&scanner, &base_fields(&["Content-Type: text/plain; name=a.exe"]), b"x");
     assert_eq!(r.verdict, blocked("filename:extension:exe"));
+    // A list given extends the built-in one: blocking zip too keeps the disguised executable
+    // blocked. Replacing the built-in list takes `replace_builtin`.
+    let extended: ContentConfig = toml::from_str("blocked_extensions = [\"zip\"]").unwrap();
+    let replaced: ContentConfig = toml::from_str("blocked_extensions = [\"zip\"]\nreplace_builtin = true").unwrap();
+    for (cfg, exe, zip) in [
+        (extended, Some("filename:double-extension:pdf.exe"), Some("filename:extension:zip")),
+        (replaced, None, Some("filename:extension:zip")),
+    ] {
+        let scanner = ContentScanner::new(cfg).unwrap();
+        let rule = |name: &str| match scan_with(
+            &scanner,
+            &base_fields(&[&format!("Content-Type: text/plain; name={name}")]),
+            b"x",
+        )
+        .verdict
+        {
+            Verdict::Blocked { rule } => Some(rule),
+            _ => None,
+        };
+        assert_eq!((rule("invoice.pdf.exe").as_deref(), rule("notes.zip").as_deref()), (exe, zip));
+    }
+    let err = toml::from_str::<ContentConfig>("blocked_file_types = [\"executables\"]").unwrap_err().to_string();
+    assert!(err.contains("unknown variant `executables`, expected one of `executable`, `macro-document`"), "{err}");
 }
 
 fn mime_ish() -> impl Strategy<Value = Vec<u8>> {

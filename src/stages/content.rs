@@ -2,8 +2,11 @@
 //!
 //! It finds the EICAR test file (see [`eicar`] for the exact rule), attachments whose SHA-256 is on
 //! a blocklist, blocked file names (extensions, document-then-executable double extensions) and
-//! content types, and parts or messages over a size limit. Archives are not unpacked: a zip is
-//! one opaque part, hashed and named like any other.
+//! content types, attachments blocked for what their bytes are whatever they are called
+//! (executables, macro documents, disk images, HTML forms, encrypted zips: [`filetype`]) or whose
+//! bytes are of another format than their name or declared type says, and parts or messages over
+//! a size limit. Archives are not unpacked yet: a zip is opened only to see whether it is an
+//! OOXML document with macros or has encrypted members.
 //!
 //! Where it looks. A message whose top-level part is a single part in identity encoding (plain
 //! text, the common case) is scanned where its body lives, in chunks, without a copy of the
@@ -21,12 +24,19 @@
 //! `Blocked` rule in part order, else `Clean`. Each finding adds `part` (an IMAP section number:
 //! `1`, `2.1`...; `raw` for the undecoded body, `message` for the whole), `filename` when the part
 //! has one, then `virus` or `rule`. Rules are `filename:extension:<ext>`,
-//! `filename:double-extension:<doc>.<ext>`, `mime:<type/subtype>`, `sha256:<hex>`, `size:part`
-//! and `size:message` (the last two add `size` and `limit`). `parts` counts the leaf parts checked.
+//! `filename:double-extension:<doc>.<ext>`, `mime:<type/subtype>`, `filetype:<kind>:<how>`
+//! (`filetype:executable:elf`), `mismatch:<extension or declared type>:<family>`
+//! (`mismatch:pdf:elf`), `sha256:<hex>`, `size:part` and `size:message` (the last two add `size`
+//! and `limit`). `parts` counts the leaf parts checked.
+//!
+//! Lists. The configured extension, type and file-kind lists add to the built-in ones
+//! ([`BUILTIN_BLOCKED_EXTENSIONS`] and its siblings, every kind of [`filetype::Class`]);
+//! `replace_builtin = true` makes them replace the built-in lists instead.
 
 mod blocklist;
 mod decode;
 pub mod eicar;
+pub mod filetype;
 mod own;
 mod rules;
 pub mod structure;
@@ -44,6 +54,7 @@ pub use blocklist::{BlocklistError, Sha256Blocklist};
 use self::blocklist::{hex, sha256};
 use self::decode::{declared_encoding, encoding_named, part_bytes, transfer_decoded};
 use self::eicar::Eicar;
+use self::filetype::Class;
 use self::own::Bail;
 use self::rules::NameRules;
 use self::structure::{Breach, StructureLimits};
@@ -60,16 +71,27 @@ pub struct ContentConfig {
     /// File of SHA-256 digests of attachments to block (hex, one per line, `#` comments).
     /// Read when the stage is built; a bad line is an error, not skipped.
     pub sha256_blocklist: Option<PathBuf>,
-    /// Attachment extensions to block, without the dot, any case. The default is what Windows
-    /// runs or mounts on a double click, close to the lists large mailbox providers refuse.
+    /// Attachment extensions to block, without the dot, any case, beside the built-in list
+    /// ([`BUILTIN_BLOCKED_EXTENSIONS`]: what Windows runs or mounts on a double click, close to
+    /// the lists large mailbox providers refuse).
     pub blocked_extensions: Vec<String>,
-    /// Extensions that make a file look like a document. One of them followed by a blocked
-    /// extension (`invoice.pdf.exe`) is reported as a double extension: the classic disguise,
-    /// worth its own rule name in reports. Empty turns that distinction off (the blocked extension
-    /// still blocks).
+    /// Extensions that make a file look like a document, beside the built-in ones. One of them
+    /// followed by a blocked extension (`invoice.pdf.exe`) is reported as a double extension:
+    /// the classic disguise, worth its own rule name in reports.
     pub double_extension_documents: Vec<String>,
-    /// Content types (`type/subtype`, any case) to block whatever the file is called.
+    /// Content types (`type/subtype`, any case) to block whatever the file is called, beside the
+    /// built-in ones.
     pub blocked_content_types: Vec<String>,
+    /// Kinds of file blocked by what their bytes are, whatever their name (see
+    /// `src/stages/content/filetype.rs`), beside the built-in ones (all of them):
+    /// `executable`, `macro-document`, `disk-image`, `html-form`, `encrypted-archive`.
+    pub blocked_file_types: Vec<Class>,
+    /// The four lists above replace the built-in ones instead of adding to them (`[]` then
+    /// blocks nothing of that kind).
+    pub replace_builtin: bool,
+    /// Block a part whose bytes are of another format than its name's extension or its declared
+    /// type says (`mismatch:pdf:elf`), for the formats whose bytes tell.
+    pub block_type_mismatch: bool,
     /// Largest message in bytes (headers and body as stored); 0 for no limit. Over it, the message
     /// is blocked without being read. The default is Exim's own `message_size_limit` default, so
     /// it only bites where Exim's limit was raised.
@@ -93,32 +115,15 @@ pub struct ContentConfig {
 
 impl Default for ContentConfig {
     fn default() -> Self {
-        let list = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
         ContentConfig {
             eicar: true,
             sha256_blocklist: None,
-            blocked_extensions: list(&[
-                "ade", "adp", "appx", "bas", "bat", "chm", "cmd", "com", "cpl", "dll", "exe", "hta", "img", "inf",
-                "ins", "iso", "isp", "jar", "js", "jse", "lnk", "mde", "msc", "msi", "msix", "msp", "mst", "pif",
-                "ps1", "reg", "scr", "sct", "shb", "shs", "sys", "vb", "vbe", "vbs", "vhd", "vhdx", "vxd", "wsc",
-                "wsf", "wsh", "xll",
-            ]),
-            double_extension_documents: list(&[
-                "7z", "bmp", "csv", "doc", "docm", "docx", "gif", "htm", "html", "jpeg", "jpg", "mp3", "mp4", "odp",
-                "ods", "odt", "pdf", "png", "ppt", "pptx", "rar", "rtf", "tif", "tiff", "txt", "xls", "xlsm", "xlsx",
-                "zip",
-            ]),
-            blocked_content_types: list(&[
-                "application/x-msdownload",
-                "application/x-msdos-program",
-                "application/x-dosexec",
-                "application/x-ms-dos-executable",
-                "application/vnd.microsoft.portable-executable",
-                "application/x-msi",
-                "application/x-ms-installer",
-                "application/hta",
-                "application/x-ms-shortcut",
-            ]),
+            blocked_extensions: Vec::new(),
+            double_extension_documents: Vec::new(),
+            blocked_content_types: Vec::new(),
+            blocked_file_types: Vec::new(),
+            replace_builtin: false,
+            block_type_mismatch: true,
             max_message_size: 50 * 1024 * 1024,
             max_part_size: 0,
             max_nesting: 10,
@@ -126,6 +131,51 @@ impl Default for ContentConfig {
             max_depth: 64,
             max_header_fields: 1_000,
         }
+    }
+}
+
+/// Blocked extensions unless `replace_builtin`: what Windows runs or mounts on a double click.
+pub const BUILTIN_BLOCKED_EXTENSIONS: &[&str] = &[
+    "ade", "adp", "appx", "bas", "bat", "chm", "cmd", "com", "cpl", "dll", "exe", "hta", "img", "inf", "ins", "iso",
+    "isp", "jar", "js", "jse", "lnk", "mde", "msc", "msi", "msix", "msp", "mst", "pif", "ps1", "reg", "scr", "sct",
+    "shb", "shs", "sys", "vb", "vbe", "vbs", "vhd", "vhdx", "vxd", "wsc", "wsf", "wsh", "xll",
+];
+
+/// Document extensions for the double-extension rule unless `replace_builtin`.
+pub const BUILTIN_DOUBLE_EXTENSION_DOCUMENTS: &[&str] = &[
+    "7z", "bmp", "csv", "doc", "docm", "docx", "gif", "htm", "html", "jpeg", "jpg", "mp3", "mp4", "odp", "ods", "odt",
+    "pdf", "png", "ppt", "pptx", "rar", "rtf", "tif", "tiff", "txt", "xls", "xlsm", "xlsx", "zip",
+];
+
+/// Blocked content types unless `replace_builtin`.
+pub const BUILTIN_BLOCKED_CONTENT_TYPES: &[&str] = &[
+    "application/x-msdownload",
+    "application/x-msdos-program",
+    "application/x-dosexec",
+    "application/x-ms-dos-executable",
+    "application/vnd.microsoft.portable-executable",
+    "application/x-msi",
+    "application/x-ms-installer",
+    "application/hta",
+    "application/x-ms-shortcut",
+];
+
+impl ContentConfig {
+    /// A configured list with the built-in one it extends (unless `replace_builtin`).
+    fn with_builtin(&self, configured: &[String], builtin: &[&str]) -> Vec<String> {
+        let base = if self.replace_builtin { &[][..] } else { builtin };
+        base.iter().map(|s| s.to_string()).chain(configured.iter().cloned()).collect()
+    }
+
+    /// The kinds of file blocked by their bytes.
+    fn blocked_classes(&self) -> Vec<Class> {
+        let mut out: Vec<Class> = if self.replace_builtin { Vec::new() } else { Class::ALL.to_vec() };
+        for class in &self.blocked_file_types {
+            if !out.contains(class) {
+                out.push(*class);
+            }
+        }
+        out
     }
 }
 
@@ -147,6 +197,8 @@ pub struct ContentScanner {
     /// Shared with the copies made for recipients with their own lists.
     blocklist: Arc<Sha256Blocklist>,
     rules: NameRules,
+    /// The kinds of file blocked by their bytes.
+    classes: Vec<Class>,
     /// mail-parser without transfer decoding (see [`own`]).
     structure: MessageParser,
 }
@@ -166,16 +218,18 @@ impl ContentScanner {
             None => Sha256Blocklist::default(),
         };
         let rules = NameRules::new(
-            &config.blocked_extensions,
-            &config.double_extension_documents,
-            &config.blocked_content_types,
+            &config.with_builtin(&config.blocked_extensions, BUILTIN_BLOCKED_EXTENSIONS),
+            &config.with_builtin(&config.double_extension_documents, BUILTIN_DOUBLE_EXTENSION_DOCUMENTS),
+            &config.with_builtin(&config.blocked_content_types, BUILTIN_BLOCKED_CONTENT_TYPES),
         );
+        let classes = config.blocked_classes();
         let config = ContentConfig { max_nesting: config.max_nesting.min(MAX_NESTING_CAP), ..config };
         Ok(ContentScanner {
             config,
             eicar: Eicar::default(),
             blocklist: Arc::new(blocklist),
             rules,
+            classes,
             structure: own::structure_parser(),
         })
     }
@@ -195,7 +249,24 @@ impl ContentScanner {
         const PART: &str = "1";
         scan.parts = 1;
         let filename = root.attachment_name();
-        self.check_labels(PART, filename, content_type(root).as_deref(), scan);
+        let ctype = content_type(root);
+        self.check_labels(PART, filename, ctype.as_deref(), scan);
+        if sniffed(filename, ctype.as_deref()) {
+            // The head is enough for the magic numbers; only a part held whole is opened as a
+            // container. A whole message that is one binary attachment without a transfer
+            // encoding is rare (it needs BINARYMIME).
+            let mut head = vec![0; SNIFF_HEAD.min(view.body.body_len() as usize)];
+            let mut got = 0;
+            while got < head.len() {
+                match view.body.read_body_at(&mut head[got..], got as u64)? {
+                    0 => break,
+                    n => got += n,
+                }
+            }
+            head.truncate(got);
+            let whole = got as u64 == view.body.body_len();
+            self.check_bytes(PART, filename, ctype.as_deref(), &head, whole, scan);
+        }
         let hashing = !self.blocklist.is_empty();
         if self.config.eicar || hashing {
             let mut ctx = hashing.then(|| ring::digest::Context::new(&ring::digest::SHA256));
@@ -327,6 +398,9 @@ impl ContentScanner {
         }
         // A leaf, or a message we did not descend into: its bytes are what there is to search.
         scan.parts += 1;
+        if sniffed(filename, ctype.as_deref()) {
+            self.check_bytes(section, filename, ctype.as_deref(), &bytes, true, scan);
+        }
         if self.config.eicar && self.eicar.in_part(&bytes) {
             scan.add(Finding::virus(section, filename));
         }
@@ -341,6 +415,36 @@ impl ContentScanner {
         }
         if let Some(t) = ctype.filter(|t| self.rules.blocked_type(t)) {
             scan.add(Finding::blocked(section, filename, format!("mime:{t}")));
+        }
+    }
+
+    /// What the part's bytes are: a kind blocked whatever its name, and a format other than its
+    /// name or declared type says.
+    fn check_bytes(
+        &self,
+        section: &str,
+        filename: Option<&str>,
+        ctype: Option<&str>,
+        bytes: &[u8],
+        whole: bool,
+        scan: &mut Scan,
+    ) {
+        let ext = filename.and_then(rules::extension);
+        let html = ctype == Some("text/html") || matches!(ext.as_deref(), Some("htm" | "html" | "shtml" | "xhtml"));
+        let found = filetype::sniff(bytes, whole, html);
+        for (class, how) in &found.classes {
+            if self.classes.contains(class) {
+                scan.add(Finding::blocked(section, filename, format!("filetype:{}:{how}", class.name())));
+            }
+        }
+        let Some(real) = found.family.filter(|_| self.config.block_type_mismatch) else { return };
+        if let Some(ext) = ext.as_deref() {
+            if filetype::family_of_extension(ext).is_some_and(|claimed| claimed != real) {
+                scan.add(Finding::blocked(section, filename, format!("mismatch:{ext}:{real}")));
+            }
+        }
+        if let Some(t) = ctype.filter(|t| filetype::family_of_type(t).is_some_and(|claimed| claimed != real)) {
+            scan.add(Finding::blocked(section, filename, format!("mismatch:{t}:{real}")));
         }
     }
 
@@ -483,6 +587,7 @@ impl Stage for ContentScanner {
             eicar: self.eicar.clone(),
             blocklist: Arc::clone(&self.blocklist),
             rules: self.rules.changed(changes),
+            classes: self.classes.clone(),
             structure: self.structure.clone(),
         }))
     }
@@ -504,6 +609,16 @@ fn is_single_identity(root: &MessagePart<'_>) -> bool {
         .content_type()
         .is_some_and(|ct| ct.ctype().eq_ignore_ascii_case("multipart") || ct.ctype().eq_ignore_ascii_case("message"));
     !container && declared_encoding(root) == Encoding::None
+}
+
+/// How much of a single-part body is read to tell its type.
+const SNIFF_HEAD: usize = 64 * 1024;
+
+/// Whether a part's bytes are looked at for their type: attachments (named), and parts declared
+/// as anything but text. A message's own text is not: a body that starts with `#!/bin/sh` is a
+/// script someone mailed to be read.
+fn sniffed(filename: Option<&str>, ctype: Option<&str>) -> bool {
+    filename.is_some() || ctype.is_some_and(|t| !t.starts_with("text/") && !t.starts_with("multipart/"))
 }
 
 fn content_type(part: &MessagePart<'_>) -> Option<String> {

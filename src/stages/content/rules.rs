@@ -12,6 +12,22 @@ pub struct NameRules {
     types: HashSet<String>,
 }
 
+/// A file name's last extension, lowercase, taken as [`NameRules::check_name`] takes names;
+/// `None` without a base name before it.
+pub fn extension(name: &str) -> Option<String> {
+    let name = windows_name(name);
+    let (base, ext) = name.rsplit_once('.')?;
+    let ext = ext.trim().to_lowercase();
+    (!base.trim().is_empty() && !ext.is_empty()).then_some(ext)
+}
+
+/// A name the way Windows would save it (see [`NameRules::check_name`]).
+fn windows_name(name: &str) -> &str {
+    let name = name.split('\0').next().unwrap_or("");
+    let name = name.rsplit(['/', '\\']).next().unwrap_or("");
+    name.trim_end_matches(|c: char| c == '.' || c.is_whitespace())
+}
+
 fn norm_ext(e: &str) -> String {
     e.trim().trim_start_matches('.').to_ascii_lowercase()
 }
@@ -47,9 +63,7 @@ impl NameRules {
     /// differ, and the short reading is the dangerous one), and trailing dots and white space go.
     /// Spaces before a dot are trimmed too, so `invoice.pdf     .exe` is a double extension.
     pub fn check_name(&self, name: &str) -> Option<String> {
-        let name = name.split('\0').next().unwrap_or("");
-        let name = name.rsplit(['/', '\\']).next().unwrap_or("");
-        let name = name.trim_end_matches(|c: char| c == '.' || c.is_whitespace());
+        let name = windows_name(name);
         let mut exts = name.rsplit('.').map(|e| e.trim().to_lowercase());
         let last = exts.next()?;
         // The base name alone is not an extension.
