@@ -257,9 +257,8 @@ fn nesting_is_followed_to_the_configured_depth_and_no_further() {
 }
 
 #[test]
-fn a_zip_is_not_unpacked() {
-    // Archives are out of scope by design: the string inside a zip, even stored uncompressed, is
-    // not a detection. The zip is still subject to name, type, hash and size rules.
+fn a_zip_is_unpacked_and_the_test_file_inside_found() {
+    // Stored uncompressed, the string is also in the zip's own bytes; only the member counts.
     let zip = stored_zip("eicar.txt", &eicar());
     assert!(contains(&zip, &eicar()));
     let body = multipart(&[
@@ -270,8 +269,16 @@ fn a_zip_is_not_unpacked() {
         ),
     ]);
     let r = scan(&base_fields(&[MIXED]), &body);
-    assert_eq!(r.verdict, Verdict::Clean);
-    assert_eq!(r.details, details(&[("parts", "2")]));
+    assert_eq!(r.verdict, infected(), "{r:?}");
+    assert_eq!(
+        r.details,
+        details(&[
+            ("part", "2"),
+            ("filename", "test.zip/eicar.txt"),
+            ("virus", "Eicar-Test-Signature"),
+            ("parts", "2")
+        ])
+    );
 }
 
 const LISTED: &[u8] = b"spoolsift blocklist test attachment\n";

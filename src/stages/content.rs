@@ -5,8 +5,13 @@
 //! content types, attachments blocked for what their bytes are whatever they are called
 //! (executables, macro documents, disk images, HTML forms, encrypted zips: [`filetype`]) or whose
 //! bytes are of another format than their name or declared type says, and parts or messages over
-//! a size limit. Archives are not unpacked yet: a zip is opened only to see whether it is an
-//! OOXML document with macros or has encrypted members.
+//! a size limit. Zip, gzip and tar attachments are opened ([`archive`]) to
+//! [`ContentConfig::archive_max_depth`] levels, and each member gets the name, type and test-file
+//! checks as if attached (its `filename` is its path: `bundle.zip/inner.zip/setup.exe`), within
+//! limits against archive bombs (`archive:depth`, `archive:members`, `archive:expanded-bytes`,
+//! `archive:ratio`); encrypted members are `filetype:encrypted-archive:zip`; 7z and rar are
+//! recognised and noted as not opened. Office and OpenDocument files are zips too, and are not
+//! walked as archives.
 //!
 //! Where it looks. A message whose top-level part is a single part in identity encoding (plain
 //! text, the common case) is scanned where its body lives, in chunks, without a copy of the
@@ -33,6 +38,7 @@
 //! ([`BUILTIN_BLOCKED_EXTENSIONS`] and its siblings, every kind of [`filetype::Class`]);
 //! `replace_builtin = true` makes them replace the built-in lists instead.
 
+mod archive;
 mod blocklist;
 mod decode;
 pub mod eicar;
@@ -51,6 +57,7 @@ use serde::Deserialize;
 
 pub use blocklist::{BlocklistError, Sha256Blocklist};
 
+use self::archive::{ArchiveLimits, Event as ArchiveEvent};
 use self::blocklist::{hex, sha256};
 use self::decode::{declared_encoding, encoding_named, part_bytes, transfer_decoded};
 use self::eicar::Eicar;
@@ -92,6 +99,17 @@ pub struct ContentConfig {
     /// Block a part whose bytes are of another format than its name's extension or its declared
     /// type says (`mismatch:pdf:elf`), for the formats whose bytes tell.
     pub block_type_mismatch: bool,
+    /// Look inside zip, gzip and tar attachments (7z and rar are recognised, not opened): every
+    /// member gets the name, type and test-file checks. See `src/stages/content/archive.rs`.
+    pub archives: bool,
+    /// Archive levels opened (1: the attachment's own members only).
+    pub archive_max_depth: usize,
+    /// Members at every level of one attachment (`archive:members`).
+    pub archive_max_members: usize,
+    /// Bytes inflated from one attachment, every level (`archive:expanded-bytes`).
+    pub archive_max_expanded_bytes: u64,
+    /// Inflated bytes per compressed byte of one member, past its first MiB (`archive:ratio`).
+    pub archive_max_ratio: u64,
     /// Largest message in bytes (headers and body as stored); 0 for no limit. Over it, the message
     /// is blocked without being read. The default is Exim's own `message_size_limit` default, so
     /// it only bites where Exim's limit was raised.
@@ -124,6 +142,11 @@ impl Default for ContentConfig {
             blocked_file_types: Vec::new(),
             replace_builtin: false,
             block_type_mismatch: true,
+            archives: true,
+            archive_max_depth: 3,
+            archive_max_members: 1_000,
+            archive_max_expanded_bytes: 100 * 1024 * 1024,
+            archive_max_ratio: 100,
             max_message_size: 50 * 1024 * 1024,
             max_part_size: 0,
             max_nesting: 10,
@@ -429,6 +452,51 @@ impl ContentScanner {
         whole: bool,
         scan: &mut Scan,
     ) {
+        let found = self.check_kind(section, filename, ctype, bytes, whole, scan);
+        let Some(family) = found.filter(|f| whole && self.config.archives && archive::is_archive(Some(f))) else {
+            return;
+        };
+        if family == "zip" && filetype::is_document_zip(bytes) {
+            return;
+        }
+        let name = filename.map(printable).unwrap_or_else(|| format!("part {section}"));
+        let limits = ArchiveLimits {
+            max_depth: self.config.archive_max_depth,
+            max_members: self.config.archive_max_members,
+            max_expanded_bytes: self.config.archive_max_expanded_bytes,
+            max_ratio: self.config.archive_max_ratio,
+        };
+        archive::walk(&name, family, bytes, &limits, &mut |event| match event {
+            ArchiveEvent::Member { path, head, whole } => {
+                self.check_labels(section, Some(path), None, scan);
+                self.check_kind(section, Some(path), None, head, whole, scan);
+                if whole && self.config.eicar && self.eicar.in_part(head) {
+                    scan.add(Finding::virus(section, Some(path)));
+                }
+            }
+            ArchiveEvent::Encrypted { path, format } => {
+                if self.classes.contains(&Class::EncryptedArchive) {
+                    let rule = format!("filetype:{}:{format}", Class::EncryptedArchive.name());
+                    scan.add(Finding::blocked(section, Some(path), rule));
+                }
+            }
+            ArchiveEvent::NotOpened { path, why } => scan.note(format!("{}: {why}", printable(path))),
+            ArchiveEvent::Breach { path, limit, found, max } => {
+                scan.add(Finding::blocked(section, Some(path), limit.rule()).limited(found, max));
+            }
+        });
+    }
+
+    /// The kind and format checks of [`Self::check_bytes`]; the format family found, if any.
+    fn check_kind(
+        &self,
+        section: &str,
+        filename: Option<&str>,
+        ctype: Option<&str>,
+        bytes: &[u8],
+        whole: bool,
+        scan: &mut Scan,
+    ) -> Option<&'static str> {
         let ext = filename.and_then(rules::extension);
         let html = ctype == Some("text/html") || matches!(ext.as_deref(), Some("htm" | "html" | "shtml" | "xhtml"));
         let found = filetype::sniff(bytes, whole, html);
@@ -437,7 +505,10 @@ impl ContentScanner {
                 scan.add(Finding::blocked(section, filename, format!("filetype:{}:{how}", class.name())));
             }
         }
-        let Some(real) = found.family.filter(|_| self.config.block_type_mismatch) else { return };
+        let real = found.family?;
+        if !self.config.block_type_mismatch {
+            return Some(real);
+        }
         if let Some(ext) = ext.as_deref() {
             if filetype::family_of_extension(ext).is_some_and(|claimed| claimed != real) {
                 scan.add(Finding::blocked(section, filename, format!("mismatch:{ext}:{real}")));
@@ -446,6 +517,7 @@ impl ContentScanner {
         if let Some(t) = ctype.filter(|t| filetype::family_of_type(t).is_some_and(|claimed| claimed != real)) {
             scan.add(Finding::blocked(section, filename, format!("mismatch:{t}:{real}")));
         }
+        Some(real)
     }
 
     fn check_digest(&self, section: &str, filename: Option<&str>, digest: &[u8; 32], scan: &mut Scan) {
@@ -690,6 +762,13 @@ impl Finding {
         }
         f.extra.push(("limit".into(), breach.limit().to_string()));
         f
+    }
+
+    /// An archive limit crossed: what was found against the limit.
+    fn limited(mut self, found: u64, limit: u64) -> Finding {
+        self.extra.push(("found".into(), found.to_string()));
+        self.extra.push(("limit".into(), limit.to_string()));
+        self
     }
 
     fn sized(mut self, size: u64, limit: u64) -> Finding {

@@ -9,7 +9,7 @@
 //! `infer` names the formats in general; the kinds that block are checked here more strictly
 //! than a first magic number (infer calls anything starting `MZ` an executable, and a text file
 //! may), and the containers are opened: an OLE2 file (`cfb`) for its VBA storage, a zip (`zip`)
-//! for an OOXML `vbaProject.bin` and for encrypted members. Both readers work on the part's
+//! for an OOXML `vbaProject.bin`. Both readers work on the part's
 //! decoded bytes, which the scanner already holds; a reader that panics on hostile input costs
 //! the answer for that container, not the scan.
 
@@ -29,7 +29,7 @@ pub enum Class {
     DiskImage,
     /// An HTML attachment with a `<form>`: a credential form carried past link scanners.
     HtmlForm,
-    /// A zip with encrypted members: nothing can look inside.
+    /// An archive with encrypted members: nothing can look inside (found by `archive.rs`).
     EncryptedArchive,
 }
 
@@ -71,15 +71,7 @@ pub fn sniff(bytes: &[u8], whole: bool, html: bool) -> Sniffed {
     if whole {
         match out.family {
             Some("ole2") if opened(|| ole2_has_vba(bytes)) => out.classes.push((Class::MacroDocument, "ole2-vba")),
-            Some("zip") => {
-                let (vba, encrypted) = opened(|| zip_members(bytes));
-                if vba {
-                    out.classes.push((Class::MacroDocument, "ooxml-vba"));
-                }
-                if encrypted {
-                    out.classes.push((Class::EncryptedArchive, "zip"));
-                }
-            }
+            Some("zip") if opened(|| zip_has_vba(bytes)) => out.classes.push((Class::MacroDocument, "ooxml-vba")),
             _ => {}
         }
     }
@@ -113,6 +105,9 @@ fn family(b: &[u8]) -> Option<&'static str> {
     if disk_image(b).is_some() {
         return Some("disk-image");
     }
+    if is_tar(b) {
+        return Some("tar");
+    }
     if looks_like_html(b) {
         return Some("html");
     }
@@ -123,7 +118,6 @@ fn family(b: &[u8]) -> Option<&'static str> {
         "application/gzip" => "gzip",
         "application/x-7z-compressed" => "7z",
         "application/vnd.rar" => "rar",
-        "application/x-tar" => "tar",
         "application/x-bzip2" => "bzip2",
         "application/x-xz" => "xz",
         "application/vnd.ms-cab-compressed" => "cab",
@@ -207,16 +201,30 @@ fn ole2_has_vba(bytes: &[u8]) -> bool {
     vba
 }
 
-/// Whether a zip holds an OOXML VBA project (`word/vbaProject.bin`, `xl/...`), and whether any
-/// member is encrypted. Only the central directory is read.
-fn zip_members(bytes: &[u8]) -> (bool, bool) {
-    let Ok(mut zip) = zip::ZipArchive::new(Cursor::new(bytes)) else { return (false, false) };
+/// Whether a zip holds an OOXML VBA project (`word/vbaProject.bin`, `xl/...`). Only the
+/// central directory is read.
+fn zip_has_vba(bytes: &[u8]) -> bool {
+    let Ok(zip) = zip::ZipArchive::new(Cursor::new(bytes)) else { return false };
     let vba = zip
         .file_names()
         .flatten()
         .any(|n| n.rsplit('/').next().is_some_and(|f| f.eq_ignore_ascii_case("vbaProject.bin")));
-    let encrypted = (0..zip.len()).any(|i| zip.by_index_raw(i).is_ok_and(|f| f.encrypted()));
-    (vba, encrypted)
+    vba
+}
+
+/// Whether a zip is an Office or OpenDocument file rather than an archive: its members are the
+/// document's parts, not files someone sent.
+pub fn is_document_zip(bytes: &[u8]) -> bool {
+    opened(|| {
+        let Ok(zip) = zip::ZipArchive::new(Cursor::new(bytes)) else { return false };
+        let doc = zip.file_names().flatten().any(|n| n == "[Content_Types].xml" || n == "mimetype");
+        doc
+    })
+}
+
+/// A POSIX or GNU tar header: `ustar` at byte 257.
+pub fn is_tar(head: &[u8]) -> bool {
+    head.get(257..262) == Some(b"ustar")
 }
 
 /// The family a file name's extension claims, for the formats whose bytes say what they are.
