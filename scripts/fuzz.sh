@@ -21,9 +21,9 @@ cd "$(dirname "$0")/.."
 seconds="${1:-60}"
 name="${2:-spool_header}"
 case "$name" in
-spool_header | content_structure | content_decoding) ;;
+spool_header | content_structure | content_decoding | content_archive) ;;
 *)
-    echo "usage: $0 [SECONDS] [spool_header|content_structure|content_decoding]" >&2
+    echo "usage: $0 [SECONDS] [spool_header|content_structure|content_decoding|content_archive]" >&2
     exit 2
     ;;
 esac
@@ -60,6 +60,33 @@ if [ "$name" = spool_header ]; then
     done < <(find tests/data spool-fixtures tests/malformed -type f \
         ! -name expected.txt ! -name '*.md' ! -name '*-D' -print0 2>/dev/null)
     dict=(-dict=fuzz/spool_header.dict)
+elif [ "$name" = content_archive ]; then
+    # Small archives of each kind the walk opens, nested once, made by Python's own modules.
+    python3 - "$seeds" <<'SEEDS'
+import gzip, io, sys, tarfile, zipfile
+out = sys.argv[1]
+def zipped(files, method=zipfile.ZIP_DEFLATED):
+    b = io.BytesIO()
+    with zipfile.ZipFile(b, "w", method) as z:
+        for name, data in files:
+            z.writestr(name, data)
+    return b.getvalue()
+def tarred(files):
+    b = io.BytesIO()
+    with tarfile.open(fileobj=b, mode="w") as t:
+        for name, data in files:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    return b.getvalue()
+inner = zipped([("setup.exe", b"MZ" + bytes(200)), ("a.txt", b"hello\n")], zipfile.ZIP_STORED)
+seeds = [inner, zipped([("inner.zip", inner), ("zeros.bin", bytes(100000))]), tarred([("run.sh", b"#!/bin/sh\n")]),
+         gzip.compress(tarred([("x/y.txt", b"text\n")])), gzip.compress(b"plain\n")]
+for i, s in enumerate(seeds):
+    open(f"{out}/seed-{i}", "wb").write(s)
+SEEDS
+    n=5
+    dict=()
 else
     # Whole messages: each fixture's body (its -D without the id line) under a MIME header.
     while IFS= read -r -d '' f; do

@@ -13,6 +13,7 @@ cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 bash scripts/fuzz.sh "${SPOOLSIFT_FUZZ_SECONDS:-60}" spool_header
 bash scripts/fuzz.sh "${SPOOLSIFT_FUZZ_SECONDS:-60}" content_structure
+bash scripts/fuzz.sh "${SPOOLSIFT_FUZZ_SECONDS:-60}" content_archive
 # Last, so that its summary closes the output. Benches print tables and are run by
 # scripts/bench.sh, not here.
 cargo test
