@@ -11,6 +11,11 @@
 #     verify ARC chains against our implementation, and
 #     dnsmasq as a real DNS server on a loopback port for the ARC key lookups (the tests start
 #     their own; the package's service is not needed),
+#   * spamd, spamc and spamassassin (SpamAssassin 4 is split into these packages on Debian 12; the
+#     rules ship with spamassassin, so no sa-update download) for the spamd stage's tests, and
+#     rspamd for the rspamd stage's; both are run by the tests with a configuration of their own
+#     on loopback (scripts/spamd-test.sh, scripts/rspamd-test.sh), rspamd resolving through a
+#     loopback dnsmasq,
 #   * exim4-daemon-light: Debian's own Exim (setuid root, no queuefile), for the delivery kick
 #     under the shipped units' restrictions and the stock-host two-instance mode
 #     (tests/kick_debian_exim.rs; each test runs it with a configuration of its own), and
@@ -20,8 +25,8 @@
 # Must run as root. Safe to run again: nothing is installed or created twice. The package lists
 # are refreshed before anything is installed, never skipped (see below).
 #
-# Only clamav-daemon (and clamav-freshclam, which it depends on) ships a daemon. Nothing is
-# started by their postinsts when /usr/sbin/policy-rc.d exits 101 (as in our image) or there is
+# clamav-daemon (and clamav-freshclam, which it depends on), spamd and rspamd ship daemons. Nothing
+# is started by their postinsts when /usr/sbin/policy-rc.d exits 101 (as in our image) or there is
 # no init system; on a machine where they do start, the tests are unaffected, since they use
 # their own socket and port.
 #
@@ -38,6 +43,7 @@ PACKAGES=(
   swaks lmdb-utils adduser
   clamav-daemon clamdscan
   python3-dkim python3-authres python3-nacl dnsmasq
+  spamd spamc spamassassin rspamd
   exim4-daemon-light
   systemd
 )

@@ -48,7 +48,11 @@ fn check_config_names_file_line_and_reason() {
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(
         stderr(&o),
-        format!("invalid: {}:2: unknown stage [stages.clamd]; the stages are arc, clamav, content, dcc\n", p.display())
+        format!(
+            "invalid: {}:2: unknown stage [stages.clamd]; the stages are {}\n",
+            p.display(),
+            spoolsift::pipeline::build::STAGES.join(", ")
+        )
     );
     // A constructor's complaint points at the key it names, not at the section.
     std::fs::write(&p, "name = \"bad\"\n[stages.content]\n\n[stages.clamav]\nchunk_size = 5\nservers = [\"bogus\"]\n")

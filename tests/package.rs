@@ -85,7 +85,7 @@ fn the_package_installs_and_its_config_and_units_check() {
     assert_eq!(run(Command::new("/usr/bin/spoolsift").arg("--version")), format!("spoolsift {version}\n"));
     assert_eq!(
         run(Command::new("/usr/bin/spoolsift").args(["check-config", "/etc/spoolsift/default.toml"])),
-        "ok: /etc/spoolsift/default.toml (default): stages [arc, clamav, content], watch\n"
+        "ok: /etc/spoolsift/default.toml (default): stages [arc, clamav, content, dkim], watch\n"
     );
     let exim = nix_ids("Debian-exim");
     for dir in ["/var/spool/spoolsift", "/var/spool/spoolsift/queuefile", "/var/spool/exim4-in"] {

@@ -210,6 +210,13 @@ impl InjectConfig {
             let value = format!("{authserv_id}; {body}");
             h.headers.add(b"Authentication-Results", value.as_bytes(), Position::Top)?;
         }
+        // A stage's headers (X-Spam-Status, X-DCC-...) are ours for this message: copies that
+        // came with it are the sender's word, which a recipient's filter must not read as ours.
+        for r in &results {
+            for (name, _) in &r.headers {
+                h.headers.remove(name.as_bytes(), Removal::MarkDeleted);
+            }
+        }
         for r in &results {
             for (name, value) in &r.headers {
                 h.headers.add(name.as_bytes(), clean(value).as_bytes(), Position::Bottom)?;
@@ -244,6 +251,29 @@ impl InjectConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stages::StageResult;
+
+    #[test]
+    fn incoming_copies_of_a_stages_headers_are_removed() {
+        let mut h = SpoolHeader::parse(
+            b"1xXORz-0000000058C-2p8L-H\nroot 0 0\n<a@b.example>\n1795895471 0\nXX\n1\nc@d.example\n\n\
+              027  X-Spam-Status: No, score=0\n014  Subject: test\n",
+            None,
+        )
+        .unwrap();
+        let mut r = StageResult::new(Verdict::Spam);
+        r.headers.push(("X-Spam-Status".into(), "Yes, score=20.0".into()));
+        let outcomes = [StageOutcome { stage: "spamd".into(), result: Ok(r), elapsed: std::time::Duration::ZERO }];
+        let decision = Decision { action: Action::Deliver, reasons: Vec::new() };
+        InjectConfig::default().apply(&mut h, "mx.example", &outcomes, &decision).unwrap();
+        let live: Vec<String> = h
+            .headers
+            .live()
+            .map(|l| String::from_utf8_lossy(l.text()).into_owned())
+            .filter(|t| t.starts_with("X-Spam"))
+            .collect();
+        assert_eq!(live, ["X-Spam-Status: Yes, score=20.0\n"]);
+    }
 
     #[test]
     fn forgeries_of_our_authserv_id() {

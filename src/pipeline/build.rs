@@ -9,11 +9,14 @@ use crate::stages::arc::{ArcConfig, ArcStage, Sealer};
 use crate::stages::clamav::ClamavStage;
 use crate::stages::content::ContentScanner;
 use crate::stages::dcc::DccStage;
+use crate::stages::dkim::{DkimConfig, DkimStage};
+use crate::stages::rspamd::RspamdStage;
+use crate::stages::spamd::SpamdStage;
 use crate::stages::Stage;
 
 /// The stages a pipeline may name, each built by its arm in [`stages_with`]: adding a stage is
 /// its file under `src/stages/`, its `pub mod` there, its name here and its arm below.
-pub const STAGES: [&str; 4] = ["arc", "clamav", "content", "dcc"];
+pub const STAGES: [&str; 7] = ["arc", "clamav", "content", "dcc", "dkim", "rspamd", "spamd"];
 
 /// Build the enabled stages, in name order (they run in parallel; the order only shows in
 /// reports). An unknown stage name is an error, not ignored: a typo must not turn a check off.
@@ -40,6 +43,16 @@ pub fn stages_with(cfg: &PipelineConfig, outside: &Outside) -> Result<Vec<Box<dy
                     .map_err(|e| fail(e.to_string()))?
                     .with_outside(outside.clone()),
             ),
+            "rspamd" => {
+                Box::new(RspamdStage::new(cfg.stage_settings(name)?).map_err(fail)?.with_outside(outside.clone()))
+            }
+            "spamd" => {
+                Box::new(SpamdStage::new(cfg.stage_settings(name)?).map_err(fail)?.with_outside(outside.clone()))
+            }
+            "dkim" => {
+                let config: DkimConfig = cfg.stage_settings(name)?;
+                Box::new(dkim_stage(config, outside).map_err(fail)?)
+            }
             "arc" => {
                 let config: ArcConfig = cfg.stage_settings(name)?;
                 arc_sealer(cfg)?;
@@ -61,6 +74,17 @@ fn arc_stage(config: &ArcConfig, outside: &Outside) -> Result<ArcStage, String> 
     let budget = config.dns_timeout() * (config.dns_attempts.max(1) as u32) * 4 + std::time::Duration::from_secs(5);
     let dns = outside.answers.txt_lookup(live);
     Ok(ArcStage::new(dns, config.on_dns_failure, budget).with_clock(outside.clock))
+}
+
+/// The dkim stage: its keys looked up as the arc stage's are.
+fn dkim_stage(config: DkimConfig, outside: &Outside) -> Result<DkimStage, String> {
+    let dns_config = config.dns();
+    let live = arc_dns(&dns_config)?;
+    let signatures = config.max_signatures.max(1) as u32;
+    let budget = dns_config.dns_timeout() * (dns_config.dns_attempts.max(1) as u32) * signatures
+        + std::time::Duration::from_secs(5);
+    let dns = outside.answers.txt_lookup(live);
+    Ok(DkimStage::new(dns, config, budget).with_clock(outside.clock))
 }
 
 /// Where the arc stage looks its keys up: the records file, or DNS.

@@ -42,6 +42,11 @@ pub struct Policy {
     pub infected: Action,
     pub blocked: Action,
     pub spam: Action,
+    /// Spam scored at or over `high_spam_score` by a stage that scores (spamd, rspamd).
+    pub high_spam: Action,
+    /// The score from which spam is high spam (SpamAssassin's and rspamd's scale: their spam
+    /// thresholds are 5 and 15 by default).
+    pub high_spam_score: Score,
     /// An authentication check failed (ARC `fail`): usually still delivered, with the result in
     /// our Authentication-Results for the recipient's filters.
     pub auth_fail: Action,
@@ -60,6 +65,8 @@ impl Default for Policy {
             infected: Action::Quarantine,
             blocked: Action::Quarantine,
             spam: Action::Deliver,
+            high_spam: Action::Quarantine,
+            high_spam_score: Score(15.0),
             auth_fail: Action::Deliver,
             temporary_failure: Action::Defer,
             permanent_failure: Action::Hold,
@@ -67,6 +74,13 @@ impl Default for Policy {
         }
     }
 }
+
+/// A spam score in a configuration: a finite number, so that it compares equal to itself.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Score(pub f64);
+
+impl Eq for Score {}
 
 /// The action for a message and the results that led to it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -85,6 +99,7 @@ impl Policy {
             self.infected,
             self.blocked,
             self.spam,
+            self.high_spam,
             self.auth_fail,
             self.temporary_failure,
             self.permanent_failure,
@@ -92,6 +107,9 @@ impl Policy {
         .contains(&Action::Discard);
         if uses_discard && !self.allow_discard {
             return Err("policy uses `discard` but `allow_discard = true` is not set".into());
+        }
+        if !self.high_spam_score.0.is_finite() {
+            return Err("high_spam_score must be a number".into());
         }
         if self.temporary_failure == Action::Deliver || self.permanent_failure == Action::Deliver {
             return Err("a stage failure may not lead to `deliver`: that would deliver mail unscanned".into());
@@ -117,6 +135,13 @@ impl Policy {
         let mut reasons = Vec::new();
         for o in outcomes {
             let (a, why) = match &o.result {
+                Ok(r) if r.verdict == Verdict::Spam && r.score.is_some_and(|s| s >= self.high_spam_score.0) => {
+                    let score = r.score.unwrap_or_default();
+                    (self.high_spam, format!("high spam (score {score}, high_spam_score {})", self.high_spam_score.0))
+                }
+                Ok(r) if r.verdict == Verdict::Spam && r.score.is_some() => {
+                    (self.spam, format!("spam (score {})", r.score.unwrap_or_default()))
+                }
                 Ok(r) => (self.for_verdict(&r.verdict), r.verdict.to_string()),
                 Err(e @ (StageError::Temporary(_) | StageError::Panicked(_))) => {
                     (self.temporary_failure, e.to_string())
@@ -154,6 +179,28 @@ mod tests {
         assert_eq!(d.reasons, ["clamav: temporary failure: connection refused"]);
         assert_eq!(p.decide(&[temp, virus, clean]).action, Action::Quarantine);
         assert_eq!(p.decide(&[]).action, Action::Deliver);
+    }
+
+    #[test]
+    fn high_spam_by_score() {
+        let p = Policy::default();
+        let scored = |score: f64, verdict: Verdict| {
+            let mut r = StageResult::new(verdict);
+            r.score = Some(score);
+            out("spamd", Ok(r))
+        };
+        let d = p.decide(&[scored(1002.7, Verdict::Spam)]);
+        assert_eq!(
+            (d.action, d.reasons),
+            (Action::Quarantine, vec!["spamd: high spam (score 1002.7, high_spam_score 15)".to_string()])
+        );
+        let d = p.decide(&[scored(7.5, Verdict::Spam)]);
+        assert_eq!((d.action, d.reasons), (Action::Deliver, vec![]));
+        let tag = Policy { spam: Action::Hold, ..Policy::default() };
+        assert_eq!(tag.decide(&[scored(7.5, Verdict::Spam)]).reasons, ["spamd: spam (score 7.5)"]);
+        // A high score without a spam verdict is the stage's call: not spam.
+        assert_eq!(p.decide(&[scored(30.0, Verdict::Clean)]).action, Action::Deliver);
+        assert!(Policy { high_spam_score: Score(f64::NAN), ..Policy::default() }.check().is_err());
     }
 
     #[test]

@@ -101,7 +101,7 @@ pub struct ArcStage {
 }
 
 /// A comment (RFC 8601 / RFC 5322 `ccontent`): parentheses and backslashes quoted.
-fn comment(text: &str) -> String {
+pub(crate) fn comment(text: &str) -> String {
     let mut out = String::from("(");
     for c in text.chars() {
         if matches!(c, '(' | ')' | '\\') {

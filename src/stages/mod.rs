@@ -197,7 +197,10 @@ pub mod authres;
 pub mod clamav;
 pub mod content;
 pub mod dcc;
+pub mod dkim;
 pub mod net;
+pub mod rspamd;
+pub mod spamd;
 
 #[cfg(test)]
 mod tests {

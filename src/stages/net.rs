@@ -1,4 +1,4 @@
-//! Sockets to scanning services, shared by the clamd and dccifd stages: an endpoint written
+//! Sockets to scanning services, shared by the clamd, dccifd and spamd stages: an endpoint written
 //! `unix:/path` or `tcp:host:port`, and a connection of either kind with the timeouts the stages
 //! set on every read and write.
 
@@ -8,7 +8,7 @@ use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::{Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Where a service listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,6 +120,49 @@ impl Write for Conn {
     }
 }
 
+/// The time left before `deadline`, or a `TimedOut` error when there is none.
+fn time_left(deadline: Instant) -> io::Result<Duration> {
+    deadline
+        .checked_duration_since(Instant::now())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| io::Error::from(io::ErrorKind::TimedOut))
+}
+
+/// Write all of `data` before `deadline` (each write gets the time that is left).
+pub fn write_all_by(conn: &mut Conn, mut data: &[u8], deadline: Instant) -> io::Result<()> {
+    while !data.is_empty() {
+        conn.set_write_timeout(time_left(deadline)?)?;
+        match conn.write(data) {
+            Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Read until the peer closes, before `deadline`. More than `max` bytes is an `InvalidData`
+/// error: a service's reply is bounded, and a peer that sends more is not that service.
+pub fn read_to_end_by(conn: &mut Conn, deadline: Instant, max: usize) -> io::Result<Vec<u8>> {
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        conn.set_read_timeout(time_left(deadline)?)?;
+        match conn.read(&mut buf) {
+            Ok(0) => return Ok(reply),
+            Ok(n) => {
+                if reply.len() + n > max {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, format!("reply longer than {max} bytes")));
+                }
+                reply.extend_from_slice(&buf[..n]);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// A counting semaphore: at most `max` permits out at a time.
 #[derive(Debug)]
 pub struct Semaphore {
@@ -168,6 +211,38 @@ mod tests {
             assert!(Endpoint::parse(bad).is_err(), "{bad}");
         }
         assert_eq!(Endpoint::parse("tcp:h:1").unwrap().to_string(), "tcp:h:1");
+    }
+
+    #[test]
+    fn replies_are_read_to_the_end_within_a_deadline_and_a_bound() {
+        let pair = || {
+            let (a, b) = UnixStream::pair().unwrap();
+            (Conn::Unix(a), b)
+        };
+        let soon = || Instant::now() + Duration::from_secs(5);
+        let (mut ours, mut theirs) = pair();
+        write_all_by(&mut ours, b"request", soon()).unwrap();
+        let mut request = [0u8; 7];
+        // Read before closing: a UNIX socket closed with unread data resets its peer.
+        theirs.read_exact(&mut request).unwrap();
+        assert_eq!(&request, b"request");
+        theirs.write_all(b"0123456789").unwrap();
+        drop(theirs);
+        assert_eq!(read_to_end_by(&mut ours, soon(), 10).unwrap(), b"0123456789");
+
+        let (mut ours, mut theirs) = pair();
+        theirs.write_all(b"0123456789!").unwrap();
+        let e = read_to_end_by(&mut ours, soon(), 10).unwrap_err();
+        assert_eq!((e.kind(), e.to_string()), (io::ErrorKind::InvalidData, "reply longer than 10 bytes".into()));
+
+        // A peer that sends nothing and does not close: the deadline ends the wait.
+        let (mut ours, _theirs) = pair();
+        let started = Instant::now();
+        let e = read_to_end_by(&mut ours, Instant::now() + Duration::from_millis(100), 10).unwrap_err();
+        assert!(matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert_eq!(read_to_end_by(&mut ours, Instant::now(), 10).unwrap_err().kind(), io::ErrorKind::TimedOut);
+        assert_eq!(write_all_by(&mut ours, b"x", Instant::now()).unwrap_err().kind(), io::ErrorKind::TimedOut);
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Test inputs made at test time: the EICAR test string (never committed as a file), digests,
-//! and a stored zip archive.
+//! Test inputs made at test time: the EICAR and GTUBE test strings (never committed as a file),
+//! digests, and a stored zip archive.
 
 /// The EICAR test file's 68 bytes, assembled by the crate (so no file in the repository holds
 /// them).
@@ -10,6 +10,12 @@ pub fn eicar() -> Vec<u8> {
 /// [`eicar`] as text, for bodies written with `format!`.
 pub fn eicar_text() -> String {
     String::from_utf8(eicar()).expect("the test string is ASCII")
+}
+
+/// The GTUBE line, SpamAssassin's and rspamd's test string for spam, assembled from pieces so that
+/// no file in the repository holds it (a spam filter would otherwise flag mail carrying a patch).
+pub fn gtube() -> String {
+    ["XJS*C4JDBQADN1.NSBN3*2IDNEN*", "GTUBE-STANDARD-", "ANTI-UBE-TEST-", "EMAIL*C.34X"].concat()
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {

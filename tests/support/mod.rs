@@ -1,5 +1,5 @@
 //! Test support, shared by every integration test (`mod support;`): real Exim instances on loopback
-//! (started by `scripts/exim-test.sh`), clamd, the dccifd double, the ARC world of keys and
+//! (started by `scripts/exim-test.sh`), clamd, spamd, rspamd, the dccifd double, the ARC world of keys and
 //! dkimpy, inputs made at test time, a small SMTP client, and polling with a deadline (never a sleep standing in for synchronisation).
 
 #![allow(dead_code)]
@@ -10,7 +10,9 @@ pub mod dccifd;
 pub mod debian_exim;
 pub mod fixtures;
 pub mod made;
+pub mod rspamd;
 pub mod smtp;
+pub mod spamd;
 pub mod units;
 
 use std::collections::HashMap;

@@ -25,7 +25,7 @@
 //! submission: no `-host_address`); `header.NAME=GLOB` (any field of that name, unfolded).
 //!
 //! Settings: `stage.NAME=on|off`; `policy.KEY=ACTION` for any key of `[policy]` but
-//! `allow_discard`; `subject_tag="TEXT"` (the spam subject tag); `max_message_bytes=N` (a larger
+//! `allow_discard`; `policy.high_spam_score=N`; `subject_tag="TEXT"` (the spam subject tag); `max_message_bytes=N` (a larger
 //! message is blocked for that recipient, and `policy.blocked` applies); `notify.sender=on|off`
 //! and `notify.recipients=on|off` (notices of a quarantined or held message, `[notify]`);
 //! `headers.status=on|off`, `headers.virus=on|off`, `headers.authentication_results=on|off` and
@@ -47,7 +47,7 @@ use std::path::PathBuf;
 use ipnet::IpNet;
 
 use super::annotate::{ExtraHeader, HeaderChanges};
-use super::policy::{Action, Policy};
+use super::policy::{Action, Policy, Score};
 use crate::spool::SpoolHeader;
 use crate::stages::ListChanges;
 
@@ -82,17 +82,19 @@ pub enum PolicyKey {
     Infected,
     Blocked,
     Spam,
+    HighSpam,
     AuthFail,
     TemporaryFailure,
     PermanentFailure,
 }
 
 impl PolicyKey {
-    const ALL: [PolicyKey; 7] = [
+    const ALL: [PolicyKey; 8] = [
         PolicyKey::Clean,
         PolicyKey::Infected,
         PolicyKey::Blocked,
         PolicyKey::Spam,
+        PolicyKey::HighSpam,
         PolicyKey::AuthFail,
         PolicyKey::TemporaryFailure,
         PolicyKey::PermanentFailure,
@@ -105,6 +107,7 @@ impl PolicyKey {
             PolicyKey::Infected => "infected",
             PolicyKey::Blocked => "blocked",
             PolicyKey::Spam => "spam",
+            PolicyKey::HighSpam => "high_spam",
             PolicyKey::AuthFail => "auth_fail",
             PolicyKey::TemporaryFailure => "temporary_failure",
             PolicyKey::PermanentFailure => "permanent_failure",
@@ -117,6 +120,7 @@ impl PolicyKey {
             PolicyKey::Infected => &mut p.infected,
             PolicyKey::Blocked => &mut p.blocked,
             PolicyKey::Spam => &mut p.spam,
+            PolicyKey::HighSpam => &mut p.high_spam,
             PolicyKey::AuthFail => &mut p.auth_fail,
             PolicyKey::TemporaryFailure => &mut p.temporary_failure,
             PolicyKey::PermanentFailure => &mut p.permanent_failure,
@@ -136,6 +140,8 @@ pub enum Setting {
         action: Action,
     },
     SubjectTag(String),
+    /// `policy.high_spam_score`: where high spam starts for the recipient.
+    HighSpamScore(Score),
     MaxMessageBytes(u64),
     /// Whether the sender (`notify.sender`) or the recipients (`notify.recipients`) of a
     /// quarantined or held message are sent a notice (`[notify]`).
@@ -269,6 +275,7 @@ impl Setting {
             Setting::Stage { name, .. } => format!("stage.{name}"),
             Setting::Policy { key, .. } => format!("policy.{}", key.name()),
             Setting::SubjectTag(_) => "subject_tag".into(),
+            Setting::HighSpamScore(_) => "policy.high_spam_score".into(),
             Setting::MaxMessageBytes(_) => "max_message_bytes".into(),
             Setting::Notify { sender: true, .. } => "notify.sender".into(),
             Setting::Notify { sender: false, .. } => "notify.recipients".into(),
@@ -284,6 +291,7 @@ impl fmt::Display for Setting {
             Setting::Stage { name, on } => write!(f, "stage.{name}={}", if *on { "on" } else { "off" }),
             Setting::Policy { key, action } => write!(f, "policy.{}={}", key.name(), action.name()),
             Setting::SubjectTag(t) => write!(f, "subject_tag={t:?}"),
+            Setting::HighSpamScore(n) => write!(f, "policy.high_spam_score={}", n.0),
             Setting::MaxMessageBytes(n) => write!(f, "max_message_bytes={n}"),
             Setting::Notify { on, .. } => write!(f, "{}={}", self.name(), if *on { "on" } else { "off" }),
             Setting::Headers(HeaderSetting::Add(h)) => {
@@ -508,6 +516,7 @@ impl RuleSet {
                     }
                     Setting::Policy { key, action } => *key.slot(&mut out.policy) = *action,
                     Setting::SubjectTag(t) => out.subject_tag = Some(t.clone()),
+                    Setting::HighSpamScore(n) => out.policy.high_spam_score = *n,
                     Setting::MaxMessageBytes(n) => out.max_message_bytes = Some(*n),
                     Setting::Notify { sender: true, on } => out.notify_sender = Some(*on),
                     Setting::Notify { sender: false, on } => out.notify_recipients = Some(*on),
@@ -576,6 +585,20 @@ mod tests {
         let outside = r.for_recipient(&Policy::default(), &facts("a@x", Some("198.51.100.1")), b"carol@other.example");
         assert_eq!(outside.policy.spam, Action::Quarantine);
         assert!(outside.stages_off.is_empty());
+    }
+
+    #[test]
+    fn high_spam_per_recipient() {
+        let r = set("to=lists.example => policy.high_spam_score=30 policy.high_spam=hold
+")
+        .unwrap();
+        let m = facts("alice@x.example", None);
+        let lists = r.for_recipient(&Policy::default(), &m, b"l@lists.example");
+        assert_eq!((lists.policy.high_spam_score.0, lists.policy.high_spam), (30.0, Action::Hold));
+        let other = r.for_recipient(&Policy::default(), &m, b"bob@other.example");
+        assert_eq!((other.policy.high_spam_score.0, other.policy.high_spam), (15.0, Action::Quarantine));
+        let err = set("all => policy.high_spam_score=lots\n").unwrap_err();
+        assert_eq!(err.reason, "policy.high_spam_score=lots: a number");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use ipnet::IpNet;
 use super::{
     AddressPattern, Condition, ContentList, HeaderSetting, Origin, PolicyKey, Rule, RuleError, RuleSet, Setting,
 };
-use crate::pipeline::policy::{Action, Policy};
+use crate::pipeline::policy::{Action, Policy, Score};
 
 impl RuleSet {
     /// Read rules from `text` (a rule file, or the pipeline's inline `lines`), numbering them
@@ -205,6 +205,14 @@ fn setting(word: &str, dir: &Path, stages: &[&str], policy: &Policy) -> Result<S
         }
         let on = yes_no(value).ok_or_else(|| format!("{key}={value}: on or off"))?;
         return Ok(Setting::Stage { name: name.to_string(), on });
+    }
+    if key == "policy.high_spam_score" {
+        return value
+            .parse::<f64>()
+            .ok()
+            .filter(|n| n.is_finite())
+            .map(|n| Setting::HighSpamScore(Score(n)))
+            .ok_or_else(|| format!("{key}={value}: a number"));
     }
     if let Some(name) = key.strip_prefix("policy.") {
         let key = PolicyKey::ALL.into_iter().find(|k| k.name() == name).ok_or_else(|| {

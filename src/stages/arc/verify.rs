@@ -175,7 +175,7 @@ struct Sig<'a> {
     cv: Option<ArcStatus>,
 }
 
-fn b64(tags: &TagList, name: &str) -> Result<Vec<u8>, String> {
+pub(crate) fn b64(tags: &TagList, name: &str) -> Result<Vec<u8>, String> {
     let v = tags.get_compact(name).ok_or_else(|| format!("{name}= missing"))?;
     if v.is_empty() {
         return Err(format!("{name}= empty"));
@@ -183,7 +183,7 @@ fn b64(tags: &TagList, name: &str) -> Result<Vec<u8>, String> {
     base64::engine::general_purpose::STANDARD.decode(&v).map_err(|_| format!("{name}= is not base64"))
 }
 
-fn name_tag(tags: &TagList, name: &str) -> Result<String, String> {
+pub(crate) fn name_tag(tags: &TagList, name: &str) -> Result<String, String> {
     let v = tags.get(name).ok_or_else(|| format!("{name}= missing"))?;
     let ok = !v.is_empty() && v.iter().all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
     if !ok {
@@ -192,7 +192,7 @@ fn name_tag(tags: &TagList, name: &str) -> Result<String, String> {
     Ok(String::from_utf8_lossy(v).to_ascii_lowercase())
 }
 
-fn number(tags: &TagList, name: &str) -> Result<Option<u64>, String> {
+pub(crate) fn number(tags: &TagList, name: &str) -> Result<Option<u64>, String> {
     match tags.get(name) {
         None => Ok(None),
         Some(v) if !v.is_empty() && v.len() <= 12 && v.iter().all(u8::is_ascii_digit) => {
