@@ -6,7 +6,9 @@
 #      signature DB, and stopped at the end) and the dccifd double, and the engine's rate with
 #      every stage on next to clamd's own rate on the same corpus;
 #   3. `spoolsift scan` over the same-sized corpus, cold and warm page cache, with its peak RSS;
-#   4. ARC verification time per message (1 and 3 RSA-2048 sets, 2 KB and 100 KB bodies).
+#   4. ARC verification time per message (1 and 3 RSA-2048 sets, 2 KB and 100 KB bodies);
+#   5. what each check costs alone (content before and after the file-type and archive checks,
+#      dkim, and spamd and rspamd, started here on loopback and stopped at the end).
 # Usage: scripts/bench.sh [MESSAGES] [STAGE_MESSAGES]   (defaults 10000 and 2000; clamd is slow)
 # Needs clamd and clamdscan (scripts/install-test-deps.sh).
 set -euo pipefail
@@ -20,9 +22,23 @@ stop_clamd() {
   bash scripts/clamd-test.sh stop --dir "$clamd_dir" || true
   rm -rf "$clamd_dir"
 }
-trap stop_clamd EXIT
+spamd_dir=$(mktemp -d "${TMPDIR:-/tmp}/spoolsift-bench-spamd.XXXXXX")
+rspamd_dir=$(mktemp -d "${TMPDIR:-/tmp}/spoolsift-bench-rspamd.XXXXXX")
+chmod 755 "$spamd_dir" "$rspamd_dir"
+stop_all() {
+  stop_clamd
+  bash scripts/spamd-test.sh stop --dir "$spamd_dir" || true
+  bash scripts/rspamd-test.sh stop --dir "$rspamd_dir" || true
+  rm -rf "$spamd_dir" "$rspamd_dir"
+}
+trap stop_all EXIT
 # The Rust build first, so clamd does not sit idle (and no compile competes with the bench).
 cargo bench --bench stages --no-run
 bash scripts/clamd-test.sh start --dir "$clamd_dir" >/dev/null
 cargo bench --bench stages -- --messages "${2:-2000}" --clamd "unix:$clamd_dir/clamd.sock" \
   --clamd-pid "$(cat "$clamd_dir/clamd.pid")"
+
+cargo bench --bench checks --no-run
+bash scripts/spamd-test.sh start --dir "$spamd_dir" --port 7839 >/dev/null
+bash scripts/rspamd-test.sh start --dir "$rspamd_dir" --port 11339 --dns-port 5389 >/dev/null
+cargo bench --bench checks -- --messages "${2:-2000}" --spamd 127.0.0.1:7839 --rspamd http://127.0.0.1:11339
