@@ -132,6 +132,9 @@ fn an_encrypted_zip_is_a_finding_and_a_plain_one_is_not() {
         rules_for("figures.zip", "application/zip", &zip_of(&[("figures.txt", text)], None)),
         Vec::<String>::new()
     );
+    // Where password-protected zips are business as usual.
+    let allowed: ContentConfig = toml::from_str("allowed_file_types = [\"encrypted-archive\"]").unwrap();
+    assert_eq!(rules_with(&allowed, Some("figures.zip"), "application/zip", &locked), Vec::<String>::new());
 }
 
 #[test]

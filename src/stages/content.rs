@@ -93,6 +93,9 @@ pub struct ContentConfig {
     /// `src/stages/content/filetype.rs`), beside the built-in ones (all of them):
     /// `executable`, `macro-document`, `disk-image`, `html-form`, `encrypted-archive`.
     pub blocked_file_types: Vec<Class>,
+    /// Kinds of file not blocked after all, e.g. `["encrypted-archive"]` where password-protected
+    /// zips are business as usual: taken out of the built-in and the configured kinds.
+    pub allowed_file_types: Vec<Class>,
     /// The four lists above replace the built-in ones instead of adding to them (`[]` then
     /// blocks nothing of that kind).
     pub replace_builtin: bool,
@@ -140,6 +143,7 @@ impl Default for ContentConfig {
             double_extension_documents: Vec::new(),
             blocked_content_types: Vec::new(),
             blocked_file_types: Vec::new(),
+            allowed_file_types: Vec::new(),
             replace_builtin: false,
             block_type_mismatch: true,
             archives: true,
@@ -198,6 +202,7 @@ impl ContentConfig {
                 out.push(*class);
             }
         }
+        out.retain(|c| !self.allowed_file_types.contains(c));
         out
     }
 }

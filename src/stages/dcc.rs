@@ -47,13 +47,13 @@
 //! standard library (it returns at once unless the listener's backlog is full); the executor's
 //! [`Stage::timeout`] covers that case.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use super::net::{Conn, Endpoint, Semaphore};
+use super::net::{send_with_head, Conn, Endpoint, Semaphore, SendError};
 use super::{Stage, StageError, StageResult, Verdict};
 use crate::outside::{Answer, Outside, RequestHasher};
 use crate::spool::headers::sanitize;
@@ -245,28 +245,14 @@ impl DccStage {
         };
         let timed_out = || Trouble::Service(format!("dccifd: timed out after {} ms", self.timeout.as_millis()));
 
-        // The envelope goes out in one write with the start of the message, and the message in
-        // pieces as large as the buffer: each write is a wakeup of dccifd.
-        let mut buf = self.envelope(message.header);
-        let mut filled = buf.len();
-        buf.resize(filled + 64 * 1024, 0);
-        let mut reader = message.reader();
-        loop {
-            let n = match reader.read(&mut buf[filled..]) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Trouble::Local(format!("reading the message: {e}"))),
-            };
-            filled += n;
-            if n > 0 && filled < buf.len() {
-                continue;
-            }
-            write_all_by(&mut conn, &buf[..filled], deadline).map_err(|e| io_err("write", e))?;
-            if n == 0 {
-                break;
-            }
-            filled = 0;
-        }
+        // The envelope goes out in one write with the start of the message.
+        send_with_head(&mut conn, self.envelope(message.header), &mut message.reader(), deadline).map_err(
+            |e| match e {
+                SendError::Reading(e) => Trouble::Local(format!("reading the message: {e}")),
+                SendError::Writing(e) => io_err("write", e),
+            },
+        )?;
+        let mut buf = vec![0u8; 64 * 1024];
         conn.shutdown_write().map_err(|e| io_err("shutdown", e))?;
 
         let mut reply = Vec::new();
@@ -445,22 +431,4 @@ fn client_line(header: &SpoolHeader) -> Vec<u8> {
         push_clean(&mut out, name);
     }
     out
-}
-
-/// Write everything before the deadline (each write gets the time that is left).
-fn write_all_by(conn: &mut Conn, mut data: &[u8], deadline: Instant) -> io::Result<()> {
-    while !data.is_empty() {
-        let left = deadline
-            .checked_duration_since(Instant::now())
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| io::Error::from(io::ErrorKind::TimedOut))?;
-        conn.set_write_timeout(left)?;
-        match conn.write(data) {
-            Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
-            Ok(n) => data = &data[n..],
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }

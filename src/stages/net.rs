@@ -142,6 +142,43 @@ pub fn write_all_by(conn: &mut Conn, mut data: &[u8], deadline: Instant) -> io::
     Ok(())
 }
 
+/// Why sending a message stopped: reading it (ours), or writing it (the service's end).
+#[derive(Debug)]
+pub enum SendError {
+    Reading(io::Error),
+    Writing(io::Error),
+}
+
+/// Send `head` and then all of `message` before `deadline`: the head in one write with the
+/// start of the message, the rest in pieces of 64 KiB, since each write is a wakeup of the
+/// service (dccifd, spamd) on the other end.
+pub fn send_with_head(
+    conn: &mut Conn,
+    head: Vec<u8>,
+    message: &mut dyn Read,
+    deadline: Instant,
+) -> Result<(), SendError> {
+    let mut buf = head;
+    let mut filled = buf.len();
+    buf.resize(filled + 64 * 1024, 0);
+    loop {
+        let n = match message.read(&mut buf[filled..]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(SendError::Reading(e)),
+        };
+        filled += n;
+        if n > 0 && filled < buf.len() {
+            continue;
+        }
+        write_all_by(conn, &buf[..filled], deadline).map_err(SendError::Writing)?;
+        if n == 0 {
+            return Ok(());
+        }
+        filled = 0;
+    }
+}
+
 /// Read until the peer closes, before `deadline`. More than `max` bytes is an `InvalidData`
 /// error: a service's reply is bounded, and a peer that sends more is not that service.
 pub fn read_to_end_by(conn: &mut Conn, deadline: Instant, max: usize) -> io::Result<Vec<u8>> {

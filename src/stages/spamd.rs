@@ -34,13 +34,13 @@
 //! connect cannot be bounded with the standard library (it returns at once unless the listener's
 //! backlog is full), and [`Stage::timeout`] covers that case.
 
-use std::io::{self, Read};
+use std::io;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use super::net::{read_to_end_by, write_all_by, Endpoint, Semaphore};
+use super::net::{read_to_end_by, send_with_head, Endpoint, Semaphore, SendError};
 use super::{Stage, StageError, StageResult, Verdict};
 use crate::outside::{Answer, Outside, RequestHasher};
 use crate::spool::MessageView;
@@ -217,23 +217,10 @@ impl SpamdStage {
             .connect(self.connect_timeout.min(left))
             .map_err(|e| Trouble::Service(format!("spamd connect to {}: {e}", self.endpoint)))?;
 
-        // The head goes out with the start of the message, the rest in pieces as large as the
-        // buffer: each write is a wakeup of spamd.
-        let mut buf = head.to_vec();
-        let mut filled = buf.len();
-        buf.resize(filled + 64 * 1024, 0);
-        let mut reader = message.reader();
-        loop {
-            let n = match reader.read(&mut buf[filled..]) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Trouble::Local(format!("reading the message: {e}"))),
-            };
-            filled += n;
-            if n > 0 && filled < buf.len() {
-                continue;
-            }
-            if let Err(e) = write_all_by(&mut conn, &buf[..filled], deadline) {
+        match send_with_head(&mut conn, head.to_vec(), &mut message.reader(), deadline) {
+            Ok(()) => {}
+            Err(SendError::Reading(e)) => return Err(Trouble::Local(format!("reading the message: {e}"))),
+            Err(SendError::Writing(e)) => {
                 // spamd answers a request it refuses at once and closes, so our next write fails:
                 // its reply, which says why, may be waiting behind that failure.
                 return match read_to_end_by(&mut conn, deadline, MAX_REPLY_BYTES) {
@@ -241,10 +228,6 @@ impl SpamdStage {
                     _ => Err(service("write", e)),
                 };
             }
-            if n == 0 {
-                break;
-            }
-            filled = 0;
         }
         conn.shutdown_write().map_err(|e| service("shutdown", e))?;
         read_to_end_by(&mut conn, deadline, MAX_REPLY_BYTES).map_err(|e| service("read", e))
