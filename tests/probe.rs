@@ -105,6 +105,27 @@ fn the_default_pipeline_passes_on_a_host_with_exim_and_clamd_and_each_check_can_
     let dcc = text.replace("[stages.dcc]\nenabled = false", "[stages.dcc]\nenabled = true");
     assert_ne!(dcc, text, "the default pipeline has dcc off");
     fails(&dcc, "dcc answers", "start dccifd, or set enabled = false in [stages.dcc]");
+    // spamd switched on: with one it passes, without one it fails; rspamd without one.
+    let spamd = support::spamd::Spamd::start();
+    let on = text.replace("[stages.spamd]\nenabled = false", "[stages.spamd]\nenabled = true");
+    assert_ne!(on, text, "the default pipeline has spamd off");
+    let with = on.replace("\"127.0.0.1:783\"", &format!("{:?}", spamd.address()));
+    let (code, lines) = probe(tmp.path(), &with);
+    assert_eq!(code, Some(0), "{lines:#?}");
+    assert!(line(&lines, "spamd scores the GTUBE test line as spam").starts_with("ok: "), "{lines:#?}");
+    fails(
+        &on.replace("\"127.0.0.1:783\"", "\"127.0.0.1:9\""),
+        "spamd scores the GTUBE test line as spam",
+        "start spamd, or set enabled = false in [stages.spamd]",
+    );
+    let rspamd = text
+        .replace("[stages.rspamd]\nenabled = false", "[stages.rspamd]\nenabled = true")
+        .replace("\"http://127.0.0.1:11333\"", "\"http://127.0.0.1:9\"");
+    fails(
+        &rspamd,
+        "rspamd scores the GTUBE test line as spam",
+        "start rspamd, or set enabled = false in [stages.rspamd]",
+    );
 }
 
 #[test]

@@ -6,7 +6,8 @@
 //! every local account, Exim's `input/` present); the Exim command (`-bV` runs, names the
 //! queuefile transport when the intake is a queuefile directory, `-bP spool_directory` agrees
 //! with ours); a message carrying the EICAR test file, made here, through every antivirus stage
-//! (content, clamav), which must find it; a plain message through dcc, which must answer; and,
+//! (content, clamav), which must find it; the GTUBE line through spamd and rspamd, which must
+//! call it spam; a plain message through dcc, which must answer; and,
 //! when sealing is on, the published ARC key, which must verify a signature of ours.
 
 use std::os::unix::fs::MetadataExt;
@@ -54,6 +55,9 @@ pub fn run(cfg: &PipelineConfig, stages: &[Box<dyn Stage>], sealer: Option<&crat
     checks.extend(exim(cfg));
     let eicar_body = [eicar::signature(), b"\n".to_vec()].concat();
     let plain_body = b"A plain message from spoolsift check-config --probe.\n".to_vec();
+    // SpamAssassin's and rspamd's test line, in pieces so that no file of ours is spam.
+    let gtube_body =
+        ["XJS*C4JDBQADN1.NSBN3*2IDNEN*", "GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL", "*C.34X\n"].concat().into_bytes();
     for stage in stages {
         let name = stage.name().to_string();
         match name.as_str() {
@@ -69,6 +73,20 @@ pub fn run(cfg: &PipelineConfig, stages: &[Box<dyn Stage>], sealer: Option<&crat
                             r.verdict
                         )),
                         Err(e) => Err(format!("{e}; start the service, or point the stage at it")),
+                    },
+                ));
+            }
+            "spamd" | "rspamd" => {
+                let h = probe_header("spoolsift probe: the GTUBE test line");
+                let r = stage.check(&MessageView::new(&h, &gtube_body));
+                checks.push(Check::new(
+                    format!("{name} scores the GTUBE test line as spam"),
+                    match r {
+                        Ok(r) if r.verdict == Verdict::Spam => {
+                            Ok(format!("score {}", r.score.map_or("?".into(), |s| s.to_string())))
+                        }
+                        Ok(r) => Err(format!("answered {:?}; check the daemon's rules", r.verdict)),
+                        Err(e) => Err(format!("{e}; start {name}, or set enabled = false in [stages.{name}]")),
                     },
                 ));
             }
