@@ -174,3 +174,25 @@ fn the_verdict_is_about_the_from_domain() {
     // Unsigned: none.
     assert_eq!(stage_on(&w, &folded(), false), (Verdict::Neutral, vec!["dkim=none".to_string()]));
 }
+
+#[test]
+fn key_flags_strict_and_testing() {
+    use spoolsift::stages::Verdict;
+    require_dkimpy();
+    let mut w = World::new();
+    let key = w.rsa_key("origin.example", "sel", 2048);
+    let msg = sign(&folded(), &key, "origin.example", "relaxed/relaxed", false);
+    // t=s: i= must be d= itself.
+    w.publish("sel._domainkey.origin.example", &key.record.replace("k=rsa;", "k=rsa; t=s;"));
+    assert_eq!(ours(&w, &msg)[0].status, DkimStatus::Pass);
+    let sub = replace_once(&msg, "i=@origin.example", "i=@sub.origin.example");
+    let r = ours(&w, &sub);
+    assert_eq!((r[0].status, r[0].reason.as_str()), (DkimStatus::PermError, "key has t=s and i= is a subdomain of d="));
+    // t=y: the domain is testing; a broken signature is reported, but the message counts as
+    // unsigned.
+    w.publish("sel._domainkey.origin.example", &key.record.replace("k=rsa;", "k=rsa; t=y;"));
+    let broken = replace_once(&msg, "Hello Bob", "Hello Eve");
+    assert_eq!(ours(&w, &broken)[0].status, DkimStatus::Fail);
+    assert_eq!(stage_on(&w, &broken, false).0, Verdict::Neutral);
+    assert_eq!(stage_on(&w, &msg, false).0, Verdict::Neutral, "a testing domain's pass does not vouch either");
+}

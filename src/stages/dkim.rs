@@ -12,7 +12,8 @@
 //! of the From domain (or of a parent of it: relaxed alignment) passes; `AuthFail` when the From
 //! domain signed and none of its signatures passes, or when `require_from_domain` is set and
 //! no passing signature is the From domain's; otherwise `Neutral` (unsigned, or signed only by
-//! others, such as a mailing service). A key lookup that fails for now makes the stage a
+//! others, such as a mailing service); signatures whose key says the domain is testing DKIM
+//! (`t=y`) do not count. A key lookup that fails for now makes the stage a
 //! temporary failure only where it decides the verdict, and only with `on_dns_failure = "defer"`.
 
 use std::collections::HashMap;
@@ -108,6 +109,9 @@ pub struct DkimResult {
     pub domain: String,
     pub selector: String,
     pub b_prefix: String,
+    /// Its key says the domain is testing DKIM (`t=y`): RFC 6376 §3.6.1 says to treat the
+    /// message as unsigned whatever the result, so it does not count for the verdict.
+    pub testing: bool,
 }
 
 impl DkimResult {
@@ -139,6 +143,8 @@ struct Signature<'a> {
     bh: Vec<u8>,
     h: Vec<Vec<u8>>,
     l: Option<u64>,
+    /// The domain of `i=`, lowercase; `d=` when there is no `i=`.
+    i_domain: String,
 }
 
 fn tag_str(tags: &TagList, name: &str) -> Option<String> {
@@ -180,12 +186,14 @@ fn parse(text: &[u8], now: u64) -> Result<Signature<'_>, String> {
     if !h.iter().any(|n| n == b"from") {
         return Err("h= does not list From".into());
     }
+    let mut i_domain = d.clone();
     if let Some(i) = tags.get("i") {
         let domain = i.rsplit(|&c| c == b'@').next().unwrap_or_default().to_ascii_lowercase();
         let inside = domain == d.as_bytes() || domain.ends_with(format!(".{d}").as_bytes());
         if !i.contains(&b'@') || !inside {
             return Err("i= is not in the d= domain".into());
         }
+        i_domain = String::from_utf8_lossy(&domain).into_owned();
     }
     if tags.get("q").is_some_and(|q| !q.split(|&c| c == b':').any(|m| m.trim_ascii() == b"dns/txt")) {
         return Err("q= has no dns/txt".into());
@@ -199,7 +207,7 @@ fn parse(text: &[u8], now: u64) -> Result<Signature<'_>, String> {
             return Err("x= is before t=".into());
         }
     }
-    Ok(Signature { text, alg, d, s, b, b_range, header_canon, body_canon, bh, h, l: number(&tags, "l")? })
+    Ok(Signature { text, alg, d, s, b, b_range, header_canon, body_canon, bh, h, l: number(&tags, "l")?, i_domain })
 }
 
 /// Check every `DKIM-Signature` of a message (its header fields as stored, its body as a CRLF
@@ -237,7 +245,7 @@ pub fn verify_all(
     }
     let hashes: HashMap<(Canon, Option<u64>), (Vec<u8>, u64)> =
         hashers.into_iter().map(|(k, h)| (k, h.finish())).collect();
-    let mut keys: HashMap<String, Result<PublicKey, (DkimStatus, String)>> = HashMap::new();
+    let mut keys: HashMap<String, KeyAnswer> = HashMap::new();
     let mut out = Vec::with_capacity(fields.len());
     for (i, text) in fields.iter().enumerate() {
         let (domain, selector, b_prefix) = labels(text);
@@ -247,6 +255,7 @@ pub fn verify_all(
             domain: domain.clone(),
             selector: selector.clone(),
             b_prefix: b_prefix.clone(),
+            testing: false,
         };
         let Some(sig) = parsed.get(i) else {
             out.push(result(DkimStatus::Neutral, format!("not checked: more than {max} signatures")));
@@ -264,19 +273,25 @@ pub fn verify_all(
             out.push(result(DkimStatus::PermError, "l= is longer than the body".into()));
             continue;
         }
-        if *bh != sig.bh {
-            out.push(result(DkimStatus::Fail, "body hash mismatch".into()));
-            continue;
-        }
         let name = format!("{}._domainkey.{}", sig.s, sig.d);
         let key = keys.entry(name.clone()).or_insert_with(|| lookup(dns, &name)).clone();
-        let key = match key {
+        let (key, flags) = match key {
             Ok(k) => k,
             Err((status, why)) => {
                 out.push(result(status, why));
                 continue;
             }
         };
+        // `t=s`: the key signs for d= itself, not for its subdomains in i=.
+        if flags.strict && sig.i_domain != sig.d {
+            out.push(result(DkimStatus::PermError, "key has t=s and i= is a subdomain of d=".into()));
+            continue;
+        }
+        let result = |status, reason: String| DkimResult { testing: flags.testing, ..result(status, reason) };
+        if *bh != sig.bh {
+            out.push(result(DkimStatus::Fail, "body hash mismatch".into()));
+            continue;
+        }
         let mut data = Vec::new();
         signed_headers(&sig.h, sig.header_canon, headers, &mut data);
         let mut own = sig.text[..sig.b_range.0].to_vec();
@@ -291,12 +306,28 @@ pub fn verify_all(
     Ok(out)
 }
 
-fn lookup(dns: &dyn TxtLookup, name: &str) -> Result<PublicKey, (DkimStatus, String)> {
+/// A key record's `t=` flags (RFC 6376 §3.6.1).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct KeyFlags {
+    testing: bool,
+    strict: bool,
+}
+
+fn flags(record: &[u8]) -> KeyFlags {
+    let t = TagList::parse(record).ok().and_then(|tags| tags.get("t").map(<[u8]>::to_vec)).unwrap_or_default();
+    let has = |f: &[u8]| t.split(|&c| c == b':').any(|x| x.trim_ascii() == f);
+    KeyFlags { testing: has(b"y"), strict: has(b"s") }
+}
+
+/// A key and its flags, or the result a signature gets without one.
+type KeyAnswer = Result<(PublicKey, KeyFlags), (DkimStatus, String)>;
+
+fn lookup(dns: &dyn TxtLookup, name: &str) -> KeyAnswer {
     let perm = |e: String| (DkimStatus::PermError, format!("key {name}: {e}"));
     match dns.txt(name) {
         Ok(records) if records.is_empty() => Err(perm("no TXT record".into())),
         Ok(records) => {
-            let parsed: Vec<_> = records.iter().map(|r| PublicKey::from_record(r)).collect();
+            let parsed: Vec<_> = records.iter().map(|r| PublicKey::from_record(r).map(|k| (k, flags(r)))).collect();
             let first_err = parsed.iter().find_map(|p| p.clone().err()).unwrap_or_default();
             parsed.into_iter().find_map(Result::ok).ok_or_else(|| perm(first_err))
         }
@@ -365,7 +396,7 @@ impl Stage for DkimStage {
         .map_err(|e| StageError::Temporary(format!("reading the body: {e}")))?;
         let from = from_domain(&headers);
         let theirs: Vec<&DkimResult> =
-            results.iter().filter(|r| from.as_deref().is_some_and(|f| aligned(&r.domain, f))).collect();
+            results.iter().filter(|r| !r.testing && from.as_deref().is_some_and(|f| aligned(&r.domain, f))).collect();
         let passed = theirs.iter().any(|r| r.status == DkimStatus::Pass);
         let pending = theirs.iter().any(|r| r.status == DkimStatus::TempError);
         let verdict = if passed {
@@ -418,6 +449,7 @@ mod tests {
             domain: "example.com".into(),
             selector: "sel".into(),
             b_prefix: "AbCdEfGh".into(),
+            testing: false,
         };
         assert_eq!(r.clause(), "dkim=fail (body hash mismatch) header.d=example.com header.s=sel header.b=AbCdEfGh");
     }
