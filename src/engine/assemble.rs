@@ -139,7 +139,6 @@ impl<'e> EngineBuilder<'e> {
             isolation: Mutex::<isolation::Isolation>::default(),
             run: 0,
             scan_pool: Mutex::default(),
-            notifier: Default::default(),
         })
     }
 }

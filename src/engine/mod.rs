@@ -290,8 +290,6 @@ pub struct Engine<'e> {
     /// This daemon run's number in the journal (set by `recover`), marked on the claims it scans.
     pub(super) run: u64,
     pub(super) scan_pool: Mutex<Option<Arc<rayon::ThreadPool>>>,
-    /// Notices sent, per address and hour (`[notify]`).
-    pub(super) notifier: crate::sinks::notify::Notifier,
 }
 
 pub(super) fn text(b: &[u8]) -> String {

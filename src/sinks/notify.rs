@@ -11,9 +11,6 @@
 //! A notice is sent once its message's outcome is durable; a stop between the two loses that
 //! notice (never the message, nor a second notice).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 pub use crate::pipeline::config::NotifyConfig;
 pub use crate::pipeline::decide::Tell;
 use crate::requeue::{self, BodyPlan, Committed, RequeueError, TargetSpool, Transform};
@@ -102,29 +99,6 @@ fn text_body(s: &str) -> String {
         out.push('\n');
     }
     out
-}
-
-/// Sends notices, each address at most `per_address_per_hour` an hour.
-#[derive(Debug, Default)]
-pub struct Notifier {
-    /// Address (lower case) → (hour, notices sent in it).
-    sent: Mutex<HashMap<String, (u64, u32)>>,
-}
-
-impl Notifier {
-    /// Whether another notice may go to `to` in the hour of `now`; counts it if so.
-    pub fn allow(&self, to: &str, now: u64, per_hour: u32) -> bool {
-        let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
-        let hour = now / 3600;
-        // Forget the hours gone, so the map stays as small as one hour's addresses.
-        sent.retain(|_, (h, _)| *h == hour);
-        let slot = sent.entry(to.to_ascii_lowercase()).or_insert((hour, 0));
-        if slot.1 >= per_hour {
-            return false;
-        }
-        slot.1 += 1;
-        true
-    }
 }
 
 /// Write `n` into `target` as message `id`: a new `-D` and `-H` by the re-queue procedure.
@@ -227,16 +201,5 @@ mod tests {
         // No notice to the null sender.
         let bounce = About { sender: String::new(), ..about() };
         assert_eq!(cfg.notices(&bounce, Tell { recipients: false, sender: true }).len(), 1);
-    }
-
-    #[test]
-    fn per_address_per_hour() {
-        let n = Notifier::default();
-        let now = 1_800_000_000;
-        assert!(n.allow("Bob@x", now, 2));
-        assert!(n.allow("bob@x", now + 1, 2));
-        assert!(!n.allow("BOB@X", now + 2, 2));
-        assert!(n.allow("carol@x", now + 2, 2));
-        assert!(n.allow("bob@x", now + 3600, 2), "a new hour");
     }
 }

@@ -235,6 +235,38 @@ impl<'e> StateDb<'e> {
         run().doing("numbering this run")
     }
 
+    /// Count a notice to `to` in the hour of `now` if fewer than `per_hour` went to it in that
+    /// hour; whether it may go. Kept beside the journal, so that a restart (or a SIGHUP that
+    /// builds a new engine) does not start every address's count again. Earlier hours' counts
+    /// are dropped in the same transaction.
+    pub fn count_notice(&self, to: &str, now: u64, per_hour: u32) -> Result<bool, StateError> {
+        let hour = now / 3600;
+        let key = format!("notice/{hour:012}/{}", to.to_ascii_lowercase());
+        let run = || -> heed::Result<bool> {
+            let mut w = self.env.write_txn()?;
+            let this_hour = format!("notice/{hour:012}/");
+            let old: Vec<String> = self
+                .meta
+                .prefix_iter(&w, "notice/")?
+                .map(|kv| kv.map(|(k, _)| k.to_string()))
+                .collect::<heed::Result<Vec<_>>>()?
+                .into_iter()
+                .filter(|k| k.as_str() < this_hour.as_str())
+                .collect();
+            for k in &old {
+                self.meta.delete(&mut w, k)?;
+            }
+            let sent = self.meta.get(&w, &key)?.unwrap_or(0);
+            if sent >= u64::from(per_hour) {
+                return Ok(false);
+            }
+            self.meta.put(&mut w, &key, &(sent + 1))?;
+            w.commit()?;
+            Ok(true)
+        };
+        run().map_err(|source| StateError { doing: "counting a notice", key: Some(to.to_string()), source })
+    }
+
     /// Write (insert or replace) records in one durable transaction.
     pub fn put(&self, records: &[ClaimRecord]) -> Result<(), StateError> {
         let run = || -> heed::Result<()> {
@@ -488,5 +520,27 @@ mod tests {
         assert_eq!(db.expire_dedupe(100).unwrap(), 1);
         db.remove(&["a", "b"]).unwrap();
         assert!(db.all().unwrap().is_empty());
+    }
+
+    #[test]
+    fn notices_per_address_per_hour_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = 1_800_000_000;
+        {
+            let env = open_env(dir.path()).unwrap();
+            let db = StateDb::new(&env).unwrap();
+            assert!(db.count_notice("Bob@x", now, 2).unwrap());
+            assert!(db.count_notice("bob@x", now + 1, 2).unwrap());
+        }
+        let env = open_env(dir.path()).unwrap();
+        let db = StateDb::new(&env).unwrap();
+        assert!(!db.count_notice("BOB@X", now + 2, 2).unwrap(), "the count outlived the stop");
+        assert!(db.count_notice("carol@x", now + 2, 2).unwrap());
+        assert!(db.count_notice("bob@x", now + 3600, 2).unwrap(), "a new hour");
+        // The hour before is gone from the store.
+        let r = env.read_txn().unwrap();
+        let keys: Vec<String> =
+            db.meta.prefix_iter(&r, "notice/").unwrap().map(|kv| kv.unwrap().0.to_string()).collect();
+        assert_eq!(keys, [format!("notice/{:012}/bob@x", (now + 3600) / 3600)]);
     }
 }
