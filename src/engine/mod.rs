@@ -1,5 +1,5 @@
 //! The engine behind `spoolsift watch`: claim complete pairs from the queuefile directory (here),
-//! scan a batch in parallel into a plan per copy (`plan.rs`), then act on each message and
+//! scan a batch in parallel into a plan per copy (`src/engine/plan.rs`), then act on each message and
 //! re-queue with group commit ([`commit`], which also lists the durability steps). [`executor`]
 //! overlaps the three; [`recovery`] finishes what a crash interrupted.
 

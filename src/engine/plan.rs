@@ -1,7 +1,7 @@
 //! One claimed copy from its files to a [`Plan`]: read and check the pair, run the stages, let
 //! the rules and the policy decide per recipient, and prepare each copy's header. Nothing is
 //! written to the spool here (the work `-D` may be replaced by a copy only Exim's user can
-//! write); `commit.rs` carries the plans out.
+//! write); `src/engine/commit.rs` carries the plans out.
 
 use std::io::{self, Read, Seek};
 use std::os::unix::fs::MetadataExt;
@@ -60,7 +60,7 @@ pub(crate) enum Plan {
         error: String,
     },
     /// Its recipients came to different outcomes: one copy each, each a claim of its own from
-    /// the commit on (`commit.rs`, `settle_split`). `read` is the header as read; every part's
+    /// the commit on (`src/engine/commit.rs`, `settle_split`). `read` is the header as read; every part's
     /// recipients are its own and no two parts share one.
     Split {
         read: Box<SpoolHeader>,

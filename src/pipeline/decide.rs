@@ -2,7 +2,7 @@
 //! same thing grouped: one group is one copy of the message (a re-queue, a quarantine entry...).
 //!
 //! Without rules every recipient gets the pipeline's policy, so there is one group. With rules,
-//! each recipient gets its own settings (`rules/mod.rs`): its policy, the stages that count for it,
+//! each recipient gets its own settings (`src/pipeline/rules/mod.rs`): its policy, the stages that count for it,
 //! its subject tag, its size limit, its changes to the content scanner's lists.
 
 use std::collections::BTreeSet;

@@ -5,7 +5,7 @@
 //! content types, attachments blocked for what their bytes are whatever they are called
 //! (executables, macro documents, disk images, HTML forms, encrypted zips: [`filetype`]) or whose
 //! bytes are of another format than their name or declared type says, and parts or messages over
-//! a size limit. Zip, gzip and tar attachments are opened (`content/archive.rs`) to
+//! a size limit. Zip, gzip and tar attachments are opened (`src/stages/content/archive.rs`) to
 //! [`ContentConfig::archive_max_depth`] levels, and each member gets the name, type and test-file
 //! checks as if attached (its `filename` is its path: `bundle.zip/inner.zip/setup.exe`), within
 //! limits against archive bombs (`archive:depth`, `archive:members`, `archive:expanded-bytes`,

@@ -49,7 +49,7 @@ pub struct ClaimRecord {
     #[serde(default)]
     pub handing_on: Vec<Vec<u8>>,
     /// Scans of this claim alone, after the daemon had stopped while it was in flight, counted
-    /// before each starts (see `engine/isolation.rs`); back to 0 once a scan of it finishes.
+    /// before each starts (see `src/engine/isolation.rs`); back to 0 once a scan of it finishes.
     #[serde(default)]
     pub lone_scans: u32,
     /// The daemon run (see [`StateDb::next_run`]) that took this claim to scan it; `None` while it
@@ -75,7 +75,7 @@ pub struct ClaimRecord {
     #[serde(default)]
     pub deferred_because: Option<String>,
     /// A copy for some of the recipients of the claim with this key, whose recipients came to
-    /// different outcomes (see `engine/commit.rs`, `settle_split`); its key is that key, `+`,
+    /// different outcomes (see `src/engine/commit.rs`, `settle_split`); its key is that key, `+`,
     /// and its number.
     #[serde(default)]
     pub split_from: Option<String>,

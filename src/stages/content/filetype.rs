@@ -29,7 +29,7 @@ pub enum Class {
     DiskImage,
     /// An HTML attachment with a `<form>`: a credential form carried past link scanners.
     HtmlForm,
-    /// An archive with encrypted members: nothing can look inside (found by `archive.rs`).
+    /// An archive with encrypted members: nothing can look inside (found by `src/stages/content/archive.rs`).
     EncryptedArchive,
 }
 
