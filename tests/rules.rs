@@ -313,6 +313,43 @@ fn a_recipients_header_settings_apply_to_its_copy_alone() {
     }
 }
 
+/// `spoolsift scan` applies the rules as the daemon does, and lists the copies.
+#[test]
+fn scan_reports_each_copy_of_a_message_the_rules_split() {
+    let root = tempfile::tempdir().unwrap();
+    let _ = pipeline(root.path(), &["to=bob@dest.example => content.allow_extensions=exe"]);
+    drop_message(root.path(), &with_attachment("tool.exe"), multipart);
+    let o = support::spoolsift(&[
+        "scan",
+        "--pipeline",
+        root.path().join("rules-test.toml").to_str().unwrap(),
+        root.path().join("qf").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    let line: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(line["action"], "quarantine");
+    assert_eq!(line["reasons"], serde_json::json!(["content: blocked (filename:extension:exe)"]));
+    let rule = format!("{}:7", root.path().join("rules-test.toml").display());
+    assert_eq!(
+        line["copies"],
+        serde_json::json!([
+            { "recipients": ["bob@dest.example"], "action": "deliver", "reasons": [], "rules": [rule] },
+            { "recipients": ["carol@dest.example"], "action": "quarantine",
+              "reasons": ["content: blocked (filename:extension:exe)"], "rules": [] },
+        ])
+    );
+    // Without the rule, one outcome and no copies listed.
+    let _ = pipeline(root.path(), &[]);
+    let o = support::spoolsift(&[
+        "scan",
+        "--pipeline",
+        root.path().join("rules-test.toml").to_str().unwrap(),
+        root.path().join("qf").to_str().unwrap(),
+    ]);
+    let line: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((line["action"].as_str(), line.get("copies")), (Some("quarantine"), None));
+}
+
 #[test]
 fn content_list_settings_are_checked_when_read() {
     let root = tempfile::tempdir().unwrap();

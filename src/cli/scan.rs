@@ -1,5 +1,6 @@
 //! `spoolsift scan PATH...`: run a pipeline over archived spool pairs, read-only, and report what
-//! it would do with each message.
+//! it would do with each message: its rules applied per recipient as the daemon applies them, and
+//! `copies` listed where recipients would get different outcomes.
 //!
 //! Exit status: 0 nothing found (every message would be delivered), 1 something found (some
 //! message would be quarantined, held, deferred or discarded), 2 usage or I/O error,
@@ -16,6 +17,9 @@ use super::exit;
 use super::inspect::text;
 use crate::intake::archive::{self, Shard};
 use crate::output::checked;
+use crate::outside::Clock;
+use crate::pipeline::decide;
+use crate::pipeline::rules::MessageFacts;
 use crate::pipeline::{self, Action, PipelineConfig};
 use crate::spool::{DataFile, MessageView, SpoolHeader, SpoolPair};
 use crate::stages::Stage;
@@ -48,9 +52,26 @@ fn scan_one(pair: &SpoolPair, stages: &[Box<dyn Stage>], cfg: &PipelineConfig) -
     let header = SpoolHeader::read(&pair.header_path()).map_err(|e| e.to_string())?;
     let data = DataFile::open(&pair.data_path(), &header.id).map_err(|e| e.to_string())?;
     let view = MessageView::new(&header, &data);
-    let outcomes = pipeline::run_stages(stages, &view);
-    let decision = cfg.policy.decide(&outcomes);
+    // As the daemon decides: each pending recipient under the rules, grouped by outcome; the
+    // message's action is the most severe of its copies'.
+    let pending: Vec<Vec<u8>> = header.pending_recipients().map(|(_, r)| r.address().to_vec()).collect();
+    let settings = decide::settings_for(cfg, || MessageFacts::of(&header), &pending);
+    let outcomes = decide::run_for(stages, &settings, &view, Clock::System);
+    let groups = decide::groups(cfg, &pending, settings, &outcomes, view.len());
+    let copies: Vec<Value> = groups
+        .iter()
+        .map(|g| {
+            json!({
+                "recipients": g.recipients.iter().map(|r| text(r)).collect::<Vec<_>>(),
+                "action": g.decision.action,
+                "reasons": g.decision.reasons,
+                "rules": g.rules.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let decision = decide::merged(groups).map(|g| g.decision).unwrap_or_else(|| cfg.policy.decide(&outcomes.all));
     let stage_json: Vec<Value> = outcomes
+        .all
         .iter()
         .map(|o| {
             let mut v = match &o.result {
@@ -62,7 +83,7 @@ fn scan_one(pair: &SpoolPair, stages: &[Box<dyn Stage>], cfg: &PipelineConfig) -
             v
         })
         .collect();
-    let line = json!({
+    let mut line = json!({
         "file": pair.header_path().display().to_string(),
         "id": header.id,
         "sender": text(&header.sender),
@@ -73,6 +94,10 @@ fn scan_one(pair: &SpoolPair, stages: &[Box<dyn Stage>], cfg: &PipelineConfig) -
         "reasons": decision.reasons,
         "elapsed_us": start.elapsed().as_micros() as u64,
     });
+    // Only where the rules gave recipients different outcomes: what each copy would be.
+    if copies.len() > 1 {
+        line["copies"] = Value::Array(copies);
+    }
     Ok((line, decision.action))
 }
 
