@@ -844,6 +844,28 @@ fn stops_before_a_lone_scan_starts_do_not_count_against_the_claims_waiting_for_i
     assert_eq!(queued, ids);
 }
 
+/// A stop while a work file was being rewritten leaves its temporary file; the next start
+/// removes it (it would otherwise stay in the work directory for ever).
+#[test]
+fn temporary_files_of_an_interrupted_rewrite_are_removed_at_start() {
+    let w = World::new();
+    let work = w.root.path().join("work/work");
+    std::fs::create_dir_all(&work).unwrap();
+    for name in ["000000000010.1xZ2rX-000000007vQ-3Vfp+2-H.new.tmp", "000000000011.1xZ2rX-000000007vQ-3Vfq-D.own.tmp"] {
+        std::fs::write(work.join(name), b"partial").unwrap();
+    }
+    let mut notes = w.with_engine(|e| e.recover().unwrap());
+    notes.sort();
+    assert_eq!(
+        notes,
+        [
+            "000000000010.1xZ2rX-000000007vQ-3Vfp+2-H.new.tmp: a rewrite the stop interrupted; removed",
+            "000000000011.1xZ2rX-000000007vQ-3Vfq-D.own.tmp: a rewrite the stop interrupted; removed",
+        ]
+    );
+    assert!(list(&work).is_empty(), "{:?}", list(&work));
+}
+
 #[test]
 fn deferred_claims_are_not_isolated_by_restarts() {
     let mut w = World::new();

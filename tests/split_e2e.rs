@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use support::dccifd::{Double, Reply};
 use support::smtp::{self, Envelope};
-use support::{poll, start_daemon, Exim, EximOptions};
+use support::{start_daemon, Exim, EximOptions};
 
 const SPAM_REPLY: &str = "R\nRR\nX-DCC-Test-Metrics: host 1; bulk Body=many\n\n";
 
@@ -143,9 +143,18 @@ fn run(n: usize, kills: usize) {
             bob.len(),
             q.len()
         );
-        poll("the daemon to take and finish the queuefile copies", Duration::from_secs(120), || {
-            (support::list(&qf).is_empty() && support::list(&work.join("work")).is_empty()).then_some(())
+        let settled = support::poll_until(Duration::from_secs(120), || {
+            support::list(&qf).is_empty() && support::list(&work.join("work")).is_empty()
         });
+        assert!(
+            settled,
+            "the daemon did not take and finish the queuefile copies in 120 s: queuefile {:?}, work {:?}, \
+             `spoolsift queue`: {}\nlog:\n{}",
+            support::list(&qf),
+            support::list(&work.join("work")),
+            String::from_utf8_lossy(&support::spoolsift(&["queue", "--pipeline", pipeline.to_str().unwrap()]).stdout),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
         // queuefile's once-per-recipient EEXIST deferrals: Carol's attempt is retried.
         exim.exim(&["-qf"]);
     }

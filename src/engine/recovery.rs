@@ -61,6 +61,7 @@ impl Engine<'_> {
             self.isolate(left.into_iter().map(|r| r.key));
         }
         notes.extend(self.remove_split_leftovers()?);
+        notes.extend(self.remove_work_temps()?);
         let temps = remove_temp_files(&self.target.input)?;
         if temps > 0 {
             notes.push(format!("removed {temps} temporary files of an interrupted re-queue"));
@@ -143,6 +144,24 @@ impl Engine<'_> {
             if leftover {
                 remove_if_present(&self.dirs.work.join(&name))?;
                 notes.push(format!("{name}: left by a split that stopped; removed (a record holds the message)"));
+            }
+        }
+        Ok(notes)
+    }
+
+    /// The temporary files of a work file being rewritten when the daemon stopped (a split part's
+    /// `-H`, a header rewritten, a `-D` copied to Exim's owner and mode): the file they were to
+    /// replace is still there or is a split's leftover, and nothing writes them before the start
+    /// is over, so they go.
+    fn remove_work_temps(&self) -> io::Result<Vec<String>> {
+        let mut notes = Vec::new();
+        let Ok(rd) = std::fs::read_dir(&self.dirs.work) else { return Ok(notes) };
+        for e in rd {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if (name.ends_with(".new.tmp") || name.ends_with(".own.tmp")) && e.file_type()?.is_file() {
+                remove_if_present(&e.path())?;
+                notes.push(format!("{name}: a rewrite the stop interrupted; removed"));
             }
         }
         Ok(notes)
