@@ -131,6 +131,34 @@ fn a_42_style_bomb_stops_at_the_ratio() {
 }
 
 #[test]
+fn names_in_an_encrypted_zip_and_in_members_we_cannot_inflate_are_still_checked() {
+    use zip::unstable::write::FileOptionsExt;
+    let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    let locked = zip::write::SimpleFileOptions::default().with_deprecated_encryption(b"secret").unwrap();
+    w.start_file("setup.exe", locked).unwrap();
+    w.write_all(&pe()).unwrap();
+    let zip = w.finish().unwrap().into_inner();
+    let r = scan(&ContentConfig::default(), "locked.zip", ZIP, &zip);
+    assert_eq!(
+        findings(&r),
+        [
+            pair("locked.zip/setup.exe", "filename:extension:exe"),
+            pair("locked.zip/setup.exe", "filetype:encrypted-archive:zip")
+        ]
+    );
+    // A member compressed with a method the scanner does not inflate (bzip2, 12), named .scr.
+    let mut odd = stored(&[("screen.scr", b"not really bzip2")]);
+    for sig in [&b"PK\x03\x04"[..], &b"PK\x01\x02"[..]] {
+        let at = odd.windows(4).position(|w| w == sig).unwrap();
+        let method = at + if sig == b"PK\x03\x04" { 8 } else { 10 };
+        odd[method] = 12;
+    }
+    let r = scan(&ContentConfig::default(), "odd.zip", ZIP, &odd);
+    assert_eq!(findings(&r), [pair("odd.zip/screen.scr", "filename:extension:scr")], "{r:?}");
+    assert!(r.details.iter().any(|(k, v)| k == "note" && v.starts_with("odd.zip/screen.scr: not readable")), "{r:?}");
+}
+
+#[test]
 fn the_member_limit() {
     let files: Vec<(String, Vec<u8>)> = (0..5).map(|i| (format!("{i}.txt"), b"x\n".to_vec())).collect();
     let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, d)| (n.as_str(), d.as_slice())).collect();

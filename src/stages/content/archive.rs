@@ -63,7 +63,8 @@ impl Limit {
 #[derive(Debug)]
 pub enum Event<'a> {
     /// A member: its path from the attachment (`outer.zip/inner.zip/setup.exe`), its first
-    /// bytes, all of it when `whole`.
+    /// bytes, all of it when `whole` (none for a member that cannot be read or is encrypted: its
+    /// name is still checked).
     Member { path: &'a str, head: &'a [u8], whole: bool },
     /// A member that is encrypted: nothing of it can be read.
     Encrypted { path: &'a str, format: &'static str },
@@ -157,6 +158,9 @@ impl Walker<'_> {
                 return;
             }
             if encrypted {
+                // Its name is in the clear, and its name rules apply: `setup.exe` locked in a zip
+                // is still an executable someone was sent.
+                (self.visit)(Event::Member { path: &member, head: &[], whole: false });
                 (self.visit)(Event::Encrypted { path: &member, format: "zip" });
                 continue;
             }
@@ -296,7 +300,12 @@ impl Walker<'_> {
     fn member(&mut self, path: &str, read: io::Result<Read_>, depth: usize) {
         let read = match read {
             Ok(r) => r,
-            Err(e) => return (self.visit)(Event::NotOpened { path, why: format!("not readable: {e}") }),
+            Err(e) => {
+                // A member we cannot read (a compression we do not inflate, a broken stream)
+                // still has a name, and the name rules still apply to it.
+                (self.visit)(Event::Member { path, head: &[], whole: false });
+                return (self.visit)(Event::NotOpened { path, why: format!("not readable: {e}") });
+            }
         };
         if self.stopped {
             return;
