@@ -8,16 +8,17 @@
 //! - [`intake`]: where pairs come from: the queuefile directory or an incoming spool, archives
 //!   and captures for offline runs.
 //! - [`pipeline`]: one message's path: the pipeline definition, its [`stages`] built and run, the
-//!   policy that turns their results into one action, and the headers that say so.
+//!   rules that give each recipient its settings, the policy that turns the results into an
+//!   action per group of recipients, and the headers that say so.
 //! - [`engine`]: the batch engine around that path: claim pairs under a journal, scan a batch in
 //!   parallel, commit what the policy decided, recover after a crash.
 //! - [`requeue`]: writing a message back into an Exim spool (the safe re-queue procedure), and the
 //!   delivery kick.
-//! - [`sinks`]: the quarantine store. [`state`]: the journal, dedupe store and verdict database
-//!   beside them.
+//! - [`sinks`]: the quarantine store and the notices. [`state`]: the journal, dedupe store and
+//!   verdict database beside them.
 //! - [`cli`]: the `spoolsift` command, one file per subcommand; [`metrics`], [`logging`] and
 //!   [`output`] for what the daemon says; [`outside`] for the clock and the services' answers;
-//!   [`dns`] for the ARC key lookups.
+//!   [`dns`] for the ARC and DKIM key lookups.
 
 pub mod cli;
 pub mod dns;
