@@ -200,6 +200,7 @@ pub mod dcc;
 pub mod dkim;
 pub mod net;
 pub mod rspamd;
+pub mod spam_score;
 pub mod spamd;
 
 #[cfg(test)]

@@ -41,7 +41,7 @@ use ureq::http::Uri;
 use ureq::SendBody;
 
 use super::net::Semaphore;
-use super::{Stage, StageError, StageResult, Verdict};
+use super::{spam_score, Stage, StageError, StageResult, Verdict};
 use crate::outside::{Answer, Outside, RequestHasher};
 use crate::spool::{MessageView, SpoolHeader};
 
@@ -247,7 +247,7 @@ impl RspamdStage {
         let names = reply.symbols.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>();
         let tests = if names.is_empty() { "none".to_string() } else { names.join(",") };
         let symbols = reply.symbols.iter().map(|(n, s)| format!("{n}({})", two_places(*s))).collect::<Vec<_>>();
-        let yes = if verdict == Verdict::Spam { "Yes" } else { "No" };
+        let verdict_is_spam = verdict == Verdict::Spam;
         let mut result = StageResult::new(verdict)
             .detail("score", score.clone())
             .detail("required", required.clone())
@@ -258,10 +258,7 @@ impl RspamdStage {
         }
         result.score = Some(reply.score);
         if self.headers {
-            result.headers.push(("X-Spam-Score".into(), score.clone()));
-            result
-                .headers
-                .push(("X-Spam-Status".into(), format!("{yes}, score={score} required={required} tests={tests}")));
+            result.headers.extend(spam_score::headers(verdict_is_spam, &score, &required, &tests));
             result.headers.push(("X-Rspamd-Action".into(), reply.action));
         }
         result
@@ -279,11 +276,8 @@ impl Stage for RspamdStage {
 
     fn check(&self, message: &MessageView<'_>) -> Result<StageResult, StageError> {
         let len = message.len();
-        if len > self.max_message_bytes {
-            return Ok(StageResult::new(Verdict::Neutral).detail(
-                "skipped",
-                format!("{len} bytes, larger than max_message_bytes ({}); not sent to rspamd", self.max_message_bytes),
-            ));
+        if let Some(skipped) = spam_score::skipped(len, self.max_message_bytes, "rspamd") {
+            return Ok(skipped);
         }
         let envelope = envelope(message.header);
         // Recording or replaying: the request is the envelope headers in order, then the message

@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use super::net::{read_to_end_by, send_with_head, Endpoint, Semaphore, SendError};
-use super::{Stage, StageError, StageResult, Verdict};
+use super::{spam_score, Stage, StageError, StageResult, Verdict};
 use crate::outside::{Answer, Outside, RequestHasher};
 use crate::spool::MessageView;
 
@@ -244,12 +244,7 @@ impl SpamdStage {
             .detail("server", from);
         result.score = Some(reply.score);
         if self.headers {
-            let yes = if reply.spam { "Yes" } else { "No" };
-            result.headers.push(("X-Spam-Score".into(), reply.score_text.clone()));
-            result.headers.push((
-                "X-Spam-Status".into(),
-                format!("{yes}, score={} required={} tests={tests}", reply.score_text, reply.required_text),
-            ));
+            result.headers.extend(spam_score::headers(reply.spam, &reply.score_text, &reply.required_text, &tests));
         }
         result
     }
@@ -266,11 +261,8 @@ impl Stage for SpamdStage {
 
     fn check(&self, message: &MessageView<'_>) -> Result<StageResult, StageError> {
         let len = message.len();
-        if len > self.max_message_bytes {
-            return Ok(StageResult::new(Verdict::Neutral).detail(
-                "skipped",
-                format!("{len} bytes, larger than max_message_bytes ({}); not sent to spamd", self.max_message_bytes),
-            ));
+        if let Some(skipped) = spam_score::skipped(len, self.max_message_bytes, "spamd") {
+            return Ok(skipped);
         }
         let head = self.request_head(len);
         // Recording or replaying: the request is exactly what we send, head then message.
