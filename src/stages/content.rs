@@ -43,6 +43,7 @@ mod blocklist;
 mod decode;
 pub mod eicar;
 pub mod filetype;
+mod findings;
 mod own;
 mod rules;
 pub mod structure;
@@ -62,10 +63,11 @@ use self::blocklist::{hex, sha256};
 use self::decode::{declared_encoding, encoding_named, part_bytes, transfer_decoded};
 use self::eicar::Eicar;
 use self::filetype::Class;
+use self::findings::{Finding, Scan};
 use self::own::Bail;
 use self::rules::NameRules;
 use self::structure::{Breach, StructureLimits};
-use super::{ListChanges, Stage, StageError, StageResult, Verdict};
+use super::{ListChanges, Stage, StageError, StageResult};
 use crate::spool::MessageView;
 
 /// Settings of the `content` stage (`[stages.content]` in a pipeline definition).
@@ -732,123 +734,10 @@ fn printable(name: &str) -> String {
     out
 }
 
-struct Finding {
-    part: String,
-    filename: Option<String>,
-    verdict: Verdict,
-    extra: Vec<(String, String)>,
-}
-
-impl Finding {
-    fn virus(part: &str, filename: Option<&str>) -> Finding {
-        Finding {
-            part: part.into(),
-            filename: filename.map(printable),
-            verdict: Verdict::Infected { name: eicar::NAME.into() },
-            extra: Vec::new(),
-        }
-    }
-
-    fn blocked(part: &str, filename: Option<&str>, rule: impl Into<String>) -> Finding {
-        Finding {
-            part: part.into(),
-            filename: filename.map(printable),
-            verdict: Verdict::Blocked { rule: rule.into() },
-            extra: Vec::new(),
-        }
-    }
-
-    /// A structure limit crossed; `found` is the count when it is known (0 otherwise: the census
-    /// stops at the first part over the limit).
-    fn breach(breach: Breach, found: usize) -> Finding {
-        let mut f = Finding::blocked("message", None, breach.rule());
-        if found > 0 {
-            f.extra.push(("found".into(), found.to_string()));
-        }
-        f.extra.push(("limit".into(), breach.limit().to_string()));
-        f
-    }
-
-    /// An archive limit crossed: what was found against the limit.
-    fn limited(mut self, found: u64, limit: u64) -> Finding {
-        self.extra.push(("found".into(), found.to_string()));
-        self.extra.push(("limit".into(), limit.to_string()));
-        self
-    }
-
-    fn sized(mut self, size: u64, limit: u64) -> Finding {
-        self.extra.push(("size".into(), size.to_string()));
-        self.extra.push(("limit".into(), limit.to_string()));
-        self
-    }
-
-    fn is_virus(&self) -> bool {
-        matches!(self.verdict, Verdict::Infected { .. })
-    }
-}
-
-/// What a scan found so far.
-#[derive(Default)]
-struct Scan {
-    findings: Vec<Finding>,
-    unlisted: usize,
-    parts: usize,
-    /// Notes and errors, after the findings.
-    details: Vec<(String, String)>,
-}
-
-impl Scan {
-    fn add(&mut self, f: Finding) {
-        let same_kind = self.findings.iter().filter(|g| g.is_virus() == f.is_virus()).count();
-        if same_kind < MAX_LISTED {
-            self.findings.push(f);
-        } else {
-            self.unlisted += 1;
-        }
-    }
-
-    fn note(&mut self, text: String) {
-        if self.details.len() < MAX_LISTED {
-            self.details.push(("note".into(), text));
-        }
-    }
-
-    fn infected(&self) -> bool {
-        self.findings.iter().any(Finding::is_virus)
-    }
-
-    fn into_result(self) -> StageResult {
-        let Scan { mut findings, unlisted, parts, details } = self;
-        // Stable: viruses first, so the verdict's own finding leads the details.
-        findings.sort_by_key(|f| !f.is_virus());
-        let verdict = findings.first().map_or(Verdict::Clean, |f| f.verdict.clone());
-        let mut r = StageResult::new(verdict);
-        for f in findings {
-            r = r.detail("part", f.part);
-            if let Some(name) = f.filename {
-                r = r.detail("filename", name);
-            }
-            r = match f.verdict {
-                Verdict::Infected { name } => r.detail("virus", name),
-                Verdict::Blocked { rule } => r.detail("rule", rule),
-                _ => r,
-            };
-            r.details.extend(f.extra);
-        }
-        if unlisted > 0 {
-            r = r.detail("unlisted_findings", unlisted.to_string());
-        }
-        if parts > 0 {
-            r = r.detail("parts", parts.to_string());
-        }
-        r.details.extend(details);
-        r
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stages::Verdict;
 
     #[test]
     fn no_structure_at_all_still_gets_the_raw_search() {
