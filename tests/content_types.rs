@@ -7,7 +7,7 @@ mod support;
 
 use std::io::{Cursor, Write};
 
-use spoolsift::spool::{MessageView, SpoolHeader};
+use spoolsift::spool::MessageView;
 use spoolsift::stages::content::{ContentConfig, ContentScanner};
 use spoolsift::stages::{Stage, Verdict};
 
@@ -19,20 +19,7 @@ fn rules_for(name: &str, ctype: &str, bytes: &[u8]) -> Vec<String> {
 
 fn rules_with(config: &ContentConfig, name: Option<&str>, ctype: &str, bytes: &[u8]) -> Vec<String> {
     let scanner = ContentScanner::new(config.clone()).unwrap();
-    let disposition = name.map(|n| format!("Content-Disposition: attachment; filename=\"{n}\"\n")).unwrap_or_default();
-    let body = format!(
-        "--b1\nContent-Type: text/plain\n\nSee the attachment.\n--b1\nContent-Type: {ctype}\n{disposition}\
-         Content-Transfer-Encoding: base64\n\n{}\n--b1--\n",
-        support::base64(bytes, Some(76))
-    );
-    let mut h = String::from(
-        "1xXORz-0000000058C-2p8L-H\nroot 0 0\n<alice@sender.example>\n1795895471 0\nXX\n1\nbob@dest.example\n\n",
-    );
-    for field in ["MIME-Version: 1.0", "Content-Type: multipart/mixed; boundary=\"b1\""] {
-        h.push_str(&format!("{:03}  {field}\n", field.len() + 1));
-    }
-    let header = SpoolHeader::parse(h.as_bytes(), None).unwrap();
-    let body = body.into_bytes();
+    let (header, body) = support::made::with_attachment(name, ctype, bytes);
     let view = MessageView::new(&header, &body);
     let data = view.to_vec().unwrap();
     let at = data.len() - body.len();
