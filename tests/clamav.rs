@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use spoolsift::spool::{MessageView, SpoolHeader};
+use spoolsift::spool::{DataFile, MessageView, SpoolHeader};
 use spoolsift::stages::clamav::{ClamavConfig, ClamavStage};
 use spoolsift::stages::content::eicar;
 use spoolsift::stages::{Stage, StageError, StageResult, Verdict};
@@ -177,10 +177,9 @@ fn oversize_streams_are_permanent_failures() {
     let clamd = Clamd::start("1M");
     let s = stage(&[clamd.unix()], |_| {});
     let h = header();
-    // Exactly clamd's limit in wire form is accepted; one byte more is not.
-    let mut head = Vec::new();
-    MessageView::new(&h, &Vec::new()).wire_reader().read_to_end(&mut head).unwrap();
-    let head_len = head.len();
+    // Exactly clamd's limit, counted as stored (the headers, the blank line, the body), is
+    // accepted; one byte more is not.
+    let head_len = MessageView::new(&h, &Vec::new()).head().len();
     let body = vec![b'a'; (1 << 20) - head_len];
     assert_eq!(verdict(&s, &body), Verdict::Clean);
     let mut more = body.clone();
@@ -203,7 +202,8 @@ fn oversize_streams_are_permanent_failures() {
     assert_eq!(verdict(&s, &eicar_body()), infected());
 
     // Our own limit: a stored length above it is refused without contacting any server (this one
-    // does not exist); a body whose LFs become CRLFs past the limit is stopped while streaming.
+    // does not exist). A body of bare LFs is counted as stored: newlines are sent as they are, so
+    // a message of exactly the limit goes whole.
     let s = stage(&["unix:/nonexistent/clamd.sock".into()], |c| c.stream_max_length = 1000);
     let h_len = MessageView::new(&h, &Vec::new()).len();
     assert_eq!(
@@ -212,13 +212,88 @@ fn oversize_streams_are_permanent_failures() {
     );
     let s = stage(&[clamd.unix()], |c| c.stream_max_length = 1000);
     let lf_body = b"\n".repeat(1000 - h_len as usize);
+    assert_eq!(verdict(&s, &lf_body), Verdict::Clean);
+    let mut over = lf_body.clone();
+    over.push(b'\n');
     assert_eq!(
-        check(&s, &lf_body).unwrap_err(),
-        StageError::Permanent(format!(
-            "message larger than StreamMaxLength (more than 1000 bytes in wire form, {} read)",
-            head_len + 2 * lf_body.len()
-        ))
+        check(&s, &over).unwrap_err(),
+        StageError::Permanent("message larger than StreamMaxLength (1001 > 1000 bytes)".into())
     );
+}
+
+/// A `-D` file in `dir` holding `body`, opened as the engine opens it.
+fn data_file(dir: &Path, h: &SpoolHeader, body: &[u8]) -> DataFile {
+    let path = dir.join(format!("{}-D", h.id));
+    std::fs::write(&path, [format!("{}-D\n", h.id).as_bytes(), body].concat()).unwrap();
+    DataFile::open(&path, &h.id).unwrap()
+}
+
+#[test]
+fn a_body_in_its_data_file_goes_to_clamd_as_stored_in_two_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("recording.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    // The fake answers clean after reading the whole stream, and hands back every chunk.
+    let recorder = thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut cmd = [0u8; 10];
+        conn.read_exact(&mut cmd).unwrap();
+        assert_eq!(&cmd, b"zINSTREAM\0");
+        let mut chunks = Vec::new();
+        loop {
+            let mut len = [0u8; 4];
+            conn.read_exact(&mut len).unwrap();
+            let mut chunk = vec![0u8; u32::from_be_bytes(len) as usize];
+            conn.read_exact(&mut chunk).unwrap();
+            if chunk.is_empty() {
+                break;
+            }
+            chunks.push(chunk);
+        }
+        conn.write_all(b"stream: OK\0").unwrap();
+        chunks
+    });
+    let s = stage(&[format!("unix:{}", path.display())], |c| c.session_idle_ms = 0);
+    let h = header();
+    // Bare LFs, a CRLF and 3 MiB: far more than one write or one 64 KiB chunk.
+    let mut body = b"first line\nsecond line\r\n".to_vec();
+    body.extend((0..3 << 20).map(|i| if i % 77 == 76 { b'\n' } else { b'a' + (i % 26) as u8 }));
+    let data = data_file(dir.path(), &h, &body);
+    let r = s.check(&MessageView::new(&h, &data)).unwrap();
+    assert_eq!(r.verdict, Verdict::Clean);
+    let chunks = recorder.join().unwrap();
+    let head = b"From: alice@sender.example\nTo: bob@dest.example\nSubject: test\nMIME-Version: 1.0\n\n";
+    assert_eq!(chunks.len(), 2);
+    assert_eq!(chunks[0], head);
+    assert!(
+        chunks[1] == body,
+        "the body chunk differs from the -D body ({} bytes, want {})",
+        chunks[1].len(),
+        body.len()
+    );
+}
+
+#[test]
+fn a_data_file_is_scanned_from_the_file_and_one_cut_short_fails_without_blaming_clamd() {
+    let clamd = Clamd::start("25M");
+    let dir = tempfile::tempdir().unwrap();
+    // A long retry: a server marked down would fail the next check at once.
+    let s = stage(&[clamd.unix()], |c| c.retry_down_after_ms = 600_000);
+    let h = header();
+    let data = data_file(dir.path(), &h, &eicar_body());
+    assert_eq!(s.check(&MessageView::new(&h, &data)).unwrap().verdict, infected());
+    let data = data_file(dir.path(), &h, &[CLEAN.repeat(5_000).as_slice(), &eicar_body()].concat());
+    assert_eq!(s.check(&MessageView::new(&h, &data)).unwrap().verdict, infected());
+    let data = data_file(dir.path(), &h, CLEAN);
+    assert_eq!(s.check(&MessageView::new(&h, &data)).unwrap().verdict, Verdict::Clean);
+
+    // The file shrinks after it was opened: fewer bytes than promised to clamd.
+    let data = data_file(dir.path(), &h, &CLEAN.repeat(1_000));
+    std::fs::OpenOptions::new().write(true).open(dir.path().join(format!("{}-D", h.id))).unwrap().set_len(100).unwrap();
+    assert_eq!(temporary(s.check(&MessageView::new(&h, &data))), "reading the message: the file ended early");
+    // clamd was not marked down for it.
+    let data = data_file(dir.path(), &h, &eicar_body());
+    assert_eq!(s.check(&MessageView::new(&h, &data)).unwrap().verdict, infected());
 }
 
 /// How a fake clamd behaves once it has accepted a connection.

@@ -1,6 +1,7 @@
 //! A read-only view of one message for consumers that want RFC 5322 bytes: the live headers, the
 //! blank line, then the body, streamed from wherever the body lives without copying it.
 
+use std::fs::File;
 use std::io::{self, Read};
 
 use super::data_file::DataFile;
@@ -10,6 +11,11 @@ use super::header_file::SpoolHeader;
 pub trait BodySource: Send + Sync {
     fn body_len(&self) -> u64;
     fn read_body_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+    /// The open file the body is stored in and where in it the body starts, when it is a file:
+    /// a consumer that passes the body on unchanged can then let the kernel copy it (`sendfile`).
+    fn body_file(&self) -> Option<(&File, u64)> {
+        None
+    }
 }
 
 impl BodySource for DataFile {
@@ -18,6 +24,9 @@ impl BodySource for DataFile {
     }
     fn read_body_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         DataFile::read_body_at(self, buf, offset)
+    }
+    fn body_file(&self) -> Option<(&File, u64)> {
+        Some((self.file(), self.body_offset()))
     }
 }
 
@@ -56,9 +65,15 @@ impl<'a> MessageView<'a> {
 
     /// Headers + blank line + body, as stored (LF line ends; a wire-format body stays CRLF).
     pub fn reader(&self) -> MessageReader<'a> {
+        MessageReader { head: self.head(), head_pos: 0, body: self.body, body_pos: 0 }
+    }
+
+    /// The live headers and the blank line after them, as stored: what `reader()` gives before
+    /// the body.
+    pub fn head(&self) -> Vec<u8> {
         let mut head = self.header.headers.live_bytes();
         head.push(b'\n');
-        MessageReader { head, head_pos: 0, body: self.body, body_pos: 0 }
+        head
     }
 
     /// The same bytes with every bare LF turned into CRLF, for consumers that need wire form
