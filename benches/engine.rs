@@ -135,6 +135,9 @@ fn floor(corpus: &Path, ids: &[(MessageId, u64)], root: &Path) -> f64 {
     for dir in [qf_fd, work_fd, input_fd] {
         unsafe { libc::close(dir) };
     }
+    // The re-queued links go, so the corpus has one link again when the engine is fed from it:
+    // with more, the engine takes each `-D` for one someone else could rewrite, and copies it.
+    std::fs::remove_dir_all(root).unwrap();
     rate
 }
 

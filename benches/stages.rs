@@ -10,9 +10,9 @@
 //! one run's ratio moves by ±0.05 with the machine's other load):
 //! * each stage alone: its `check` over the corpus from as many threads as clamav has connections
 //!   per server;
-//! * clamd alone: a plain zINSTREAM loop over the corpus in wire form (held in memory, framed and
-//!   written as the clamav stage writes it), a new connection per message, with the same number
-//!   of connections at once: what clamd itself can do, the ceiling for the engine; and the same
+//! * clamd alone: a plain zINSTREAM loop over the corpus as the clamav stage sends it (the
+//!   headers and the stored body, two chunks), held in memory and written in one go, a new
+//!   connection per message, with the same number of connections at once: what clamd itself can do, the ceiling for the engine; and the same
 //!   loop over kept `zIDSESSION` connections (as the clamav stage sends), clamd's best;
 //! * the real engine on tmpfs with all three stages (support/engine_run.rs), its drop-to-re-queue
 //!   latency, and each stage's latency inside it as the engine measured it;
@@ -33,6 +33,8 @@ mod corpus;
 mod dccifd;
 #[path = "support/keys.rs"]
 mod keys;
+#[path = "support/sealed.rs"]
+mod sealed;
 // This bench takes its CPU figures itself (clamd's included), not from the engine run's.
 #[allow(dead_code)]
 #[path = "support/engine_run.rs"]
@@ -44,22 +46,16 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use sealed::{load, seal_some, Message};
 use spoolsift::engine::Outcome;
 use spoolsift::pipeline::Action;
 use spoolsift::pipeline::PipelineConfig;
-use spoolsift::spool::{DataFile, MessageId, MessageView, SpoolHeader};
-use spoolsift::stages::arc::verify::ArcStatus;
-use spoolsift::stages::arc::{SealConfig, Sealer};
+use spoolsift::spool::{DataFile, MessageView};
 use spoolsift::stages::clamav::ClamavConfig;
 use spoolsift::stages::net::Endpoint;
 use spoolsift::stages::{Stage, Verdict};
 
 const DCC_REPLY: &str = "A\nA\nX-DCC-Bench-Metrics: bench 1; Body=1 Fuz1=1 Fuz2=1\n\n";
-
-/// Bytes per INSTREAM chunk in the plain loop: the clamav stage's default.
-fn chunk_size() -> usize {
-    ClamavConfig::default().chunk_size
-}
 
 /// Rate and sorted per-message latencies of one run.
 struct Timed {
@@ -111,52 +107,30 @@ fn drive_with<S>(threads: usize, n: usize, open: impl Fn() -> S + Sync, work: im
     Timed { rate, latencies }
 }
 
-/// One corpus message: its parsed `-H` and where its `-D` is.
-struct Message {
-    id: MessageId,
-    header: SpoolHeader,
-    data: PathBuf,
-}
-
-fn load(corpus: &Path, ids: &[(MessageId, u64)]) -> Vec<Message> {
-    ids.iter()
-        .map(|(id, _)| {
-            let bytes = std::fs::read(corpus.join(format!("{id}-H"))).unwrap();
-            let header = SpoolHeader::parse(&bytes, Some(id)).unwrap();
-            Message { id: id.clone(), header, data: corpus.join(format!("{id}-D")) }
-        })
-        .collect()
-}
-
-/// The message as clamd receives it from the clamav stage (headers, blank line, body; CRLF).
-fn wire_form(m: &Message) -> Vec<u8> {
+/// The message as clamd receives it from the clamav stage: the headers and the blank line as one
+/// INSTREAM chunk, the body as stored as another.
+fn stored_form(m: &Message) -> (Vec<u8>, Vec<u8>) {
     let data = DataFile::open(&m.data, &m.id).unwrap();
-    let mut out = Vec::new();
-    MessageView::new(&m.header, &data).wire_reader().read_to_end(&mut out).unwrap();
-    out
+    let view = MessageView::new(&m.header, &data);
+    let mut body = Vec::new();
+    data.body_reader().read_to_end(&mut body).unwrap();
+    (view.head(), body)
 }
 
-/// A message framed for zINSTREAM as the clamav stage sends it, and where each of its writes
-/// ends: one per chunk, the command in front of the first, the terminator behind the last.
+/// A message framed for zINSTREAM as the clamav stage frames it, held in memory and sent in one
+/// write: clamd's best case.
 struct Framed {
     bytes: Vec<u8>,
-    writes: Vec<usize>,
 }
 
-fn framed(message: &[u8]) -> Framed {
+fn framed((head, body): (Vec<u8>, Vec<u8>)) -> Framed {
     let mut bytes = b"zINSTREAM\0".to_vec();
-    let mut writes = Vec::new();
-    for chunk in message.chunks(chunk_size()) {
+    for chunk in [head, body].iter().filter(|c| !c.is_empty()) {
         bytes.extend_from_slice(&(chunk.len() as u32).to_be_bytes());
         bytes.extend_from_slice(chunk);
-        writes.push(bytes.len());
     }
     bytes.extend_from_slice(&0u32.to_be_bytes());
-    match writes.last_mut() {
-        Some(last) => *last = bytes.len(),
-        None => writes.push(bytes.len()),
-    }
-    Framed { bytes, writes }
+    Framed { bytes }
 }
 
 /// One plain zINSTREAM exchange; panics unless clamd answers clean.
@@ -168,11 +142,7 @@ fn instream(clamd: &Endpoint, message: &Framed) {
 
 /// Send one framed message and read the reply; panics unless it is `want`.
 fn exchange(conn: &mut spoolsift::stages::net::Conn, message: &Framed, want: &[u8]) {
-    let mut from = 0;
-    for &to in &message.writes {
-        conn.write_all(&message.bytes[from..to]).unwrap();
-        from = to;
-    }
+    conn.write_all(&message.bytes).unwrap();
     let mut reply = Vec::new();
     let mut buf = [0u8; 512];
     while !reply.contains(&0) {
@@ -197,31 +167,6 @@ fn session_loop(clamd: &Endpoint, wire: &[Framed], threads: usize) -> Timed {
         *scans += 1;
         exchange(conn, &wire[i], format!("{scans}: stream: OK").as_bytes());
     })
-}
-
-/// Seal every tenth corpus message with one ARC set, as a forwarder would have; the key record
-/// goes into a records file for the arc stage. Returns that file and how many were sealed.
-fn seal_some(dir: &Path, messages: &mut [Message]) -> (PathBuf, usize) {
-    let (key, record) = keys::rsa_2048(dir);
-    let records = dir.join("txt-records.json");
-    std::fs::write(&records, serde_json::json!({ "fwd._domainkey.forwarder.example": record }).to_string()).unwrap();
-    let config = SealConfig {
-        domain: "forwarder.example".into(),
-        selector: "fwd".into(),
-        key_file: key.clone(),
-        headers: vec!["from".into(), "to".into(), "subject".into(), "message-id".into(), "mime-version".into()],
-        timestamp: Some(1_795_895_000),
-    };
-    let sealer = Sealer::new(&config, &std::fs::read(&key).unwrap()).unwrap();
-    let mut sealed = 0;
-    for m in messages.iter_mut().step_by(10) {
-        let data = DataFile::open(&m.data, &m.id).unwrap();
-        sealer.seal_spool(&mut m.header, &data, ArcStatus::None, "forwarder.example", &[], 1_795_895_000).unwrap();
-        let path = m.data.with_file_name(format!("{}-H", m.id));
-        std::fs::write(path, m.header.to_bytes()).unwrap();
-        sealed += 1;
-    }
-    (records, sealed)
 }
 
 /// The pipeline under test: every stage on, the policy of the embedded pipeline.
@@ -360,11 +305,11 @@ fn main() {
     let ids = corpus::generate(&corpus_dir, n, false);
     let mut messages = load(&corpus_dir, &ids);
     let (records, sealed) = seal_some(root.path(), &mut messages);
-    let wire: Vec<Framed> = messages.iter().map(|m| framed(&wire_form(m))).collect();
+    let wire: Vec<Framed> = messages.iter().map(|m| framed(stored_form(m))).collect();
     let wire_mib = wire.iter().map(|w| w.bytes.len()).sum::<usize>() as f64 / (1 << 20) as f64;
 
     println!(
-        "stages: {n} messages (default 2000, since clamd is slow), mixed corpus ({wire_mib:.0} MiB in wire form), \
+        "stages: {n} messages (default 2000, since clamd is slow), mixed corpus ({wire_mib:.0} MiB as sent to clamd), \
          {}, clamd {clamd}, {connections} connections per server, dccifd double, {sealed} messages with an ARC set, \
          engine batches of {batch}, {cores} cores",
         base.display()
@@ -437,7 +382,7 @@ fn main() {
             })
         });
         engine_row(&format!("engine, clamav stage only, round {round}"), &lone, (lone_own, lone_clamd));
-        // Not the engine's alone: the corpus in wire form lives in this process too (the engine
+        // Not the engine's alone: the corpus as sent to clamd lives in this process too (the engine
         // bench measures the engine's memory).
         rss = rss.max(run.rss_first_half.max(run.rss_second_half) as f64 / 1024.0);
         let used = [per_message(own - double), per_message(double), clamd.map_or(f64::NAN, per_message)];

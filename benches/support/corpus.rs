@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use base64::Engine;
+
 use spoolsift::spool::{IdClock, IdFormat, IdMinter, MessageId};
 
 struct Rng(u64);
@@ -40,9 +42,41 @@ fn header_file(id: &MessageId, body_lines: usize, subject: &str, multipart: bool
     out.into_bytes()
 }
 
-/// Generate the corpus: 70% small text (2–10 KB), 25% with an attachment (10–200 KB), 5% large
-/// (200 KB–2 MB); or only small ones.
+/// A spool file with Exim's mode, 0640 (SPOOL_MODE): with any other mode the engine takes a
+/// dropped `-D` for one someone else could rewrite, and copies it before the scan.
+fn spool_file(path: &Path, bytes: &[u8]) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o640).open(path).unwrap();
+    f.write_all(bytes).unwrap();
+}
+
+/// Sizes of a corpus's messages: 70% small text, 25% with an attachment, 5% large (each a range
+/// of body bytes); and every `eicar_every`-th message with the anti-virus test string attached.
+#[derive(Clone, Copy)]
+pub struct Mix {
+    pub small: (usize, usize),
+    pub attached: (usize, usize),
+    pub large: (usize, usize),
+    pub eicar_every: Option<usize>,
+}
+
+/// The engine and stage benches' mix: 2–10 KB, 10–200 KB, 200 KB–2 MB, no test string.
+pub const MIXED: Mix =
+    Mix { small: (2_000, 10_000), attached: (10_000, 200_000), large: (200_000, 2_000_000), eicar_every: None };
+
+/// Generate the corpus: [`MIXED`], or only small ones (2–4 KB).
+#[allow(dead_code)]
 pub fn generate(dir: &Path, n: usize, small_only: bool) -> Vec<(MessageId, u64)> {
+    let mix = match small_only {
+        true => Mix { small: (2_000, 4_000), attached: (2_000, 4_000), large: (2_000, 4_000), ..MIXED },
+        false => MIXED,
+    };
+    generate_mix(dir, n, mix)
+}
+
+/// Generate a corpus of `n` messages of `mix` into `dir`.
+pub fn generate_mix(dir: &Path, n: usize, mix: Mix) -> Vec<(MessageId, u64)> {
     std::fs::create_dir_all(dir).unwrap();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut minter =
@@ -53,31 +87,51 @@ pub fn generate(dir: &Path, n: usize, small_only: bool) -> Vec<(MessageId, u64)>
     for i in 0..n {
         let id = minter.mint();
         let roll = rng.range(0, 100);
-        let (size, multipart) = match roll {
-            _ if small_only => (rng.range(2_000, 4_000), false),
-            0..=69 => (rng.range(2_000, 10_000), false),
-            70..=94 => (rng.range(10_000, 200_000), true),
-            _ => (rng.range(200_000, 2_000_000), true),
+        let ((lo, hi), attached) = match roll {
+            0..=69 => (mix.small, false),
+            70..=94 => (mix.attached, true),
+            _ => (mix.large, true),
         };
+        let size = rng.range(lo, hi);
+        // The only-small corpus has no multipart messages.
+        let attached = attached && mix.attached.0 > mix.small.1;
+        let eicar = mix.eicar_every.is_some_and(|every| i % every == every / 2);
+        let multipart = attached || eicar;
         let mut body = String::with_capacity(size + 256);
         if multipart {
             body.push_str("--bench-b\nContent-Type: text/plain\n\n");
             body.push_str(line);
+        }
+        if eicar {
+            // The test string, made here and never stored in the repository, base64 in a part.
+            let encoded =
+                base64::engine::general_purpose::STANDARD.encode(spoolsift::stages::content::eicar::signature());
+            body.push_str(&format!(
+                "--bench-b\nContent-Type: text/plain; name=\"notes.txt\"\nContent-Transfer-Encoding: base64\n\
+                 Content-Disposition: attachment; filename=\"notes.txt\"\n\n{encoded}\n"
+            ));
+        }
+        if attached {
             body.push_str(
                 "--bench-b\nContent-Type: application/pdf; name=\"report.pdf\"\nContent-Transfer-Encoding: base64\n\n",
             );
             while body.len() < size {
                 body.push_str(b64);
             }
-            body.push_str("--bench-b--\n");
         } else {
+            if multipart {
+                body.push_str("--bench-b\nContent-Type: text/plain\n\n");
+            }
             while body.len() < size {
                 body.push_str(line);
             }
         }
+        if multipart {
+            body.push_str("--bench-b--\n");
+        }
         let lines = body.matches('\n').count();
-        std::fs::write(dir.join(format!("{id}-H")), header_file(&id, lines, &format!("bench {i}"), multipart)).unwrap();
-        std::fs::write(dir.join(format!("{id}-D")), format!("{id}-D\n{body}")).unwrap();
+        spool_file(&dir.join(format!("{id}-H")), &header_file(&id, lines, &format!("bench {i}"), multipart));
+        spool_file(&dir.join(format!("{id}-D")), format!("{id}-D\n{body}").as_bytes());
         out.push((id, body.len() as u64));
     }
     out

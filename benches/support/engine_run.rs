@@ -142,6 +142,10 @@ pub fn run_engine(
     let rate = ids.len() as f64 / start.elapsed().as_secs_f64();
     let cpu_end = cpu_seconds();
     feeder.join().unwrap();
+    // The re-queued copies are links to the corpus: gone, the corpus's link count is 1 again for
+    // the next run, as a freshly dropped pair's is (more links would make the engine copy each
+    // `-D` before the scan as one someone else could rewrite).
+    std::fs::remove_dir_all(root).unwrap();
     latencies.sort();
     EngineRun {
         rate,

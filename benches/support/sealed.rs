@@ -1,0 +1,52 @@
+//! The benches' corpus messages loaded for the stages, and an ARC set on every tenth, as a
+//! forwarder would have sealed them (key made at start-up by support/keys.rs).
+
+use std::path::{Path, PathBuf};
+
+use spoolsift::spool::{DataFile, MessageId, SpoolHeader};
+use spoolsift::stages::arc::verify::ArcStatus;
+use spoolsift::stages::arc::{SealConfig, Sealer};
+
+use crate::keys;
+
+/// One corpus message: its parsed `-H` and where its `-D` is.
+pub struct Message {
+    pub id: MessageId,
+    pub header: SpoolHeader,
+    pub data: PathBuf,
+}
+
+pub fn load(corpus: &Path, ids: &[(MessageId, u64)]) -> Vec<Message> {
+    ids.iter()
+        .map(|(id, _)| {
+            let bytes = std::fs::read(corpus.join(format!("{id}-H"))).unwrap();
+            let header = SpoolHeader::parse(&bytes, Some(id)).unwrap();
+            Message { id: id.clone(), header, data: corpus.join(format!("{id}-D")) }
+        })
+        .collect()
+}
+
+/// Seal every tenth corpus message with one ARC set, as a forwarder would have; the key record
+/// goes into a records file for the arc stage. Returns that file and how many were sealed.
+pub fn seal_some(dir: &Path, messages: &mut [Message]) -> (PathBuf, usize) {
+    let (key, record) = keys::rsa_2048(dir);
+    let records = dir.join("txt-records.json");
+    std::fs::write(&records, serde_json::json!({ "fwd._domainkey.forwarder.example": record }).to_string()).unwrap();
+    let config = SealConfig {
+        domain: "forwarder.example".into(),
+        selector: "fwd".into(),
+        key_file: key.clone(),
+        headers: vec!["from".into(), "to".into(), "subject".into(), "message-id".into(), "mime-version".into()],
+        timestamp: Some(1_795_895_000),
+    };
+    let sealer = Sealer::new(&config, &std::fs::read(&key).unwrap()).unwrap();
+    let mut sealed = 0;
+    for m in messages.iter_mut().step_by(10) {
+        let data = DataFile::open(&m.data, &m.id).unwrap();
+        sealer.seal_spool(&mut m.header, &data, ArcStatus::None, "forwarder.example", &[], 1_795_895_000).unwrap();
+        let path = m.data.with_file_name(format!("{}-H", m.id));
+        std::fs::write(path, m.header.to_bytes()).unwrap();
+        sealed += 1;
+    }
+    (records, sealed)
+}
