@@ -55,13 +55,15 @@ fn debian_heavy_exim_reads_the_verdict_from_sqlite() {
         let m = outgoing.mailbox(RCPT);
         m.contains("Subject: stock verdict").then_some(m)
     });
-    let requeued = outgoing
-        .mainlog()
-        .lines()
-        .find(|l| l.contains(&format!(" => {RCPT} ")))
-        .and_then(|l| l.split_whitespace().nth(2))
-        .unwrap_or_else(|| panic!("{}", outgoing.mainlog()))
-        .to_string();
+    // Exim writes the delivery's log line after the mailbox: poll for it too.
+    let requeued = poll("the heavy Exim's delivery log line", Duration::from_secs(30), || {
+        outgoing
+            .mainlog()
+            .lines()
+            .find(|l| l.contains(&format!(" => {RCPT} ")))
+            .and_then(|l| l.split_whitespace().nth(2))
+            .map(str::to_string)
+    });
     let header = mbox.lines().find(|l| l.starts_with("X-Spoolsift-Verdict:")).unwrap_or_else(|| panic!("{mbox}"));
     let want = format!(
         "X-Spoolsift-Verdict: action=deliver verdict=\"clean\" original={original} requeued={requeued} expires="
