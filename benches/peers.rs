@@ -136,7 +136,7 @@ fn run(dir: &Path, opts: &BTreeMap<String, String>) {
     let n = ids.len();
     let spool = dir.join("spool");
     let messages = sealed::load(&spool, &ids);
-    let framed: Vec<Vec<u8>> = messages.iter().map(framed).collect();
+    let framed: Vec<Vec<u8>> = messages.iter().map(sealed::instream_framed).collect();
     let endpoint = Endpoint::parse(&clamd).unwrap();
     let want_infected = (0..n).filter(|i| i % 100 == 50).count();
     let want_arc = n.div_ceil(10);
@@ -261,20 +261,6 @@ permanent_failure = "hold"
 "#,
         records = records.display()
     )
-}
-
-/// A message framed for zINSTREAM as the clamav stage sends it: the headers, the stored body.
-fn framed(m: &sealed::Message) -> Vec<u8> {
-    let data = DataFile::open(&m.data, &m.id).unwrap();
-    let mut body = Vec::new();
-    data.body_reader().read_to_end(&mut body).unwrap();
-    let mut bytes = b"zINSTREAM\0".to_vec();
-    for chunk in [MessageView::new(&m.header, &data).head(), body].iter().filter(|c| !c.is_empty()) {
-        bytes.extend_from_slice(&(chunk.len() as u32).to_be_bytes());
-        bytes.extend_from_slice(chunk);
-    }
-    bytes.extend_from_slice(&0u32.to_be_bytes());
-    bytes
 }
 
 /// clamd's own rate: each of `CONNECTIONS` threads keeps one `zIDSESSION` and sends the next

@@ -107,30 +107,10 @@ fn drive_with<S>(threads: usize, n: usize, open: impl Fn() -> S + Sync, work: im
     Timed { rate, latencies }
 }
 
-/// The message as clamd receives it from the clamav stage: the headers and the blank line as one
-/// INSTREAM chunk, the body as stored as another.
-fn stored_form(m: &Message) -> (Vec<u8>, Vec<u8>) {
-    let data = DataFile::open(&m.data, &m.id).unwrap();
-    let view = MessageView::new(&m.header, &data);
-    let mut body = Vec::new();
-    data.body_reader().read_to_end(&mut body).unwrap();
-    (view.head(), body)
-}
-
-/// A message framed for zINSTREAM as the clamav stage frames it, held in memory and sent in one
-/// write: clamd's best case.
+/// A message framed for zINSTREAM as the clamav stage frames it (support/sealed.rs), held in
+/// memory and sent in one write: clamd's best case.
 struct Framed {
     bytes: Vec<u8>,
-}
-
-fn framed((head, body): (Vec<u8>, Vec<u8>)) -> Framed {
-    let mut bytes = b"zINSTREAM\0".to_vec();
-    for chunk in [head, body].iter().filter(|c| !c.is_empty()) {
-        bytes.extend_from_slice(&(chunk.len() as u32).to_be_bytes());
-        bytes.extend_from_slice(chunk);
-    }
-    bytes.extend_from_slice(&0u32.to_be_bytes());
-    Framed { bytes }
 }
 
 /// One plain zINSTREAM exchange; panics unless clamd answers clean.
@@ -305,7 +285,7 @@ fn main() {
     let ids = corpus::generate(&corpus_dir, n, false);
     let mut messages = load(&corpus_dir, &ids);
     let (records, sealed) = seal_some(root.path(), &mut messages);
-    let wire: Vec<Framed> = messages.iter().map(|m| framed(stored_form(m))).collect();
+    let wire: Vec<Framed> = messages.iter().map(|m| Framed { bytes: sealed::instream_framed(m) }).collect();
     let wire_mib = wire.iter().map(|w| w.bytes.len()).sum::<usize>() as f64 / (1 << 20) as f64;
 
     println!(

@@ -3,7 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use spoolsift::spool::{DataFile, MessageId, SpoolHeader};
+use std::io::Read;
+
+use spoolsift::spool::{DataFile, MessageId, MessageView, SpoolHeader};
 use spoolsift::stages::arc::verify::ArcStatus;
 use spoolsift::stages::arc::{SealConfig, Sealer};
 
@@ -49,4 +51,20 @@ pub fn seal_some(dir: &Path, messages: &mut [Message]) -> (PathBuf, usize) {
         sealed += 1;
     }
     (records, sealed)
+}
+
+/// A message framed for zINSTREAM as the clamav stage sends it: the headers and the blank line as
+/// one chunk, the body as stored as another, then the terminator.
+#[allow(dead_code)]
+pub fn instream_framed(m: &Message) -> Vec<u8> {
+    let data = DataFile::open(&m.data, &m.id).unwrap();
+    let mut body = Vec::new();
+    data.body_reader().read_to_end(&mut body).unwrap();
+    let mut bytes = b"zINSTREAM\0".to_vec();
+    for chunk in [MessageView::new(&m.header, &data).head(), body].iter().filter(|c| !c.is_empty()) {
+        bytes.extend_from_slice(&(chunk.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(chunk);
+    }
+    bytes.extend_from_slice(&0u32.to_be_bytes());
+    bytes
 }

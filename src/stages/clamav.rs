@@ -346,7 +346,7 @@ impl ClamavStage {
     /// one more (two past 4 GiB), then the zero-length terminator. The body goes from its `-D`
     /// file by `sendfile`, never through a buffer here; a body in memory is written in
     /// `chunk_size` pieces. So a message costs three writes whatever its size, where it cost one
-    /// per 64 KiB chunk and a copy of every byte (the stages bench, README "Performance").
+    /// per 64 KiB chunk and a copy of every byte (benches/stages.rs, benches/peers.rs).
     fn send_stream(&self, conn: &mut Conn, command: &[u8], view: &MessageView<'_>) -> Result<(), Send> {
         let head = view.head();
         if head.len() as u64 > u64::from(u32::MAX) {
