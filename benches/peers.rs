@@ -405,7 +405,8 @@ fn engine(spool: &Path, ids: &[(MessageId, u64)], root: &Path, pipeline: &Pipeli
     let nf = ids.len() as f64;
     Run {
         rate: run.rate,
-        own: (cpu_self() - before.0) * 1e3 / nf,
+        // The feeder's links are queuefile's work on a real host (Exim's CPU), not the engine's.
+        own: (cpu_self() - before.0 - run.feeder_cpu.0 - run.feeder_cpu.1) * 1e3 / nf,
         client: None,
         clamd: (cpu_pids(&[clamd_pid.to_string()]) - before.1) * 1e3 / nf,
         infected,
