@@ -7,7 +7,9 @@
 //! Two per-core figures stand beside the floor's (which is one thread, so its messages per second
 //! are its messages per CPU-second): `/core`, the engine's messages per second over the cores, and
 //! `/CPU-s`, its messages per CPU-second of its own threads. The engine's CPU columns leave out the
-//! feeder thread (shown apart), whose links are queuefile's work, charged to Exim on a real host.
+//! feeder thread (shown apart), whose links are queuefile's work, charged to Exim on a real host;
+//! they are split by the engine's threads into claim (the intake: listing, locks, moves into
+//! `work/`, journal), scan (reading and the stages) and commit (re-queue, journal, clean-up).
 //! How the engine is fed and timed: support/engine_run.rs.
 
 #[path = "support/corpus.rs"]
@@ -180,7 +182,7 @@ fn main() {
     }
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
     println!(
-        "{:<7} {:<6} {:>8} {:>10} {:>10} {:>9} {:>9} {:>10} {:>8} {:>8} {:>9} {:>9} {:>9} {:>10} {:>7} {:>7}",
+        "{:<7} {:<6} {:>8} {:>10} {:>10} {:>9} {:>9} {:>10} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>7} {:>7}",
         "where",
         "corpus",
         "msgs",
@@ -194,6 +196,9 @@ fn main() {
         "user µs",
         "sys µs",
         "feeder µs",
+        "claim µs",
+        "scan µs",
+        "commit µs",
         "floor/core",
         "/core",
         "/CPU-s"
@@ -211,7 +216,7 @@ fn main() {
             // The engine's own CPU: the feeder's links are queuefile's work on a real host.
             let engine_cpu = run.cpu.0 + run.cpu.1 - run.feeder_cpu.0 - run.feeder_cpu.1;
             println!(
-                "{:<7} {:<6} {:>8} {:>10.0} {:>10.0} {:>9.2} {:>9.1} {:>10.1} {:>8.1} {:>8.1} {:>9.1} {:>9.1} {:>9.1} {:>10.0} {:>7.0} {:>7.0}",
+                "{:<7} {:<6} {:>8} {:>10.0} {:>10.0} {:>9.2} {:>9.1} {:>10.1} {:>8.1} {:>8.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>10.0} {:>7.0} {:>7.0}",
                 label,
                 corpus_name,
                 n,
@@ -225,6 +230,9 @@ fn main() {
                 (run.cpu.0 - run.feeder_cpu.0) * 1e6 / n as f64,
                 (run.cpu.1 - run.feeder_cpu.1) * 1e6 / n as f64,
                 (run.feeder_cpu.0 + run.feeder_cpu.1) * 1e6 / n as f64,
+                (engine_cpu - run.scan_cpu - run.commit_cpu) * 1e6 / n as f64,
+                run.scan_cpu * 1e6 / n as f64,
+                run.commit_cpu * 1e6 / n as f64,
                 least,
                 run.rate / cores as f64,
                 n as f64 / engine_cpu

@@ -43,6 +43,45 @@ pub fn rss_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU seconds (user + system) of each of this process's threads, by thread id, with its role,
+/// from `/proc/self/task`: the engine names its threads (`spoolsift-scan-N`, the scan pool;
+/// `spoolsift-batch`, which hands a batch to it; `spoolsift-commit`); anything else is `other`
+/// (the intake runs on the caller's thread, and the feeder is measured apart).
+pub fn thread_cpu() -> HashMap<String, (&'static str, f64)> {
+    let tick = 100.0; // USER_HZ: clock ticks per second on Linux
+    let mut threads = HashMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return threads };
+    for t in tasks.filter_map(|t| t.ok()) {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        // Fields after the parenthesised name: state is field 3, utime and stime 14 and 15.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { continue };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let cpu = f.get(11..13).map_or(0.0, |v| v.iter().filter_map(|x| x.parse::<f64>().ok()).sum::<f64>() / tick);
+        let role = match comm.trim() {
+            c if c.starts_with("spoolsift-scan") || c == "spoolsift-batch" => "scan",
+            // The kernel keeps 15 bytes of a thread's name.
+            "spoolsift-commi" => "commit",
+            _ => "other",
+        };
+        threads.insert(t.file_name().to_string_lossy().into_owned(), (role, cpu));
+    }
+    threads
+}
+
+/// CPU seconds spent by the threads of `role` between two [`thread_cpu`] readings.
+fn cpu_between(
+    before: &HashMap<String, (&'static str, f64)>,
+    after: &HashMap<String, (&'static str, f64)>,
+    role: &str,
+) -> f64 {
+    after
+        .iter()
+        .filter(|(_, (r, _))| *r == role)
+        .map(|(tid, (_, cpu))| cpu - before.get(tid).map_or(0.0, |b| b.1))
+        .sum()
+}
+
 /// What the feeder and the engine loop share.
 #[derive(Default)]
 struct Feed {
@@ -59,6 +98,10 @@ pub struct EngineRun {
     /// CPU seconds (user, system) of the feeder thread alone: the links queuefile would make,
     /// which on a real host are Exim's work, not the engine's.
     pub feeder_cpu: (f64, f64),
+    /// CPU seconds of the scan threads and of the committer thread, taken as the last batch is
+    /// handed back; the rest of the engine's CPU is the intake's (claims, journal).
+    pub scan_cpu: f64,
+    pub commit_cpu: f64,
     pub p50: Duration,
     pub p99: Duration,
     pub rss_first_half: u64,
@@ -115,6 +158,8 @@ pub fn run_engine(
     let cpu_start = cpu_seconds();
     let mut latencies = Vec::with_capacity(ids.len());
     let (mut rss_a, mut rss_b) = (0, 0);
+    let threads_before = thread_cpu();
+    let mut threads_after = HashMap::new();
     let mut claimed_total = 0;
     // The engine as `spoolsift watch` runs it: claiming, scanning and committing overlapped.
     let intake_side = |_: &Engine<'_>, claimed: usize| {
@@ -144,6 +189,10 @@ pub fn run_engine(
         let processed = f.processed;
         cv.notify_all();
         drop(f);
+        if processed == ids.len() {
+            // The engine's threads end with the run: their CPU is read before they do.
+            threads_after = thread_cpu();
+        }
         let rss = rss_kib("VmRSS:");
         if processed < ids.len() / 2 {
             rss_a = rss_a.max(rss);
@@ -166,6 +215,8 @@ pub fn run_engine(
         rate,
         cpu: (cpu_end.0 - cpu_start.0, cpu_end.1 - cpu_start.1),
         feeder_cpu,
+        scan_cpu: cpu_between(&threads_before, &threads_after, "scan"),
+        commit_cpu: cpu_between(&threads_before, &threads_after, "commit"),
         p50: latencies[latencies.len() / 2],
         p99: latencies[latencies.len() * 99 / 100],
         rss_first_half: rss_a,

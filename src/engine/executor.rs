@@ -112,7 +112,9 @@ impl Engine<'_> {
             let scanners: Vec<_> = (0..SCANNERS)
                 .map(|_| {
                     let (claimed_rx, scanned_tx) = (claimed_rx.clone(), scanned_tx.clone());
-                    s.spawn(move || {
+                    // Named, as the scan pool's threads are, so that `top -H` and a profile show
+                    // which part of the engine a thread's CPU went to.
+                    thread::Builder::new().name("spoolsift-batch".into()).spawn_scoped(s, move || {
                         for (seq, batch) in claimed_rx {
                             // A panic outside the stages (which catch their own) goes to the
                             // committer, which stops the run, rather than leave a gap in the
@@ -124,30 +126,32 @@ impl Engine<'_> {
                         }
                     })
                 })
-                .collect();
+                .collect::<io::Result<Vec<_>>>()?;
             // Only the scanners' clones may keep the channels open.
             drop((claimed_rx, scanned_tx));
-            let committer = s.spawn(move || -> io::Result<()> {
-                let _stopping = Stopping(gate);
-                // Scans finish out of order; batches are committed in the order they were claimed.
-                let mut finished = BTreeMap::new();
-                let mut expected = 0u64;
-                for (seq, scanned) in scanned_rx {
-                    finished.insert(seq, scanned);
-                    while let Some(scanned) = finished.remove(&expected) {
-                        let scanned = scanned
-                            .map_err(|panic| io::Error::other(format!("a scan panicked: {}", panic_text(&*panic))))?;
-                        let handled = self.commit(scanned)?;
-                        gate.leave();
-                        done(self, handled)?;
-                        expected += 1;
+            let committer =
+                thread::Builder::new().name("spoolsift-commit".into()).spawn_scoped(s, move || -> io::Result<()> {
+                    let _stopping = Stopping(gate);
+                    // Scans finish out of order; batches are committed in the order they were claimed.
+                    let mut finished = BTreeMap::new();
+                    let mut expected = 0u64;
+                    for (seq, scanned) in scanned_rx {
+                        finished.insert(seq, scanned);
+                        while let Some(scanned) = finished.remove(&expected) {
+                            let scanned = scanned.map_err(|panic| {
+                                io::Error::other(format!("a scan panicked: {}", panic_text(&*panic)))
+                            })?;
+                            let handled = self.commit(scanned)?;
+                            gate.leave();
+                            done(self, handled)?;
+                            expected += 1;
+                        }
                     }
-                }
-                if !finished.is_empty() {
-                    return Err(io::Error::other(format!("{} scanned batches left uncommitted", finished.len())));
-                }
-                Ok(())
-            });
+                    if !finished.is_empty() {
+                        return Err(io::Error::other(format!("{} scanned batches left uncommitted", finished.len())));
+                    }
+                    Ok(())
+                })?;
             let intake = (|| -> io::Result<()> {
                 let mut seq = 0u64;
                 loop {
