@@ -360,11 +360,20 @@ impl<'e> StateDb<'e> {
         let run = || -> heed::Result<Vec<ClaimRecord>> {
             let mut w = self.env.write_txn()?;
             // A record that does not decode is an error, as in `all`: never silently left behind.
+            // Those in flight are ours, written in this run, and are passed over undecoded: the
+            // daemon asks at every claim, and most of the journal is in flight under load (with
+            // a backlog of a thousand messages, decoding them all took more CPU than claiming).
             let mut due = Vec::new();
-            for kv in self.journal.iter(&w)? {
-                let (_, r) = kv?;
-                let ready = r.state == ClaimState::Claimed && r.not_before <= now && !r.held;
-                if due.len() < max && ready && !busy.contains(&r.key) {
+            for kv in self.journal.lazily_decode_data().iter(&w)? {
+                if due.len() >= max {
+                    break;
+                }
+                let (key, lazy) = kv?;
+                if busy.contains(key) {
+                    continue;
+                }
+                let r = lazy.decode().map_err(heed::Error::Decoding)?;
+                if r.state == ClaimState::Claimed && r.not_before <= now && !r.held {
                     due.push(r);
                 }
             }
@@ -452,6 +461,7 @@ impl<'e> StateDb<'e> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     fn rec(key: &str, state: ClaimState) -> ClaimRecord {
         ClaimRecord {
@@ -520,6 +530,42 @@ mod tests {
         assert_eq!(db.expire_dedupe(100).unwrap(), 1);
         db.remove(&["a", "b"]).unwrap();
         assert!(db.all().unwrap().is_empty());
+    }
+
+    #[test]
+    fn take_due_passes_over_claims_in_flight_and_those_not_due_and_marks_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = open_env(dir.path()).unwrap();
+        let db = StateDb::new(&env).unwrap();
+        let mut later = rec("2", ClaimState::Claimed);
+        later.not_before = 101;
+        let mut held = rec("3", ClaimState::Claimed);
+        held.held = true;
+        let records = [
+            rec("1", ClaimState::Claimed),
+            later,
+            held,
+            rec("4", ClaimState::Committed),
+            rec("5", ClaimState::Claimed),
+            rec("6", ClaimState::Claimed),
+        ];
+        db.put(&records).unwrap();
+        // In flight, and not even a record: passed over without being read.
+        let mut w = env.write_txn().unwrap();
+        db.journal.remap_data_type::<Bytes>().put(&mut w, "0", b"{not json").unwrap();
+        w.commit().unwrap();
+        let busy: HashSet<String> = ["0", "5"].map(String::from).into();
+        let due = db.take_due(100, 1, &busy, 7).unwrap();
+        assert_eq!(due.iter().map(|r| (r.key.as_str(), r.scan_run)).collect::<Vec<_>>(), [("1", Some(7))]);
+        let due = db.take_due(100, 10, &busy, 8).unwrap();
+        assert_eq!(
+            due.iter().map(|r| (r.key.as_str(), r.scan_run)).collect::<Vec<_>>(),
+            [("1", Some(8)), ("6", Some(8))]
+        );
+        assert_eq!(db.get("6").unwrap().unwrap().scan_run, Some(8), "marked in the journal too");
+        // A record not in flight that does not decode is an error, never left behind unread.
+        let e = db.take_due(100, 10, &HashSet::new(), 9).unwrap_err();
+        assert!(matches!(e.source, heed::Error::Decoding(_)), "{e}");
     }
 
     #[test]
