@@ -88,7 +88,7 @@ impl Engine<'_> {
     /// mode, which replaces it in the work directory. The copy is what is scanned and queued.
     fn own_data(&self, data: DataFile, dp: &Path, id: &MessageId) -> Result<DataFile, SpoolError> {
         let io = |e: io::Error| SpoolError::io(dp, &e);
-        let meta = data.file().metadata().map_err(io)?;
+        let meta = data.metadata().clone();
         let foreign = self.trusted_uid().is_some_and(|uid| meta.uid() != uid)
             || meta.mode() & 0o7777 != self.target.mode
             || meta.nlink() > 2;

@@ -184,7 +184,7 @@ impl QueuefileDir {
             Err(e) if crate::spool::open::is_the_files_fault(&e) => return odd(pair),
             Err(e) => return Err(e),
         };
-        let meta = lock.file().metadata()?;
+        let meta = lock.metadata().clone();
         if matches!(self.kind, IntakeKind::EximSpool { .. }) {
             // Exim renames -H into place last and holds the -D lock while receiving.
             return Ok(Ok((Ready { pair, size: meta.len() }, Some(lock))));

@@ -3,7 +3,7 @@
 //! Bodies can be large, so nothing here loads one into memory: counts are taken by streaming and
 //! readers use positional reads on the open file.
 
-use std::fs::File;
+use std::fs::{File, Metadata};
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -68,6 +68,8 @@ impl BodyCounts {
 #[derive(Debug)]
 pub struct DataFile {
     file: File,
+    /// As of the open: its size, owner, mode and links.
+    meta: Metadata,
     path: PathBuf,
     id: MessageId,
     body_len: u64,
@@ -76,16 +78,22 @@ pub struct DataFile {
 impl DataFile {
     /// Open read-only, refusing a symlink as Exim does.
     pub fn open(path: &Path, id: &MessageId) -> Result<DataFile, SpoolError> {
-        let file = super::open::open_regular(path, false).map_err(|e| SpoolError::io(path, &e))?;
-        DataFile::from_file(file, path, id)
+        let (file, meta) =
+            super::open::open_regular_with_metadata(path, false).map_err(|e| SpoolError::io(path, &e))?;
+        DataFile::from_parts(file, meta, path, id)
     }
 
     /// Wrap an already open file (e.g. one opened read-write to hold a lock on it).
     pub fn from_file(file: File, path: &Path, id: &MessageId) -> Result<DataFile, SpoolError> {
+        let meta = file.metadata().map_err(|e| SpoolError::io(path, &e))?;
+        DataFile::from_parts(file, meta, path, id)
+    }
+
+    fn from_parts(file: File, meta: Metadata, path: &Path, id: &MessageId) -> Result<DataFile, SpoolError> {
         let expected = format!("{id}-D\n");
         let mut first = vec![0u8; expected.len()];
         let got = read_full_at(&file, &mut first, 0).map_err(|e| SpoolError::io(path, &e))?;
-        let size = file.metadata().map_err(|e| SpoolError::io(path, &e))?.len();
+        let size = meta.len();
         if got < first.len() || first != expected.as_bytes() {
             let shown = &first[..got];
             let shown = shown.split(|&b| b == b'\n').next().unwrap_or_default();
@@ -99,7 +107,7 @@ impl DataFile {
             )
             .in_file(path));
         }
-        Ok(DataFile { file, path: path.to_path_buf(), id: id.clone(), body_len: size - first.len() as u64 })
+        Ok(DataFile { file, meta, path: path.to_path_buf(), id: id.clone(), body_len: size - first.len() as u64 })
     }
 
     pub fn id(&self) -> &MessageId {
@@ -112,6 +120,11 @@ impl DataFile {
 
     pub fn file(&self) -> &File {
         &self.file
+    }
+
+    /// The file's metadata as of its open.
+    pub fn metadata(&self) -> &Metadata {
+        &self.meta
     }
 
     /// Where the body starts: the length of the first line.

@@ -149,8 +149,7 @@ pub fn read_bytes(path: &Path, limit: Option<u64>) -> Result<Vec<u8>, SpoolError
 /// [`read_bytes`], with the metadata of the file read (from the same open descriptor).
 pub fn read_file(path: &Path, limit: Option<u64>) -> Result<(Vec<u8>, std::fs::Metadata), SpoolError> {
     let io = |e: std::io::Error| SpoolError::io(path, &e);
-    let file = super::open::open_regular(path, false).map_err(io)?;
-    let meta = file.metadata().map_err(io)?;
+    let (file, meta) = super::open::open_regular_with_metadata(path, false).map_err(io)?;
     let len = meta.len();
     if let Some(limit) = limit.filter(|&l| len > l) {
         return Err(SpoolError::whole_file(Reason::FileTooLarge { limit }).in_file(path));

@@ -5,12 +5,12 @@
 //! of the file, so we use open file description (OFD) locks: they conflict with Exim's, and they
 //! live exactly as long as the `File` that holds them.
 
-use std::fs::File;
+use std::fs::{File, Metadata};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use super::open::open_regular;
+use super::open::{open_regular, open_regular_with_metadata};
 
 /// Try a non-blocking OFD lock on `[0, len)`. `Ok(false)` means someone else holds a conflicting
 /// lock.
@@ -38,6 +38,8 @@ pub fn try_lock_range(file: &File, write: bool, len: u64) -> io::Result<bool> {
 #[derive(Debug)]
 pub struct DataLock {
     file: File,
+    /// Of the open file, as taken when it was opened (its size then, its owner and mode).
+    meta: Metadata,
 }
 
 /// What a probe of a `-D` file found.
@@ -56,16 +58,16 @@ impl DataLock {
     /// Only a regular file is opened (see [`super::open`]): anything else is an `InvalidInput`
     /// error.
     pub fn try_acquire(path: &Path, first_line_len: u64) -> io::Result<Option<DataLock>> {
-        let (file, write) = match open_regular(path, true) {
+        let ((file, meta), write) = match open_regular_with_metadata(path, true) {
             Ok(f) => (f, true),
             // Not ours to write, or someone holds a lease that a writer would break (EWOULDBLOCK
             // under O_NONBLOCK): a read lock conflicts with Exim's write lock just the same.
             Err(e) if matches!(e.kind(), io::ErrorKind::PermissionDenied | io::ErrorKind::WouldBlock) => {
-                (open_regular(path, false)?, false)
+                (open_regular_with_metadata(path, false)?, false)
             }
             Err(e) => return Err(e),
         };
-        Ok(try_lock_range(&file, write, first_line_len)?.then_some(DataLock { file }))
+        Ok(try_lock_range(&file, write, first_line_len)?.then_some(DataLock { file, meta }))
     }
 
     /// Is the file there, and is it locked? The probe's own lock is released before returning.
@@ -101,6 +103,11 @@ impl DataLock {
 
     pub fn file(&self) -> &File {
         &self.file
+    }
+
+    /// The file's metadata as of the open that took the lock.
+    pub fn metadata(&self) -> &Metadata {
+        &self.meta
     }
 
     pub fn into_file(self) -> File {

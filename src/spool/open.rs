@@ -8,7 +8,7 @@
 //! change between the check and the use), and anything but a regular file refused with what it
 //! is, never with its contents.
 
-use std::fs::{File, OpenOptions};
+use std::fs::{File, Metadata, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
@@ -50,6 +50,12 @@ pub fn is_the_files_fault(e: &io::Error) -> bool {
 
 /// Open `path` for reading (and writing, with `write`), refusing anything but a regular file.
 pub fn open_regular(path: &Path, write: bool) -> io::Result<File> {
+    open_regular_with_metadata(path, write).map(|(file, _)| file)
+}
+
+/// [`open_regular`], with the metadata of the open file: the type check already takes it, and
+/// the callers that need the size, owner or mode would otherwise ask the kernel again.
+pub fn open_regular_with_metadata(path: &Path, write: bool) -> io::Result<(File, Metadata)> {
     let flags = libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
     let file = match OpenOptions::new().read(true).write(write).custom_flags(flags).open(path) {
         Ok(f) => f,
@@ -61,11 +67,11 @@ pub fn open_regular(path: &Path, write: bool) -> io::Result<File> {
         }
         Err(e) => return Err(e),
     };
-    let ft = file.metadata()?.file_type();
-    if !ft.is_file() {
-        return Err(not_regular(kind_of(ft)));
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(not_regular(kind_of(meta.file_type())));
     }
-    Ok(file)
+    Ok((file, meta))
 }
 
 #[cfg(test)]

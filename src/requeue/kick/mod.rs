@@ -264,8 +264,10 @@ fn exim_said(stderr: &str, id: &MessageId) -> String {
 fn msglog_tail(input: &Path, id: &MessageId, split: bool, since: u64) -> (String, bool) {
     let Some(spool) = input.parent() else { return (String::new(), false) };
     let path = paths::message_dir(&spool.join("msglog"), id, split).join(id.as_str());
-    let Ok(file) = crate::spool::open::open_regular(&path, false) else { return (String::new(), false) };
-    let meta = file.metadata().ok();
+    let Ok((file, meta)) = crate::spool::open::open_regular_with_metadata(&path, false) else {
+        return (String::new(), false);
+    };
+    let meta = Some(meta);
     let tried = meta
         .as_ref()
         .and_then(|m| m.modified().ok())
