@@ -18,8 +18,6 @@
 
 use std::borrow::Cow;
 
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
-use base64::engine::{DecodePaddingMode, Engine};
 use mail_parser::decoders::charsets::map::charset_decoder;
 use mail_parser::parsers::MessageStream;
 use mail_parser::{Encoding, HeaderName, Message, MessageParser, MessagePart, MimeHeaders, PartType};
@@ -193,24 +191,18 @@ pub fn decode(
     Ok(Some(Decoded { contents, is_text, encoding }))
 }
 
-/// Base64 as the `base64` crate decodes a line where that is also what mail-parser makes of it:
-/// whole groups, padding only at the end, trailing bits ignored as mail-parser ignores them.
-const LINE: GeneralPurpose = GeneralPurpose::new(
-    &base64::alphabet::STANDARD,
-    GeneralPurposeConfig::new()
-        .with_decode_allow_trailing_bits(true)
-        .with_decode_padding_mode(DecodePaddingMode::RequireCanonical),
-);
-
 /// A base64 body (without the line break before its boundary) decoded as mail-parser's
 /// `decode_base64_mime` decodes it, or `None` where that would fail.
 ///
-/// Lines of whole groups go through the `base64` crate, one call per line, straight from the
-/// message (joining the lines first to decode them in one call costs fewer instructions but more
-/// time, in the copy). At the first line that is not one (white space inside, a group split
-/// across lines, padding in the middle, characters outside the alphabet) decoder state would carry
-/// across lines, so the rest goes to mail-parser's own decoder, which starts from the same empty
-/// state the lines before left. A `-` anywhere is refused: mail-parser skips a single one but
+/// Lines of whole groups go through `base64-simd` (strict RFC 4648 with padding, vectorised), one
+/// call per line, straight from the message (joining the lines first to decode them in one call
+/// costs fewer instructions but more time, in the copy). It was 3.8 times as fast as the `base64`
+/// crate on 76-character lines (120 KB: 28 µs against 108 µs), which was most of the content
+/// stage's CPU on messages with attachments. At the first line that is not one (white space
+/// inside, a group split across lines, padding in the middle, characters outside the alphabet,
+/// trailing bits that are not zero, which mail-parser ignores) decoder state would carry across
+/// lines or the strict decoder refuses, so the rest goes to mail-parser's own decoder, which
+/// starts from the same empty state the lines before left. A `-` anywhere is refused: mail-parser skips a single one but
 /// fails on a pair unless a boundary follows, which only the full parse can tell.
 fn base64_body(body: &[u8]) -> Option<Vec<u8>> {
     if memchr::memchr(b'-', body).is_some() {
@@ -228,8 +220,8 @@ fn base64_body(body: &[u8]) -> Option<Vec<u8>> {
         if line.len() % 4 != 0 {
             break;
         }
-        match LINE.decode_slice(line, &mut out[len..]) {
-            Ok(n) => len += n,
+        match base64_simd::STANDARD.decode(line, base64_simd::Out::from_slice(&mut out[len..])) {
+            Ok(decoded) => len += decoded.len(),
             Err(_) => break,
         }
         rest = next;
