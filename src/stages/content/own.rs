@@ -4,7 +4,7 @@
 //! most of the content stage's CPU, and has no switch to leave bodies encoded. So the scanner first
 //! parses with [`structure_parser`], which is mail-parser with its own header parsing except that
 //! Content-Transfer-Encoding is skipped: every part is then framed as if unencoded, which costs a
-//! plain boundary search, and [`decode`] undoes base64 (with the `base64` crate) and
+//! plain boundary search, and [`decode`] undoes base64 (with `base64-simd`) and
 //! quoted-printable (with mail-parser's own decoder) on the parts that declared them.
 //!
 //! The results must be exactly those of mail-parser's full parse, so [`decode`] only answers where
