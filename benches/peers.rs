@@ -72,7 +72,7 @@ fn usage() -> ! {
     eprintln!("usage: peers corpus --dir D [--messages N]");
     eprintln!(
         "       peers run --dir D --clamd unix:SOCK --clamd-pid PID --rspamd HOST:PORT --rspamd-pid PID \
-         [--concurrency 4,8,16] [--rounds 3]"
+         [--concurrency 4,8,16] [--rounds 3] [--rows clamd,rspamd,scan,watch]"
     );
     std::process::exit(2)
 }
@@ -133,6 +133,10 @@ fn run(dir: &Path, opts: &BTreeMap<String, String>) {
             (MessageId::parse(id.as_bytes()).unwrap(), size.parse().unwrap())
         })
         .collect();
+    // Some rows only, to profile one of them (clamd alone is always run: it is the reference).
+    let rows_wanted: Vec<String> =
+        opts.get("rows").map_or("clamd,rspamd,scan,watch", String::as_str).split(',').map(String::from).collect();
+    let want = |row: &str| rows_wanted.iter().any(|r| r == row);
     let n = ids.len();
     let spool = dir.join("spool");
     let messages = sealed::load(&spool, &ids);
@@ -153,7 +157,9 @@ fn run(dir: &Path, opts: &BTreeMap<String, String>) {
     // Warm-up, not compared: a fresh clamd scans its first pass at a third of its later rate, and
     // rspamd compiles its maps on its first messages.
     clamd_alone(&endpoint, &framed, &clamd_pid);
-    rspamc(dir, &rspamd, 8, &rspamd_pid, &clamd_pid, n);
+    if want("rspamd") {
+        rspamc(dir, &rspamd, 8, &rspamd_pid, &clamd_pid, n);
+    }
 
     let mut rows: BTreeMap<(usize, String), Vec<(Run, f64)>> = BTreeMap::new();
     let mut add =
@@ -163,17 +169,21 @@ fn run(dir: &Path, opts: &BTreeMap<String, String>) {
         let alone = clamd_alone(&endpoint, &framed, &clamd_pid);
         let base = alone.rate;
         add(0, format!("clamd alone ({CONNECTIONS} sessions)"), alone, base);
-        for &c in &concurrency {
+        for &c in concurrency.iter().filter(|_| want("rspamd")) {
             let r = rspamc(dir, &rspamd, c, &rspamd_pid, &clamd_pid, n);
             check_counts(&format!("rspamd -n {c}"), &r, want_infected, want_arc);
             add(1 + c, format!("rspamd, rspamc -n {c}"), r, base);
         }
-        let r = scan(&pipeline_file, &spool, &clamd_pid, n);
-        check_counts("spoolsift scan", &r, want_infected, want_arc);
-        add(1_000_000, "spoolsift scan".into(), r, base);
-        let r = engine(&spool, &ids, &dir.join(format!("engine-{round}")), &pipeline, &clamd_pid);
-        check_counts("spoolsift watch", &r, want_infected, want_arc);
-        add(1_000_001, "spoolsift watch (engine)".into(), r, base);
+        if want("scan") {
+            let r = scan(&pipeline_file, &spool, &clamd_pid, n);
+            check_counts("spoolsift scan", &r, want_infected, want_arc);
+            add(1_000_000, "spoolsift scan".into(), r, base);
+        }
+        if want("watch") {
+            let r = engine(&spool, &ids, &dir.join(format!("engine-{round}")), &pipeline, &clamd_pid);
+            check_counts("spoolsift watch", &r, want_infected, want_arc);
+            add(1_000_001, "spoolsift watch (engine)".into(), r, base);
+        }
     }
 
     println!(
