@@ -182,7 +182,7 @@ fn main() {
     }
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
     println!(
-        "{:<7} {:<6} {:>8} {:>10} {:>10} {:>9} {:>9} {:>10} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>7} {:>7}",
+        "{:<7} {:<6} {:>8} {:>10} {:>10} {:>9} {:>9} {:>10} {:>8} {:>8} {:>6} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>7} {:>7}",
         "where",
         "corpus",
         "msgs",
@@ -193,6 +193,8 @@ fn main() {
         "p99 ms",
         "RSS1 MiB",
         "RSS2 MiB",
+        "anon1",
+        "anon2",
         "user µs",
         "sys µs",
         "feeder µs",
@@ -216,7 +218,7 @@ fn main() {
             // The engine's own CPU: the feeder's links are queuefile's work on a real host.
             let engine_cpu = run.cpu.0 + run.cpu.1 - run.feeder_cpu.0 - run.feeder_cpu.1;
             println!(
-                "{:<7} {:<6} {:>8} {:>10.0} {:>10.0} {:>9.2} {:>9.1} {:>10.1} {:>8.1} {:>8.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>10.0} {:>7.0} {:>7.0}",
+                "{:<7} {:<6} {:>8} {:>10.0} {:>10.0} {:>9.2} {:>9.1} {:>10.1} {:>8.1} {:>8.1} {:>6.1} {:>6.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>10.0} {:>7.0} {:>7.0}",
                 label,
                 corpus_name,
                 n,
@@ -227,6 +229,8 @@ fn main() {
                 run.p99.as_secs_f64() * 1e3,
                 run.rss_first_half as f64 / 1024.0,
                 run.rss_second_half as f64 / 1024.0,
+                run.anon_first_half as f64 / 1024.0,
+                run.anon_second_half as f64 / 1024.0,
                 (run.cpu.0 - run.feeder_cpu.0) * 1e6 / n as f64,
                 (run.cpu.1 - run.feeder_cpu.1) * 1e6 / n as f64,
                 (run.feeder_cpu.0 + run.feeder_cpu.1) * 1e6 / n as f64,

@@ -85,8 +85,11 @@ fn cpu_between(
 /// What the feeder and the engine loop share.
 #[derive(Default)]
 struct Feed {
-    /// When each message was dropped, by id.
+    /// When each message not yet handled was dropped, by id (removed when handled, so that the
+    /// bench's own memory does not grow with the run and show as the engine's).
     dropped: HashMap<String, Instant>,
+    /// Messages dropped so far.
+    dropped_count: usize,
     processed: usize,
     feeding: bool,
 }
@@ -106,6 +109,10 @@ pub struct EngineRun {
     pub p99: Duration,
     pub rss_first_half: u64,
     pub rss_second_half: u64,
+    /// The same for anonymous memory alone (`RssAnon`: the heap and stacks, without the pages of
+    /// the state store's memory map, which grow with the dedupe entries kept for their retention).
+    pub anon_first_half: u64,
+    pub anon_second_half: u64,
 }
 
 /// Run the real engine over the corpus with `pipeline` (its stages built from it), feeding the
@@ -145,6 +152,7 @@ pub fn run_engine(
                 std::fs::hard_link(corpus.join(format!("{id}-D")), qf.join(format!("{id}-D"))).unwrap();
                 let mut f = lock.lock().unwrap();
                 f.dropped.insert(id.to_string(), Instant::now());
+                f.dropped_count += 1;
                 cv.notify_all();
             }
             lock.lock().unwrap().feeding = false;
@@ -157,7 +165,7 @@ pub fn run_engine(
     let start = Instant::now();
     let cpu_start = cpu_seconds();
     let mut latencies = Vec::with_capacity(ids.len());
-    let (mut rss_a, mut rss_b) = (0, 0);
+    let (mut rss_a, mut rss_b, mut anon_a, mut anon_b) = (0, 0, 0, 0);
     let threads_before = thread_cpu();
     let mut threads_after = HashMap::new();
     let mut claimed_total = 0;
@@ -169,12 +177,12 @@ pub fn run_engine(
         }
         if claimed == 0 {
             let f = lock.lock().unwrap();
-            if !f.feeding && f.dropped.len() == claimed_total {
+            if !f.feeding && f.dropped_count == claimed_total {
                 panic!("feeder done but only {claimed_total} of {} claimed", ids.len());
             }
             // Until the feeder drops something new; the timeout re-polls the directory in case
             // a dropped pair was not complete yet when it was last listed.
-            drop(cv.wait_timeout_while(f, Duration::from_millis(10), |f| f.dropped.len() == claimed_total).unwrap());
+            drop(cv.wait_timeout_while(f, Duration::from_millis(10), |f| f.dropped_count == claimed_total).unwrap());
         }
         Next::Claim
     };
@@ -182,7 +190,7 @@ pub fn run_engine(
         let now = Instant::now();
         let mut f = lock.lock().unwrap();
         for h in &handled {
-            latencies.push(now - f.dropped[&h.original_id]);
+            latencies.push(now - f.dropped.remove(&h.original_id).expect("handled once, after its drop"));
             on_handled(h);
         }
         f.processed += handled.len();
@@ -193,11 +201,13 @@ pub fn run_engine(
             // The engine's threads end with the run: their CPU is read before they do.
             threads_after = thread_cpu();
         }
-        let rss = rss_kib("VmRSS:");
+        let (rss, anon) = (rss_kib("VmRSS:"), rss_kib("RssAnon:"));
         if processed < ids.len() / 2 {
             rss_a = rss_a.max(rss);
+            anon_a = anon_a.max(anon);
         } else {
             rss_b = rss_b.max(rss);
+            anon_b = anon_b.max(anon);
         }
         Ok(())
     };
@@ -221,5 +231,7 @@ pub fn run_engine(
         p99: latencies[latencies.len() * 99 / 100],
         rss_first_half: rss_a,
         rss_second_half: rss_b,
+        anon_first_half: anon_a,
+        anon_second_half: anon_b,
     }
 }
