@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use corpus::generate;
-use engine_run::{rss_kib, run_engine};
+use engine_run::{rss_kib, run_engine_with_backlog, BACKLOG};
 use spoolsift::pipeline::PipelineConfig;
 use spoolsift::requeue::sync_dir;
 use spoolsift::spool::MessageId;
@@ -151,11 +151,13 @@ fn floor(corpus: &Path, ids: &[(MessageId, u64)], root: &Path) -> f64 {
 fn main() {
     let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
     let mut n = 10_000;
+    let mut backlog = BACKLOG;
     let mut places: Vec<(String, PathBuf)> = Vec::new();
     let mut corpora = vec![("mixed", false), ("small", true)];
     while let Some(a) = args.next() {
         match a.as_str() {
             "--messages" => n = args.next().and_then(|v| v.parse().ok()).expect("--messages N"),
+            "--backlog" => backlog = args.next().and_then(|v| v.parse().ok()).expect("--backlog N"),
             "--dir" => {
                 let p = PathBuf::from(args.next().expect("--dir LABEL=PATH"));
                 let s = p.to_string_lossy().into_owned();
@@ -169,7 +171,7 @@ fn main() {
             }
             "--help" | "-h" => {
                 println!(
-                    "engine [--messages N] [--dir LABEL=PATH]... [--corpus mixed|small]  (default: tmpfs=/dev/shm, disk=target, both corpora)"
+                    "engine [--messages N] [--dir LABEL=PATH]... [--corpus mixed|small] [--backlog N]  (default: tmpfs=/dev/shm, disk=target, both corpora, backlog {BACKLOG})"
                 );
                 return;
             }
@@ -214,7 +216,8 @@ fn main() {
             let least = floor(&corpus, &ids, &root.path().join("floor"));
             let mut pipeline = PipelineConfig::embedded();
             pipeline.batch.max_messages = 256;
-            let run = run_engine(&corpus, &ids, &root.path().join("engine"), pipeline, &mut |_| {});
+            let run =
+                run_engine_with_backlog(&corpus, &ids, &root.path().join("engine"), pipeline, backlog, &mut |_| {});
             // The engine's own CPU: the feeder's links are queuefile's work on a real host.
             let engine_cpu = run.cpu.0 + run.cpu.1 - run.feeder_cpu.0 - run.feeder_cpu.1;
             println!(

@@ -324,10 +324,9 @@ impl<'e> Engine<'e> {
             .map(|m| m.len())
             .sum();
         let mut ready = Vec::new();
-        for pair in self.intake.list()? {
-            if out.len() + ready.len() >= batch.max_messages || bytes >= batch.max_bytes {
-                break;
-            }
+        let mut looking = self.intake.looking();
+        while out.len() + ready.len() < batch.max_messages && bytes < batch.max_bytes {
+            let Some(pair) = looking.next_pair()? else { break };
             if let Ok((r, lock)) = self.intake.check(&pair)? {
                 bytes += r.size;
                 ready.push((r, lock));
