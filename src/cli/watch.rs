@@ -159,15 +159,20 @@ fn housekeeping(engine: &Engine<'_>) {
     }
 }
 
+/// How many of the intake's pairs, oldest ids first, the oldest-age gauge looks at.
+const AGE_LOOKS: usize = 64;
+
 /// The backlog gauges: pairs in the intake plus claims in the journal (deferred, or interrupted),
 /// and the age of the oldest of them (intake pairs by their `-H`'s mtime, claims by when they
-/// were claimed).
+/// were claimed). Of the intake's pairs only the [`AGE_LOOKS`] with the oldest ids are looked at:
+/// a pair that stays (one that never completes) keeps its place among them as newer mail
+/// arrives, and a backlog of a hundred thousand pairs is not stat'ed whole each time.
 fn update_gauges(engine: &Engine<'_>, metrics: &Metrics) {
     let now = std::time::SystemTime::now();
     let (mut depth, mut oldest) = (0u64, 0u64);
     if let Ok(pairs) = engine.intake.list() {
         depth += pairs.len() as u64;
-        for p in &pairs {
+        for p in pairs.iter().take(AGE_LOOKS) {
             if let Ok(mtime) = std::fs::symlink_metadata(p.header_path()).and_then(|m| m.modified()) {
                 oldest = oldest.max(now.duration_since(mtime).map_or(0, |d| d.as_secs()));
             }
@@ -335,6 +340,18 @@ fn serve(args: &Args) -> Result<(), String> {
             update_gauges(engine, metrics);
         }
     };
+    // After a batch, the gauges are taken again at most once a second: they list the intake and
+    // read the journal, which under a backlog costs more than the batch did. Idle, they are
+    // taken at every look, which is what shows a stuck intake.
+    let last_gauges = Mutex::new(Instant::now());
+    let gauges_after_batch = |engine: &Engine<'_>, metrics: &Metrics| {
+        let mut last = last_gauges.lock().unwrap_or_else(|p| p.into_inner());
+        if last.elapsed() >= Duration::from_secs(1) {
+            *last = Instant::now();
+            drop(last);
+            gauges(engine, metrics);
+        }
+    };
     engine.stages.iter().for_each(|s| metrics.register_stage(s.name()));
     gauges(&engine, &metrics);
     if let Some(addr) = metrics_cfg.as_ref().and_then(|m| m.listen) {
@@ -436,10 +453,11 @@ fn serve(args: &Args) -> Result<(), String> {
             if claimed == 0 {
                 collect_reports(engine);
                 // Idle, or waiting for pairs that are not complete yet: keep the backlog gauges
-                // current (the oldest age is what shows a stuck intake), the file every 10 s.
+                // current (the oldest age is what shows a stuck intake), the file every second
+                // (so that it has them soon after a busy spell, when they were taken less often).
                 gauges(engine, &metrics);
                 let mut last = last_textfile.lock().unwrap_or_else(|p| p.into_inner());
-                if args.once || last.elapsed() >= Duration::from_secs(10) {
+                if args.once || last.elapsed() >= Duration::from_secs(1) {
                     write_textfile(&metrics);
                     *last = Instant::now();
                 }
@@ -470,7 +488,7 @@ fn serve(args: &Args) -> Result<(), String> {
             metrics.record(&handled);
             collect_reports(engine);
             crate::engine::progressed();
-            gauges(engine, &metrics);
+            gauges_after_batch(engine, &metrics);
             write_textfile(&metrics);
             *last_textfile.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
             Ok(())
