@@ -78,9 +78,8 @@ fn run(
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
     // In the order queuefile writes them as the mail arrives (by id, `-H` before `-D`), or the
-    // other way round, as pairs copied from a queue in any order may come. The order matters on
-    // tmpfs, whose listing gives the newest entries first and then walks past those removed
-    // since: claimed oldest first, the removed ones come first in the reversed order.
+    // other way round, as pairs copied from a queue in any order may come (a directory's listing
+    // order follows the order of creation on tmpfs, and the engine claims the oldest ids first).
     let ordered: Vec<&(MessageId, u64)> = match reversed {
         false => ids.iter().collect(),
         true => ids.iter().rev().collect(),
