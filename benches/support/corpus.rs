@@ -93,8 +93,9 @@ pub fn generate_mix(dir: &Path, n: usize, mix: Mix) -> Vec<(MessageId, u64)> {
             _ => (mix.large, true),
         };
         let size = rng.range(lo, hi);
-        // The only-small corpus has no multipart messages.
-        let attached = attached && mix.attached.0 > mix.small.1;
+        // The only-small corpus (whose attached range is its small one) has no multipart
+        // messages; every other mix has.
+        let attached = attached && mix.attached != mix.small;
         let eicar = mix.eicar_every.is_some_and(|every| i % every == every / 2);
         let multipart = attached || eicar;
         let mut body = String::with_capacity(size + 256);
