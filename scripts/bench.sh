@@ -6,6 +6,7 @@
 #      signature DB, and stopped at the end) and the dccifd double, and the engine's rate with
 #      every stage on next to clamd's own rate on the same corpus;
 #   3. `spoolsift scan` over the same-sized corpus, cold and warm page cache, with its peak RSS;
+#      `spoolsift watch --once` over a backlog of 3,000 and 30,000 pairs (benches/backlog.rs);
 #   4. ARC verification time per message (1 and 3 RSA-2048 sets, 2 KB and 100 KB bodies);
 #   5. what each check costs alone (content before and after the file-type and archive checks,
 #      dkim, and spamd and rspamd, started here on loopback and stopped at the end).
@@ -15,6 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo bench --bench engine -- --messages "${1:-10000}" --dir tmpfs=/dev/shm --dir disk=target
 cargo bench --bench scan -- --messages "${1:-10000}" --dir disk=target
+cargo bench --bench backlog
 cargo bench --bench arc
 
 clamd_dir=$(mktemp -d "${TMPDIR:-/tmp}/spoolsift-bench-clamd.XXXXXX")
