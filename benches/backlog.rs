@@ -46,17 +46,13 @@ exim_command = ["true"]
 split_spool_directory = false
 kick = false
 
-[policy]
-clean = "deliver"
-infected = "quarantine"
-blocked = "quarantine"
-temporary_failure = "defer"
-permanent_failure = "hold"
+{policy}
 
 {metrics}"#,
         q = root.join("queuefile").display(),
         w = root.join("work").display(),
         s = root.join("spool").display(),
+        policy = corpus::POLICY,
     )
 }
 

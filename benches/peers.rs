@@ -269,14 +269,10 @@ txt_records = "{records}"
 [stages.dkim]
 txt_records = "{records}"
 
-[policy]
-clean = "deliver"
-infected = "quarantine"
-blocked = "quarantine"
-temporary_failure = "defer"
-permanent_failure = "hold"
+{policy}
 "#,
-        records = records.display()
+        records = records.display(),
+        policy = corpus::POLICY,
     )
 }
 

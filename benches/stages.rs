@@ -160,6 +160,7 @@ fn pipeline(clamd: &str, connections: usize, others: Option<(&str, &Path)>) -> P
         ),
         None => (String::new(), String::new()),
     };
+    let policy = corpus::POLICY;
     let text = format!(
         r#"name = "stage-bench"
 authserv_id = "bench.localhost"
@@ -171,12 +172,7 @@ max_connections_per_server = {connections}
 
 {dcc}
 
-[policy]
-clean = "deliver"
-infected = "quarantine"
-blocked = "quarantine"
-temporary_failure = "defer"
-permanent_failure = "hold"
+{policy}
 "#
     );
     PipelineConfig::parse(&text, Path::new("stage-bench.toml")).unwrap()

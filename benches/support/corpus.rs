@@ -61,6 +61,16 @@ pub struct Mix {
     pub eicar_every: Option<usize>,
 }
 
+/// The `[policy]` section of the benches' pipelines: the embedded pipeline's actions.
+#[allow(dead_code)]
+pub const POLICY: &str = r#"[policy]
+clean = "deliver"
+infected = "quarantine"
+blocked = "quarantine"
+temporary_failure = "defer"
+permanent_failure = "hold"
+"#;
+
 /// The engine and stage benches' mix: 2–10 KB, 10–200 KB, 200 KB–2 MB, no test string.
 pub const MIXED: Mix =
     Mix { small: (2_000, 10_000), attached: (10_000, 200_000), large: (200_000, 2_000_000), eicar_every: None };
