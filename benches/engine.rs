@@ -207,6 +207,7 @@ fn main() {
         "/core",
         "/CPU-s"
     );
+    let mut goals = Vec::new();
     for (label, base) in &places {
         for &(corpus_name, small) in &corpora {
             let root = tempfile::Builder::new().prefix("spoolsift-bench.").tempdir_in(base).unwrap();
@@ -244,7 +245,23 @@ fn main() {
                 run.rate / cores as f64,
                 n as f64 / engine_cpu
             );
+            if small {
+                goals.push(format!(
+                    "  {label} small: {:.2} x the floor per core, {:.2} per CPU-second (goal >= 0.6); bound: the \
+                     engine's {:.0} µs of CPU per message against the floor's {:.0} allow at most {:.2} x the floor \
+                     per core with every core busy all the time",
+                    run.rate / cores as f64 / least,
+                    n as f64 / engine_cpu / least,
+                    engine_cpu * 1e6 / n as f64,
+                    1e6 / least,
+                    n as f64 / engine_cpu / least
+                ));
+            }
         }
     }
     println!("cores: {cores}; peak RSS of the whole run: {:.1} MiB", rss_kib("VmHWM:") as f64 / 1024.0);
+    if !goals.is_empty() {
+        println!("goal (issue 18), small messages against the file-system floor:");
+        goals.iter().for_each(|g| println!("{g}"));
+    }
 }
