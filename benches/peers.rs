@@ -295,15 +295,7 @@ fn clamd_alone(clamd: &Endpoint, framed: &[Vec<u8>], clamd_pid: &str) -> Run {
                     let Some(message) = framed.get(i) else { return };
                     scans += 1;
                     conn.write_all(message).unwrap();
-                    let mut reply = Vec::new();
-                    let mut buf = [0u8; 512];
-                    while !reply.contains(&0) {
-                        let k = conn.read(&mut buf).unwrap();
-                        assert!(k > 0, "clamd closed the session");
-                        reply.extend_from_slice(&buf[..k]);
-                    }
-                    let reply =
-                        String::from_utf8_lossy(&reply[..reply.iter().position(|&b| b == 0).unwrap()]).into_owned();
+                    let reply = sealed::clamd_reply(&mut conn);
                     match reply.strip_prefix(&format!("{scans}: stream: ")) {
                         Some("OK") => {}
                         Some(r) if r.ends_with(" FOUND") => _ = infected.fetch_add(1, Ordering::Relaxed),

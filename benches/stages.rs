@@ -41,7 +41,7 @@ mod sealed;
 mod engine_run;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -107,36 +107,25 @@ fn drive_with<S>(threads: usize, n: usize, open: impl Fn() -> S + Sync, work: im
     Timed { rate, latencies }
 }
 
-/// A message framed for zINSTREAM as the clamav stage frames it (support/sealed.rs), held in
-/// memory and sent in one write: clamd's best case.
-struct Framed {
-    bytes: Vec<u8>,
-}
-
-/// One plain zINSTREAM exchange; panics unless clamd answers clean.
-fn instream(clamd: &Endpoint, message: &Framed) {
+/// One plain zINSTREAM exchange of a message framed as the clamav stage frames it
+/// (support/sealed.rs), held in memory and sent in one write, clamd's best case; panics unless
+/// clamd answers clean.
+fn instream(clamd: &Endpoint, message: &[u8]) {
     let mut conn = clamd.connect(Duration::from_secs(5)).unwrap();
     conn.set_read_timeout(Duration::from_secs(60)).unwrap();
-    exchange(&mut conn, message, b"stream: OK");
+    exchange(&mut conn, message, "stream: OK");
 }
 
 /// Send one framed message and read the reply; panics unless it is `want`.
-fn exchange(conn: &mut spoolsift::stages::net::Conn, message: &Framed, want: &[u8]) {
-    conn.write_all(&message.bytes).unwrap();
-    let mut reply = Vec::new();
-    let mut buf = [0u8; 512];
-    while !reply.contains(&0) {
-        let n = conn.read(&mut buf).unwrap();
-        assert!(n > 0, "clamd closed without a reply");
-        reply.extend_from_slice(&buf[..n]);
-    }
-    reply.truncate(reply.iter().position(|&b| b == 0).unwrap());
-    assert_eq!(reply, want, "clamd: {}", String::from_utf8_lossy(&reply));
+fn exchange(conn: &mut spoolsift::stages::net::Conn, message: &[u8], want: &str) {
+    conn.write_all(message).unwrap();
+    let reply = sealed::clamd_reply(conn);
+    assert_eq!(reply, want, "clamd: {reply}");
 }
 
 /// The plain loop over kept sessions: each thread opens one `zIDSESSION` and sends its messages
 /// on it one at a time, as the clamav stage does (closing it, as the stage does, without `zEND`).
-fn session_loop(clamd: &Endpoint, wire: &[Framed], threads: usize) -> Timed {
+fn session_loop(clamd: &Endpoint, wire: &[Vec<u8>], threads: usize) -> Timed {
     let open = || {
         let mut conn = clamd.connect(Duration::from_secs(5)).unwrap();
         conn.set_read_timeout(Duration::from_secs(60)).unwrap();
@@ -145,7 +134,7 @@ fn session_loop(clamd: &Endpoint, wire: &[Framed], threads: usize) -> Timed {
     };
     drive_with(threads, wire.len(), open, |(conn, scans), i| {
         *scans += 1;
-        exchange(conn, &wire[i], format!("{scans}: stream: OK").as_bytes());
+        exchange(conn, &wire[i], &format!("{scans}: stream: OK"));
     })
 }
 
@@ -281,8 +270,8 @@ fn main() {
     let ids = corpus::generate(&corpus_dir, n, false);
     let mut messages = load(&corpus_dir, &ids);
     let (records, sealed) = seal_some(root.path(), &mut messages);
-    let wire: Vec<Framed> = messages.iter().map(|m| Framed { bytes: sealed::instream_framed(m) }).collect();
-    let wire_mib = wire.iter().map(|w| w.bytes.len()).sum::<usize>() as f64 / (1 << 20) as f64;
+    let wire: Vec<Vec<u8>> = messages.iter().map(sealed::instream_framed).collect();
+    let wire_mib = wire.iter().map(Vec::len).sum::<usize>() as f64 / (1 << 20) as f64;
 
     println!(
         "stages: {n} messages (default 2000, since clamd is slow), mixed corpus ({wire_mib:.0} MiB as sent to clamd), \

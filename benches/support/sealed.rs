@@ -68,3 +68,18 @@ pub fn instream_framed(m: &Message) -> Vec<u8> {
     bytes.extend_from_slice(&0u32.to_be_bytes());
     bytes
 }
+
+/// clamd's reply to one zINSTREAM, up to its NUL (the NUL not included): a `zIDSESSION` reply
+/// keeps its `N: ` in front. Panics if clamd closes before the NUL.
+#[allow(dead_code)]
+pub fn clamd_reply(conn: &mut impl Read) -> String {
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 512];
+    while !reply.contains(&0) {
+        let n = conn.read(&mut buf).unwrap();
+        assert!(n > 0, "clamd closed without a reply");
+        reply.extend_from_slice(&buf[..n]);
+    }
+    reply.truncate(reply.iter().position(|&b| b == 0).unwrap_or(reply.len()));
+    String::from_utf8_lossy(&reply).into_owned()
+}
