@@ -46,19 +46,17 @@ impl fmt::Display for RequestDigest {
 /// Builds a [`RequestDigest`] from the request's pieces, in the order they are sent.
 pub struct RequestHasher {
     ctx: ring::digest::Context,
-    len: u64,
 }
 
 impl Default for RequestHasher {
     fn default() -> Self {
-        RequestHasher { ctx: ring::digest::Context::new(&ring::digest::SHA256), len: 0 }
+        RequestHasher { ctx: ring::digest::Context::new(&ring::digest::SHA256) }
     }
 }
 
 impl RequestHasher {
     pub fn update(&mut self, bytes: &[u8]) {
         self.ctx.update(bytes);
-        self.len += bytes.len() as u64;
     }
 
     /// Add everything `r` yields.
@@ -74,11 +72,11 @@ impl RequestHasher {
         }
     }
 
-    /// The digest, and how many bytes went in.
-    pub fn finish(self) -> (RequestDigest, u64) {
+    /// The digest.
+    pub fn finish(self) -> RequestDigest {
         let mut out = [0u8; 32];
         out.copy_from_slice(self.ctx.finish().as_ref());
-        (RequestDigest(out), self.len)
+        RequestDigest(out)
     }
 }
 
@@ -315,7 +313,7 @@ mod tests {
     fn digest(s: &str) -> RequestDigest {
         let mut h = RequestHasher::default();
         h.update(s.as_bytes());
-        h.finish().0
+        h.finish()
     }
 
     #[test]

@@ -484,7 +484,7 @@ impl Stage for ClamavStage {
             false => {
                 let mut h = RequestHasher::default();
                 h.read_from(view.reader()).map_err(|e| StageError::Temporary(format!("reading the message: {e}")))?;
-                Some(h.finish().0)
+                Some(h.finish())
             }
         };
         let answer = self.outside.answers.exchange(self.name(), view.header.id.as_str(), request, || self.ask(view))?;

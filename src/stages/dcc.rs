@@ -293,7 +293,7 @@ impl Stage for DccStage {
                 h.update(&self.envelope(message.header));
                 h.read_from(message.reader())
                     .map_err(|e| StageError::Temporary(format!("reading the message: {e}")))?;
-                Some(h.finish().0)
+                Some(h.finish())
             }
         };
         let ask = || self.ask(message);

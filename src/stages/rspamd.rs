@@ -295,7 +295,7 @@ impl Stage for RspamdStage {
                 h.update(b"\r\n");
                 h.read_from(message.reader())
                     .map_err(|e| StageError::Temporary(format!("reading the message: {e}")))?;
-                Some(h.finish().0)
+                Some(h.finish())
             }
         };
         let ask = || self.ask(&envelope, message);

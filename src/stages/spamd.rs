@@ -273,7 +273,7 @@ impl Stage for SpamdStage {
                 h.update(&head);
                 h.read_from(message.reader())
                     .map_err(|e| StageError::Temporary(format!("reading the message: {e}")))?;
-                Some(h.finish().0)
+                Some(h.finish())
             }
         };
         let ask = || self.ask(&head, message);
