@@ -8,22 +8,15 @@
 
 #[path = "support/corpus.rs"]
 mod corpus;
+#[path = "support/cpu.rs"]
+mod cpu;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use cpu::cpu_children;
 use spoolsift::spool::MessageId;
-
-/// CPU seconds (user + system) of the children waited for so far.
-fn cpu_children() -> f64 {
-    // SAFETY: a zeroed rusage is a valid value; getrusage fills it.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: RUSAGE_CHILDREN and a valid pointer for the duration of the call.
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    secs(ru.ru_utime) + secs(ru.ru_stime)
-}
 
 fn pipeline(root: &Path, metrics: bool) -> String {
     let metrics = if metrics {

@@ -16,6 +16,8 @@
 
 #[path = "support/corpus.rs"]
 mod corpus;
+#[path = "support/cpu.rs"]
+mod cpu;
 #[path = "support/keys.rs"]
 mod keys;
 
@@ -25,6 +27,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use cpu::proc_cpu_seconds;
 use spoolsift::spool::{HeaderLine, MessageId, MessageView, Position, SpoolHeader};
 use spoolsift::stages::arc::canon::{self, BodyHasher, Canon};
 use spoolsift::stages::arc::keys::PrivateKey;
@@ -50,19 +53,11 @@ fn load(dir: &Path, ids: &[(MessageId, u64)]) -> Vec<Message> {
         .collect()
 }
 
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
-    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
-    // SAFETY: sysconf has no preconditions.
-    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
-}
-
 /// Run `stage` over `messages` from `threads` threads; print a row. Every answer must be one
 /// `ok` accepts: a rate over failed checks would mean nothing.
 fn row(label: &str, stage: &dyn Stage, messages: &[Message], threads: usize) {
     let next = AtomicUsize::new(0);
-    let cpu = cpu_seconds();
+    let cpu = proc_cpu_seconds("self");
     let start = Instant::now();
     let mut latencies: Vec<Duration> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
@@ -88,7 +83,7 @@ fn row(label: &str, stage: &dyn Stage, messages: &[Message], threads: usize) {
         handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
     });
     let wall = start.elapsed().as_secs_f64();
-    let cpu = cpu_seconds() - cpu;
+    let cpu = proc_cpu_seconds("self") - cpu;
     latencies.sort();
     let p = |q: usize| latencies.get(latencies.len() * q / 100).map_or(0.0, |d| d.as_secs_f64() * 1e3);
     println!(

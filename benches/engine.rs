@@ -14,6 +14,8 @@
 
 #[path = "support/corpus.rs"]
 mod corpus;
+#[path = "support/cpu.rs"]
+mod cpu;
 #[path = "support/engine_run.rs"]
 mod engine_run;
 

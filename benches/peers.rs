@@ -20,6 +20,8 @@
 
 #[path = "support/corpus.rs"]
 mod corpus;
+#[path = "support/cpu.rs"]
+mod cpu;
 #[allow(dead_code)]
 #[path = "support/engine_run.rs"]
 mod engine_run;
@@ -35,6 +37,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use cpu::{cpu_children, cpu_seconds, proc_cpu_seconds, stat_fields};
 use spoolsift::pipeline::PipelineConfig;
 use spoolsift::spool::{DataFile, MessageId, MessageView};
 use spoolsift::stages::net::Endpoint;
@@ -422,32 +425,12 @@ fn engine(spool: &Path, ids: &[(MessageId, u64)], root: &Path, pipeline: &Pipeli
 
 /// CPU seconds (user + system) of these processes so far.
 fn cpu_pids(pids: &[String]) -> f64 {
-    pids.iter()
-        .map(|p| stat_fields(p).get(11..13).map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()))
-        .sum::<f64>()
-        / clock_ticks()
+    pids.iter().map(|p| proc_cpu_seconds(p)).sum()
 }
 
 fn cpu_self() -> f64 {
-    let (u, s) = engine_run::cpu_seconds();
+    let (u, s) = cpu_seconds();
     u + s
-}
-
-/// CPU seconds of the children waited for so far (rspamc, spoolsift scan).
-fn cpu_children() -> f64 {
-    // SAFETY: a zeroed rusage is a valid value; getrusage fills it.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: RUSAGE_CHILDREN and a valid pointer for the duration of the call.
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    secs(ru.ru_utime) + secs(ru.ru_stime)
-}
-
-/// The fields of `/proc/PID/stat` after the command name (which is in parentheses and may hold
-/// blanks): state is field 0, the process group 2, utime and stime 11 and 12.
-fn stat_fields(pid: &str) -> Vec<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().map(str::to_string).collect()
 }
 
 /// Every live process of the process group `pgid` (rspamd's main process and its workers: the
@@ -459,9 +442,4 @@ fn process_group(pgid: &str) -> Vec<String> {
         .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
         .filter(|p| stat_fields(p).get(2).is_some_and(|g| g == pgid))
         .collect()
-}
-
-fn clock_ticks() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
 }

@@ -29,6 +29,8 @@
 
 #[path = "support/corpus.rs"]
 mod corpus;
+#[path = "support/cpu.rs"]
+mod cpu;
 #[path = "support/dccifd.rs"]
 mod dccifd;
 #[path = "support/keys.rs"]
@@ -46,6 +48,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use cpu::proc_cpu_seconds;
 use sealed::{load, seal_some, Message};
 use spoolsift::engine::Outcome;
 use spoolsift::pipeline::Action;
@@ -188,21 +191,11 @@ fn expected(stage: &str, i: usize) -> Verdict {
     }
 }
 
-/// CPU seconds (user + system) a process has used so far: `self` or a pid.
-fn cpu_seconds(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The fields after the command name, which is in parentheses and may hold blanks.
-    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
-    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
-    // SAFETY: sysconf has no preconditions.
-    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
-}
-
 /// CPU used by this process and by clamd during `f`.
 fn with_cpu<T>(clamd_pid: Option<&str>, f: impl FnOnce() -> T) -> (T, f64, Option<f64>) {
-    let (own, theirs) = (cpu_seconds("self"), clamd_pid.map(cpu_seconds));
+    let (own, theirs) = (proc_cpu_seconds("self"), clamd_pid.map(proc_cpu_seconds));
     let out = f();
-    (out, cpu_seconds("self") - own, clamd_pid.map(cpu_seconds).zip(theirs).map(|(b, a)| b - a))
+    (out, proc_cpu_seconds("self") - own, clamd_pid.map(proc_cpu_seconds).zip(theirs).map(|(b, a)| b - a))
 }
 
 /// A row for a run of `threads` loops over the corpus.

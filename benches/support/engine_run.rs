@@ -16,24 +16,7 @@ use spoolsift::requeue::TargetSpool;
 use spoolsift::spool::MessageId;
 use spoolsift::state::{open_env, StateDb};
 
-/// CPU seconds (user, system) this process has used so far, every thread counted.
-pub fn cpu_seconds() -> (f64, f64) {
-    rusage(libc::RUSAGE_SELF)
-}
-
-/// CPU seconds (user, system) the calling thread has used so far.
-fn thread_cpu_seconds() -> (f64, f64) {
-    rusage(libc::RUSAGE_THREAD)
-}
-
-fn rusage(who: libc::c_int) -> (f64, f64) {
-    // SAFETY: a zeroed rusage is a valid value; getrusage fills it.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: RUSAGE_SELF or RUSAGE_THREAD and a valid pointer for the duration of the call.
-    unsafe { libc::getrusage(who, &mut ru) };
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    (secs(ru.ru_utime), secs(ru.ru_stime))
-}
+use crate::cpu::{cpu_seconds, proc_cpu_seconds, thread_cpu_seconds};
 
 pub fn rss_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -48,23 +31,19 @@ pub fn rss_kib(field: &str) -> u64 {
 /// `spoolsift-batch`, which hands a batch to it; `spoolsift-commit`); anything else is `other`
 /// (the intake runs on the caller's thread, and the feeder is measured apart).
 pub fn thread_cpu() -> HashMap<String, (&'static str, f64)> {
-    let tick = 100.0; // USER_HZ: clock ticks per second on Linux
     let mut threads = HashMap::new();
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return threads };
     for t in tasks.filter_map(|t| t.ok()) {
+        let tid = t.file_name().to_string_lossy().into_owned();
         let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
-        // Fields after the parenthesised name: state is field 3, utime and stime 14 and 15.
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { continue };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let cpu = f.get(11..13).map_or(0.0, |v| v.iter().filter_map(|x| x.parse::<f64>().ok()).sum::<f64>() / tick);
+        let cpu = proc_cpu_seconds(&format!("self/task/{tid}"));
         let role = match comm.trim() {
             c if c.starts_with("spoolsift-scan") || c == "spoolsift-batch" => "scan",
             // The kernel keeps 15 bytes of a thread's name.
             "spoolsift-commi" => "commit",
             _ => "other",
         };
-        threads.insert(t.file_name().to_string_lossy().into_owned(), (role, cpu));
+        threads.insert(tid, (role, cpu));
     }
     threads
 }
