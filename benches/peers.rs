@@ -324,8 +324,7 @@ fn clamd_alone(clamd: &Endpoint, framed: &[Vec<u8>], clamd_pid: &str) -> Run {
 /// rspamd over `rspamc -n c` on the corpus's `.eml` files: the infected count is the messages
 /// with the antivirus symbol, the ARC count those with `ARC_ALLOW`.
 fn rspamc(dir: &Path, rspamd: &str, c: usize, rspamd_pid: &str, clamd_pid: &str, n: usize) -> Run {
-    let group = |pid: &str| -> Vec<String> { process_group(pid) };
-    let before = (cpu_pids(&group(rspamd_pid)), cpu_pids(&[clamd_pid.to_string()]), cpu_children());
+    let before = (cpu_pids(&process_group(rspamd_pid)), cpu_pids(&[clamd_pid.to_string()]), cpu_children());
     let start = Instant::now();
     let out = Command::new("rspamc")
         .args(["-h", rspamd, "-n", &c.to_string(), "-t", "120", "-j", "--compact"])
@@ -339,7 +338,7 @@ fn rspamc(dir: &Path, rspamd: &str, c: usize, rspamd_pid: &str, clamd_pid: &str,
     let nf = n as f64;
     Run {
         rate: nf / secs,
-        own: (cpu_pids(&group(rspamd_pid)) - before.0) * 1e3 / nf,
+        own: (cpu_pids(&process_group(rspamd_pid)) - before.0) * 1e3 / nf,
         client: Some((cpu_children() - before.2) * 1e3 / nf),
         clamd: (cpu_pids(&[clamd_pid.to_string()]) - before.1) * 1e3 / nf,
         infected,
